@@ -1,0 +1,743 @@
+//! The feed's binary codec: MoldUDP64-style packets of fixed-layout
+//! ITCH-style messages. Sans-I/O: encoding writes into a caller's buffer,
+//! decoding borrows a datagram and never panics on any input.
+//!
+//! The byte-by-byte format is documented in `proto/FEED_FORMAT.md`; the
+//! `layout` tests below pin every size written there.
+
+use thiserror::Error;
+
+/// Fixed-point price scale: a wire price of `1_234_500` is $123.45.
+pub const PRICE_SCALE: i64 = 10_000;
+
+/// Bytes in a packet header: session (10), sequence (8), count (2).
+pub const HEADER_LEN: usize = 20;
+/// Bytes in a message block's length prefix.
+pub const BLOCK_PREFIX_LEN: usize = 2;
+/// `count` value of an end-of-session packet.
+pub const END_OF_SESSION: u16 = 0xFFFF;
+/// Largest datagram the codec produces or accepts (fits a loopback MTU
+/// of 64 KiB with room to spare; senders normally stay far below).
+pub const MAX_PACKET_LEN: usize = 65_000;
+
+/// Wire size of a [`Message::SymbolDirectory`] payload.
+pub const SYMBOL_DIRECTORY_LEN: usize = 11;
+/// Wire size of a [`Message::Quote`] payload.
+pub const QUOTE_LEN: usize = 35;
+/// Wire size of a [`Message::Trade`] payload.
+pub const TRADE_LEN: usize = 23;
+
+const TYPE_DIRECTORY: u8 = b'R';
+const TYPE_QUOTE: u8 = b'Q';
+const TYPE_TRADE: u8 = b'T';
+
+/// A feed session identifier: 10 ASCII bytes, space padded. A sender
+/// restart starts a new session, which restarts sequence numbers at 1.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct SessionId(pub [u8; 10]);
+
+impl SessionId {
+    /// Builds a session id from text, truncated or space-padded to 10 bytes.
+    pub fn from_text(s: &str) -> Self {
+        let mut b = [b' '; 10];
+        for (d, c) in b.iter_mut().zip(s.bytes()) {
+            *d = c;
+        }
+        SessionId(b)
+    }
+}
+
+impl std::fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SessionId({:?})", String::from_utf8_lossy(&self.0).trim_end())
+    }
+}
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(String::from_utf8_lossy(&self.0).trim_end())
+    }
+}
+
+/// A ticker: 1 to 8 bytes of `A-Z 0-9 . -`, space padded on the wire.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Symbol([u8; 8]);
+
+impl Symbol {
+    /// Parses a ticker, rejecting empty, over-long or out-of-alphabet text.
+    ///
+    /// # Errors
+    /// [`SymbolError`] says which rule was broken.
+    pub fn new(s: &str) -> Result<Self, SymbolError> {
+        let b = s.as_bytes();
+        if b.is_empty() {
+            return Err(SymbolError::Empty);
+        }
+        if b.len() > 8 {
+            return Err(SymbolError::TooLong(b.len()));
+        }
+        let mut out = [b' '; 8];
+        for (i, &c) in b.iter().enumerate() {
+            if !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'.' || c == b'-') {
+                return Err(SymbolError::BadChar(c as char));
+            }
+            out[i] = c;
+        }
+        Ok(Symbol(out))
+    }
+
+    /// Parses the 8 wire bytes (space padded).
+    fn from_wire(b: [u8; 8]) -> Result<Self, SymbolError> {
+        let len = b.iter().position(|&c| c == b' ').unwrap_or(8);
+        if b[len..].iter().any(|&c| c != b' ') {
+            return Err(SymbolError::BadPadding);
+        }
+        let s = std::str::from_utf8(&b[..len]).map_err(|_| SymbolError::BadChar('?'))?;
+        Symbol::new(s)
+    }
+
+    /// The ticker text without padding.
+    pub fn as_str(&self) -> &str {
+        let len = self.0.iter().position(|&c| c == b' ').unwrap_or(8);
+        // Construction guarantees ASCII, so this cannot fail.
+        std::str::from_utf8(&self.0[..len]).unwrap_or("")
+    }
+
+    /// The 8 space-padded wire bytes.
+    pub fn wire(&self) -> [u8; 8] {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for Symbol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Symbol({})", self.as_str())
+    }
+}
+
+impl std::fmt::Display for Symbol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Symbol {
+    type Err = SymbolError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Symbol::new(s)
+    }
+}
+
+/// Why text is not a valid [`Symbol`].
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum SymbolError {
+    /// No characters.
+    #[error("symbol is empty")]
+    Empty,
+    /// More than 8 bytes.
+    #[error("symbol is {0} bytes long, at most 8 allowed")]
+    TooLong(usize),
+    /// A character outside `A-Z 0-9 . -`.
+    #[error("symbol contains {0:?}; allowed are A-Z, 0-9, '.', '-'")]
+    BadChar(char),
+    /// Non-space bytes after the padding on the wire.
+    #[error("symbol has bytes after its space padding")]
+    BadPadding,
+}
+
+/// One feed message. Prices are fixed-point with [`PRICE_SCALE`]; `ts` is
+/// the exchange timestamp in nanoseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message {
+    /// Binds a locate code to a ticker for the rest of the session.
+    SymbolDirectory {
+        /// Feed-local symbol id used by the other messages.
+        locate: u16,
+        /// The ticker.
+        symbol: Symbol,
+    },
+    /// New top of book.
+    Quote {
+        /// Symbol locate code.
+        locate: u16,
+        /// Exchange timestamp (ns).
+        ts: u64,
+        /// Best bid price (fixed-point).
+        bid_px: i64,
+        /// Best bid size (shares).
+        bid_sz: u32,
+        /// Best ask price (fixed-point).
+        ask_px: i64,
+        /// Best ask size (shares).
+        ask_sz: u32,
+    },
+    /// A trade print.
+    Trade {
+        /// Symbol locate code.
+        locate: u16,
+        /// Exchange timestamp (ns).
+        ts: u64,
+        /// Trade price (fixed-point).
+        px: i64,
+        /// Trade size (shares).
+        sz: u32,
+    },
+}
+
+impl Message {
+    /// Bytes this message's payload takes on the wire (without the prefix).
+    pub fn wire_len(&self) -> usize {
+        match self {
+            Message::SymbolDirectory { .. } => SYMBOL_DIRECTORY_LEN,
+            Message::Quote { .. } => QUOTE_LEN,
+            Message::Trade { .. } => TRADE_LEN,
+        }
+    }
+
+    /// Appends the payload (no length prefix) to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match *self {
+            Message::SymbolDirectory { locate, symbol } => {
+                out.push(TYPE_DIRECTORY);
+                out.extend_from_slice(&locate.to_be_bytes());
+                out.extend_from_slice(&symbol.wire());
+            }
+            Message::Quote { locate, ts, bid_px, bid_sz, ask_px, ask_sz } => {
+                out.push(TYPE_QUOTE);
+                out.extend_from_slice(&locate.to_be_bytes());
+                out.extend_from_slice(&ts.to_be_bytes());
+                out.extend_from_slice(&bid_px.to_be_bytes());
+                out.extend_from_slice(&bid_sz.to_be_bytes());
+                out.extend_from_slice(&ask_px.to_be_bytes());
+                out.extend_from_slice(&ask_sz.to_be_bytes());
+            }
+            Message::Trade { locate, ts, px, sz } => {
+                out.push(TYPE_TRADE);
+                out.extend_from_slice(&locate.to_be_bytes());
+                out.extend_from_slice(&ts.to_be_bytes());
+                out.extend_from_slice(&px.to_be_bytes());
+                out.extend_from_slice(&sz.to_be_bytes());
+            }
+        }
+    }
+
+    /// Decodes one payload (no length prefix); the length must be exact.
+    ///
+    /// # Errors
+    /// [`DecodeError::UnknownType`], [`DecodeError::BadLength`] or
+    /// [`DecodeError::BadSymbol`].
+    pub fn decode(p: &[u8]) -> Result<Message, DecodeError> {
+        let Some(&ty) = p.first() else {
+            return Err(DecodeError::BadLength { msg_type: 0, len: 0 });
+        };
+        let want = match ty {
+            TYPE_DIRECTORY => SYMBOL_DIRECTORY_LEN,
+            TYPE_QUOTE => QUOTE_LEN,
+            TYPE_TRADE => TRADE_LEN,
+            other => return Err(DecodeError::UnknownType(other)),
+        };
+        if p.len() != want {
+            return Err(DecodeError::BadLength { msg_type: ty, len: p.len() });
+        }
+        let mut r = Reader(&p[1..]);
+        Ok(match ty {
+            TYPE_DIRECTORY => {
+                let locate = r.u16();
+                let symbol = Symbol::from_wire(r.array())?;
+                Message::SymbolDirectory { locate, symbol }
+            }
+            TYPE_QUOTE => Message::Quote {
+                locate: r.u16(),
+                ts: r.u64(),
+                bid_px: r.i64(),
+                bid_sz: r.u32(),
+                ask_px: r.i64(),
+                ask_sz: r.u32(),
+            },
+            _ => Message::Trade { locate: r.u16(), ts: r.u64(), px: r.i64(), sz: r.u32() },
+        })
+    }
+}
+
+/// Reads big-endian fields from a slice whose length was checked up front.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn array<const N: usize>(&mut self) -> [u8; N] {
+        let mut a = [0u8; N];
+        a.copy_from_slice(&self.0[..N]);
+        self.0 = &self.0[N..];
+        a
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_be_bytes(self.array())
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_be_bytes(self.array())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_be_bytes(self.array())
+    }
+    fn i64(&mut self) -> i64 {
+        i64::from_be_bytes(self.array())
+    }
+}
+
+/// Why a datagram was rejected. A rejected packet is skipped whole: none of
+/// its messages are applied.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Shorter than the 20-byte header.
+    #[error("packet of {0} bytes is shorter than the 20-byte header")]
+    ShortHeader(usize),
+    /// A message block runs past the end of the datagram.
+    #[error("message {index} is truncated")]
+    Truncated {
+        /// Zero-based index of the message.
+        index: u16,
+    },
+    /// Bytes left over after `count` messages.
+    #[error("{0} trailing bytes after the last message")]
+    TrailingBytes(usize),
+    /// A heartbeat or end-of-session packet carrying a body.
+    #[error("{0} bytes after a heartbeat or end-of-session header")]
+    UnexpectedBody(usize),
+    /// Message type byte not known to this codec.
+    #[error("unknown message type 0x{0:02x}")]
+    UnknownType(u8),
+    /// Message length does not match its type's fixed layout.
+    #[error("message type 0x{msg_type:02x} has length {len}")]
+    BadLength {
+        /// The type byte.
+        msg_type: u8,
+        /// The length found.
+        len: usize,
+    },
+    /// A directory message with an invalid ticker.
+    #[error("bad symbol: {0}")]
+    BadSymbol(#[from] SymbolError),
+    /// Sequence number plus count overflows u64.
+    #[error("sequence number overflow")]
+    SequenceOverflow,
+}
+
+impl DecodeError {
+    /// A short, stable, low-cardinality name for metrics labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::ShortHeader(_) => "short_header",
+            DecodeError::Truncated { .. } => "truncated",
+            DecodeError::TrailingBytes(_) => "trailing_bytes",
+            DecodeError::UnexpectedBody(_) => "unexpected_body",
+            DecodeError::UnknownType(_) => "unknown_type",
+            DecodeError::BadLength { .. } => "bad_length",
+            DecodeError::BadSymbol(_) => "bad_symbol",
+            DecodeError::SequenceOverflow => "sequence_overflow",
+        }
+    }
+}
+
+/// What a packet is, from its header's count field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketKind {
+    /// `count` messages starting at the header's sequence number.
+    Data(u16),
+    /// No messages; the header's sequence is the next one expected.
+    Heartbeat,
+    /// The session is over; the header's sequence is one past the last.
+    EndOfSession,
+}
+
+/// A validated datagram. Every message in it decodes, so iterating it
+/// cannot fail.
+#[derive(Debug, Clone, Copy)]
+pub struct Packet<'a> {
+    /// Session the packet belongs to.
+    pub session: SessionId,
+    /// Sequence number of the first message (or the next expected, for
+    /// heartbeats and end of session).
+    pub seq: u64,
+    /// Data, heartbeat or end of session.
+    pub kind: PacketKind,
+    body: &'a [u8],
+}
+
+impl<'a> Packet<'a> {
+    /// Validates a whole datagram: header, every block's length and every
+    /// message's layout. Nothing is returned for a packet that is wrong
+    /// anywhere, so a consumer never applies half of a corrupt packet.
+    ///
+    /// # Errors
+    /// The first [`DecodeError`] found.
+    pub fn decode(buf: &'a [u8]) -> Result<Packet<'a>, DecodeError> {
+        if buf.len() < HEADER_LEN {
+            return Err(DecodeError::ShortHeader(buf.len()));
+        }
+        let mut r = Reader(buf);
+        let session = SessionId(r.array());
+        let seq = r.u64();
+        let count = r.u16();
+        let body = &buf[HEADER_LEN..];
+        let kind = match count {
+            0 => PacketKind::Heartbeat,
+            END_OF_SESSION => PacketKind::EndOfSession,
+            n => PacketKind::Data(n),
+        };
+        if let PacketKind::Data(n) = kind {
+            seq.checked_add(u64::from(n)).ok_or(DecodeError::SequenceOverflow)?;
+            let mut rest = body;
+            for index in 0..n {
+                let (msg, tail) = split_block(rest, index)?;
+                Message::decode(msg)?;
+                rest = tail;
+            }
+            if !rest.is_empty() {
+                return Err(DecodeError::TrailingBytes(rest.len()));
+            }
+        } else if !body.is_empty() {
+            return Err(DecodeError::UnexpectedBody(body.len()));
+        }
+        Ok(Packet { session, seq, kind, body })
+    }
+
+    /// Number of messages (0 for heartbeat and end of session).
+    pub fn count(&self) -> u16 {
+        match self.kind {
+            PacketKind::Data(n) => n,
+            _ => 0,
+        }
+    }
+
+    /// The messages with their feed sequence numbers, in order.
+    pub fn messages(&self) -> Messages<'a> {
+        Messages { rest: self.body, next_seq: self.seq, left: self.count() }
+    }
+}
+
+fn split_block(buf: &[u8], index: u16) -> Result<(&[u8], &[u8]), DecodeError> {
+    if buf.len() < BLOCK_PREFIX_LEN {
+        return Err(DecodeError::Truncated { index });
+    }
+    let len = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+    let rest = &buf[BLOCK_PREFIX_LEN..];
+    if rest.len() < len {
+        return Err(DecodeError::Truncated { index });
+    }
+    Ok(rest.split_at(len))
+}
+
+/// Iterator over a validated packet's `(feed sequence, message)` pairs.
+#[derive(Debug, Clone)]
+pub struct Messages<'a> {
+    rest: &'a [u8],
+    next_seq: u64,
+    left: u16,
+}
+
+impl Iterator for Messages<'_> {
+    type Item = (u64, Message);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        // The packet was validated in `Packet::decode`, so these succeed.
+        let (msg, tail) = split_block(self.rest, 0).ok()?;
+        let m = Message::decode(msg).ok()?;
+        self.rest = tail;
+        self.left -= 1;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Some((seq, m))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (usize::from(self.left), Some(usize::from(self.left)))
+    }
+}
+
+/// Builds datagrams for one session, numbering messages consecutively.
+///
+/// ```
+/// use quotecast_proto::feed::{Message, Packet, PacketBuilder, SessionId};
+/// let mut b = PacketBuilder::new(SessionId::from_text("S1"), 1, 1400);
+/// assert!(b.push(&Message::Trade { locate: 1, ts: 5, px: 1_000_000, sz: 100 }));
+/// let bytes = b.finish().to_vec();
+/// let p = Packet::decode(&bytes).unwrap();
+/// assert_eq!(p.count(), 1);
+/// assert_eq!(b.next_seq(), 2);
+/// ```
+#[derive(Debug)]
+pub struct PacketBuilder {
+    session: SessionId,
+    /// Sequence number of the next message pushed.
+    next_seq: u64,
+    max_len: usize,
+    buf: Vec<u8>,
+    /// The last finished datagram; swapped with `buf` so nothing allocates.
+    out: Vec<u8>,
+    count: u16,
+}
+
+impl PacketBuilder {
+    /// A builder whose first message gets `first_seq`, producing datagrams
+    /// of at most `max_len` bytes (clamped to `HEADER_LEN + 64 ..= MAX_PACKET_LEN`).
+    pub fn new(session: SessionId, first_seq: u64, max_len: usize) -> Self {
+        let max_len = max_len.clamp(HEADER_LEN + 64, MAX_PACKET_LEN);
+        let mut b = PacketBuilder {
+            session,
+            next_seq: first_seq,
+            max_len,
+            buf: Vec::with_capacity(max_len),
+            out: Vec::with_capacity(max_len),
+            count: 0,
+        };
+        b.reset();
+        b
+    }
+
+    fn reset(&mut self) {
+        self.buf.clear();
+        self.buf.extend_from_slice(&self.session.0);
+        self.buf.extend_from_slice(&self.next_seq.to_be_bytes());
+        self.buf.extend_from_slice(&0u16.to_be_bytes());
+        self.count = 0;
+    }
+
+    /// Adds a message if it fits; returns `false` (and adds nothing) when
+    /// the datagram is full, so the caller sends it with [`finish`](Self::finish) first.
+    pub fn push(&mut self, m: &Message) -> bool {
+        let need = BLOCK_PREFIX_LEN + m.wire_len();
+        if self.buf.len() + need > self.max_len || self.count == END_OF_SESSION - 1 {
+            return false;
+        }
+        self.buf.extend_from_slice(&(m.wire_len() as u16).to_be_bytes());
+        m.encode(&mut self.buf);
+        self.count += 1;
+        true
+    }
+
+    /// Messages in the datagram being built.
+    pub fn len(&self) -> u16 {
+        self.count
+    }
+
+    /// True when no message has been pushed since the last `finish`.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Sequence number the next pushed message will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Session this builder numbers messages for.
+    pub fn session(&self) -> SessionId {
+        self.session
+    }
+
+    /// Completes the datagram and returns its bytes; the builder starts a
+    /// new one. With no message pushed this is a heartbeat.
+    pub fn finish(&mut self) -> &[u8] {
+        let count = self.count;
+        self.buf[18..20].copy_from_slice(&count.to_be_bytes());
+        self.next_seq += u64::from(count);
+        std::mem::swap(&mut self.buf, &mut self.out);
+        self.reset();
+        &self.out
+    }
+
+    /// An end-of-session datagram: no more messages follow in this session.
+    pub fn end_of_session(&self) -> [u8; HEADER_LEN] {
+        header(self.session, self.next_seq, END_OF_SESSION)
+    }
+}
+
+/// A 20-byte header-only datagram (heartbeat: `count` 0; end: `END_OF_SESSION`).
+pub fn header(session: SessionId, seq: u64, count: u16) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..10].copy_from_slice(&session.0);
+    h[10..18].copy_from_slice(&seq.to_be_bytes());
+    h[18..20].copy_from_slice(&count.to_be_bytes());
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sym(s: &str) -> Symbol {
+        Symbol::new(s).unwrap()
+    }
+
+    fn samples() -> Vec<Message> {
+        vec![
+            Message::SymbolDirectory { locate: 7, symbol: sym("BRK.B") },
+            Message::Quote {
+                locate: 65535,
+                ts: u64::MAX,
+                bid_px: 1_234_500,
+                bid_sz: 300,
+                ask_px: 1_234_600,
+                ask_sz: u32::MAX,
+            },
+            Message::Trade { locate: 0, ts: 1, px: -5, sz: 1 },
+        ]
+    }
+
+    /// Pins every size in FEED_FORMAT.md.
+    #[test]
+    fn layout() {
+        for m in samples() {
+            let mut v = Vec::new();
+            m.encode(&mut v);
+            assert_eq!(v.len(), m.wire_len(), "{m:?}");
+        }
+        assert_eq!(samples().iter().map(Message::wire_len).collect::<Vec<_>>(), [11, 35, 23]);
+        assert_eq!(header(SessionId::from_text("A"), 1, 0).len(), 20);
+        let mut b = PacketBuilder::new(SessionId::from_text("A"), 1, 1400);
+        assert!(b.push(&samples()[1]));
+        assert_eq!(b.finish().len(), HEADER_LEN + 2 + QUOTE_LEN);
+    }
+
+    #[test]
+    fn round_trip_every_message_type() {
+        let mut b = PacketBuilder::new(SessionId::from_text("SESS01"), 42, 1400);
+        for m in samples() {
+            assert!(b.push(&m));
+        }
+        let bytes = b.finish().to_vec();
+        let p = Packet::decode(&bytes).unwrap();
+        assert_eq!(p.session, SessionId::from_text("SESS01"));
+        assert_eq!(p.seq, 42);
+        assert_eq!(p.kind, PacketKind::Data(3));
+        let got: Vec<_> = p.messages().collect();
+        let want: Vec<_> = samples().into_iter().enumerate().map(|(i, m)| (42 + i as u64, m)).collect();
+        assert_eq!(got, want);
+        assert_eq!(b.next_seq(), 45);
+    }
+
+    #[test]
+    fn heartbeat_and_end_of_session() {
+        let s = SessionId::from_text("X");
+        let hb = header(s, 9, 0);
+        let p = Packet::decode(&hb).unwrap();
+        assert_eq!((p.kind, p.seq, p.messages().count()), (PacketKind::Heartbeat, 9, 0));
+        let b = PacketBuilder::new(s, 9, 1400);
+        let p = Packet::decode(&b.end_of_session()).unwrap().kind;
+        assert_eq!(p, PacketKind::EndOfSession);
+    }
+
+    #[test]
+    fn builder_respects_max_len() {
+        let mut b = PacketBuilder::new(SessionId::from_text("X"), 1, 200);
+        let q = samples()[1];
+        let mut n = 0;
+        while b.push(&q) {
+            n += 1;
+        }
+        assert_eq!(n, (200 - HEADER_LEN) / (2 + QUOTE_LEN));
+        assert!(b.finish().len() <= 200);
+        assert_eq!(b.next_seq(), 1 + n as u64);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn rejects_inconsistent_packets() {
+        let mut b = PacketBuilder::new(SessionId::from_text("X"), 1, 1400);
+        b.push(&samples()[1]);
+        b.push(&samples()[2]);
+        let good = b.finish().to_vec();
+        let cases: Vec<(Vec<u8>, DecodeError)> = vec![
+            (good[..10].to_vec(), DecodeError::ShortHeader(10)),
+            (good[..good.len() - 1].to_vec(), DecodeError::Truncated { index: 1 }),
+            ([&good[..], &[0u8]].concat(), DecodeError::TrailingBytes(1)),
+            ([&header(SessionId::from_text("X"), 1, 0)[..], &[1u8]].concat(), DecodeError::UnexpectedBody(1)),
+            (
+                {
+                    let mut g = good.clone();
+                    g[HEADER_LEN + 2] = b'Z';
+                    g
+                },
+                DecodeError::UnknownType(b'Z'),
+            ),
+            (
+                {
+                    let mut g = good.clone();
+                    g[10..18].copy_from_slice(&u64::MAX.to_be_bytes());
+                    g
+                },
+                DecodeError::SequenceOverflow,
+            ),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(Packet::decode(&bytes).unwrap_err(), want);
+        }
+    }
+
+    #[test]
+    fn symbols() {
+        assert_eq!(sym("AAPL").as_str(), "AAPL");
+        assert_eq!(Symbol::new("").unwrap_err(), SymbolError::Empty);
+        assert_eq!(Symbol::new("ABCDEFGHI").unwrap_err(), SymbolError::TooLong(9));
+        assert_eq!(Symbol::new("aapl").unwrap_err(), SymbolError::BadChar('a'));
+        assert!(Symbol::from_wire(*b"AB  C   ").is_err());
+    }
+
+    fn arb_message() -> impl Strategy<Value = Message> {
+        prop_oneof![
+            (any::<u16>(), "[A-Z0-9.-]{1,8}")
+                .prop_map(|(locate, s)| Message::SymbolDirectory { locate, symbol: sym(&s) }),
+            (any::<u16>(), any::<u64>(), any::<i64>(), any::<u32>(), any::<i64>(), any::<u32>()).prop_map(
+                |(locate, ts, bid_px, bid_sz, ask_px, ask_sz)| Message::Quote {
+                    locate,
+                    ts,
+                    bid_px,
+                    bid_sz,
+                    ask_px,
+                    ask_sz
+                }
+            ),
+            (any::<u16>(), any::<u64>(), any::<i64>(), any::<u32>())
+                .prop_map(|(locate, ts, px, sz)| Message::Trade { locate, ts, px, sz }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_decode_or_error(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            if let Ok(p) = Packet::decode(&bytes) {
+                prop_assert_eq!(p.messages().count(), usize::from(p.count()));
+            }
+        }
+
+        #[test]
+        fn corrupted_valid_packets_never_panic(
+            msgs in proptest::collection::vec(arb_message(), 1..20),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
+            cut in any::<usize>(),
+        ) {
+            let mut b = PacketBuilder::new(SessionId::from_text("P"), 1, MAX_PACKET_LEN);
+            for m in &msgs { b.push(m); }
+            let mut bytes = b.finish().to_vec();
+            for (i, v) in flips { let n = bytes.len(); bytes[i % n] = v; }
+            let n = bytes.len();
+            bytes.truncate(cut % (n + 1));
+            if let Ok(p) = Packet::decode(&bytes) {
+                prop_assert_eq!(p.messages().count(), usize::from(p.count()));
+            }
+        }
+
+        #[test]
+        fn round_trip(msgs in proptest::collection::vec(arb_message(), 1..50), seq in 1u64..1<<40) {
+            let mut b = PacketBuilder::new(SessionId::from_text("P"), seq, MAX_PACKET_LEN);
+            for m in &msgs { prop_assert!(b.push(m)); }
+            let bytes = b.finish().to_vec();
+            let p = Packet::decode(&bytes).unwrap();
+            let got: Vec<Message> = p.messages().map(|(_, m)| m).collect();
+            prop_assert_eq!(got, msgs);
+        }
+    }
+}
