@@ -1,1 +1,4 @@
-//! placeholder
+//! quotecast gateway (work in progress)
+pub mod book;
+pub mod hub;
+pub mod ingest;

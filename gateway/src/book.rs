@@ -1,0 +1,224 @@
+//! The quote book: the current state of every symbol.
+//!
+//! One writer (the ingest thread) and many lock-free readers (gRPC, the
+//! hub's subscribe path, metrics). Each symbol's state is an immutable
+//! [`Quote`] behind an `ArcSwap`; the writer builds the next value from its
+//! own copy and swaps it in, so a reader never sees a half-written quote and
+//! never blocks the writer.
+//!
+//! Symbols are learned from the feed's directory messages. The slot array is
+//! allocated once (`--max-symbols`) so a [`SymbolId`] indexes it without a
+//! lock; the name -> id table is copy-on-write and changes only when a new
+//! symbol appears.
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use quotecast_proto::feed::Symbol;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Dense index of a symbol in the book (and the hub), assigned in order of
+/// first appearance and never reused.
+pub type SymbolId = u32;
+
+/// What changed a symbol's state last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateKind {
+    /// No update yet (the symbol is only known from the directory).
+    None,
+    /// Top of book changed.
+    Quote,
+    /// A trade printed.
+    Trade,
+}
+
+/// One symbol's full state after its `seq`-th update. Immutable once
+/// published; prices are fixed-point with [`quotecast_proto::PRICE_SCALE`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quote {
+    /// The ticker.
+    pub symbol: Symbol,
+    /// Per-symbol sequence number: +1 per applied update, 0 before the first.
+    pub seq: u64,
+    /// What the last update was.
+    pub kind: UpdateKind,
+    /// Best bid price.
+    pub bid_px: i64,
+    /// Best bid size.
+    pub bid_sz: u64,
+    /// Best ask price.
+    pub ask_px: i64,
+    /// Best ask size.
+    pub ask_sz: u64,
+    /// Last trade price (0 before any trade).
+    pub last_px: i64,
+    /// Last trade size.
+    pub last_sz: u64,
+    /// Exchange timestamp of the last update (ns since epoch).
+    pub ts_event: i64,
+    /// Gateway receive timestamp of the last update (ns since epoch).
+    pub ts_recv: i64,
+    /// Feed sequence number of the message that made the last update.
+    pub feed_seq: u64,
+    /// The gateway cannot vouch for this value (gap, feed down, restart).
+    pub stale: bool,
+}
+
+impl Quote {
+    /// The state of a symbol known from the directory but not yet quoted.
+    pub fn empty(symbol: Symbol) -> Self {
+        Quote {
+            symbol,
+            seq: 0,
+            kind: UpdateKind::None,
+            bid_px: 0,
+            bid_sz: 0,
+            ask_px: 0,
+            ask_sz: 0,
+            last_px: 0,
+            last_sz: 0,
+            ts_event: 0,
+            ts_recv: 0,
+            feed_seq: 0,
+            stale: false,
+        }
+    }
+}
+
+/// One symbol's slot: its current quote plus counters readers may want.
+#[derive(Debug, Default)]
+struct Slot {
+    quote: ArcSwapOption<Quote>,
+    /// Updates applied since the gateway started (for ListSymbols).
+    updates: AtomicU64,
+}
+
+/// Name -> id table; replaced whole (copy-on-write) when a symbol appears.
+#[derive(Debug, Default, Clone)]
+struct SymbolTable {
+    by_name: HashMap<Symbol, SymbolId>,
+    names: Vec<Symbol>,
+}
+
+/// The quote book. Shared as `Arc<Book>`; only the ingest thread calls the
+/// `&self` methods that write ([`Book::insert_symbol`], [`Book::publish`]).
+#[derive(Debug)]
+pub struct Book {
+    slots: Box<[Slot]>,
+    table: ArcSwap<SymbolTable>,
+}
+
+/// The book is full: `--max-symbols` symbols are already known.
+#[derive(Debug, thiserror::Error)]
+#[error("symbol table is full ({0} symbols); raise --max-symbols")]
+pub struct BookFull(pub usize);
+
+impl Book {
+    /// A book with room for `capacity` symbols.
+    pub fn new(capacity: usize) -> Self {
+        Book {
+            slots: (0..capacity).map(|_| Slot::default()).collect(),
+            table: ArcSwap::from_pointee(SymbolTable::default()),
+        }
+    }
+
+    /// Most symbols the book can hold.
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Number of symbols known.
+    pub fn len(&self) -> usize {
+        self.table.load().names.len()
+    }
+
+    /// True before the first directory message.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Looks a symbol up by name.
+    pub fn id(&self, symbol: &Symbol) -> Option<SymbolId> {
+        self.table.load().by_name.get(symbol).copied()
+    }
+
+    /// Every known symbol, in id order.
+    pub fn symbols(&self) -> Vec<Symbol> {
+        self.table.load().names.clone()
+    }
+
+    /// Name of a symbol id.
+    pub fn name(&self, id: SymbolId) -> Option<Symbol> {
+        self.table.load().names.get(id as usize).copied()
+    }
+
+    /// Writer only: registers a symbol (idempotent) and returns its id.
+    ///
+    /// # Errors
+    /// [`BookFull`] when the capacity is reached.
+    pub fn insert_symbol(&self, symbol: Symbol) -> Result<SymbolId, BookFull> {
+        if let Some(id) = self.id(&symbol) {
+            return Ok(id);
+        }
+        let mut t = SymbolTable::clone(&self.table.load());
+        let id = t.names.len();
+        if id >= self.slots.len() {
+            return Err(BookFull(self.slots.len()));
+        }
+        t.names.push(symbol);
+        t.by_name.insert(symbol, id as SymbolId);
+        // Publish the empty quote before the name so a reader that finds the
+        // id always finds a quote.
+        self.slots[id].quote.store(Some(Arc::new(Quote::empty(symbol))));
+        self.table.store(Arc::new(t));
+        Ok(id as SymbolId)
+    }
+
+    /// Writer only: makes `q` the current state of `id`. `counted` says
+    /// whether it is an update (vs. a stale-flag change).
+    pub fn publish(&self, id: SymbolId, q: Arc<Quote>, counted: bool) {
+        let slot = &self.slots[id as usize];
+        slot.quote.store(Some(q));
+        if counted {
+            slot.updates.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Lock-free read of a symbol's current state.
+    pub fn get(&self, id: SymbolId) -> Option<Arc<Quote>> {
+        self.slots.get(id as usize)?.quote.load_full()
+    }
+
+    /// Updates applied to `id` since start.
+    pub fn update_count(&self, id: SymbolId) -> u64 {
+        self.slots.get(id as usize).map_or(0, |s| s.updates.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symbols_get_dense_ids_and_capacity_is_enforced() {
+        let b = Book::new(2);
+        let a = b.insert_symbol(Symbol::new("A").unwrap()).unwrap();
+        let a2 = b.insert_symbol(Symbol::new("A").unwrap()).unwrap();
+        let c = b.insert_symbol(Symbol::new("C").unwrap()).unwrap();
+        assert_eq!((a, a2, c), (0, 0, 1));
+        assert!(b.insert_symbol(Symbol::new("D").unwrap()).is_err());
+        assert_eq!(b.get(c).unwrap().seq, 0);
+        assert_eq!(b.id(&Symbol::new("C").unwrap()), Some(1));
+    }
+
+    #[test]
+    fn readers_see_published_values() {
+        let b = Book::new(4);
+        let id = b.insert_symbol(Symbol::new("X").unwrap()).unwrap();
+        let mut q = Quote::empty(Symbol::new("X").unwrap());
+        q.seq = 7;
+        b.publish(id, Arc::new(q), true);
+        assert_eq!(b.get(id).unwrap().seq, 7);
+        assert_eq!(b.update_count(id), 1);
+    }
+}

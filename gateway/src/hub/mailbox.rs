@@ -1,0 +1,293 @@
+//! One connection's bounded outbox, filled by the hub (and the session's
+//! reader) and emptied by the session's writer.
+//!
+//! The hot path never waits: [`Mailbox::push_update`] takes a short
+//! uncontended lock, appends a shared `Bytes` and returns whether the writer
+//! must be woken. When the queue is full the mailbox switches to
+//! conflation (Lightstreamer's MERGE): every further update only replaces
+//! its symbol's pending latest value and counts a skip. Memory is therefore
+//! bounded by `capacity` queued entries plus one pending entry per
+//! subscribed symbol, whatever the feed rate or the client's speed.
+
+use crate::book::SymbolId;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use quotecast_proto::v1::status::{Reason, State};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+
+/// An item queued for a connection, in the order it must be sent.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    /// A shared, pre-encoded `UpdateBatch.updates` entry.
+    Update(Bytes),
+    /// A feed status change for one symbol.
+    Status {
+        /// The symbol.
+        symbol: SymbolId,
+        /// Its new state.
+        state: State,
+        /// Why.
+        reason: Reason,
+    },
+    /// A reply to a client request, sent as is.
+    Control(Message),
+}
+
+/// The latest pending value of a symbol while conflating.
+#[derive(Debug, Clone, Default)]
+pub struct Pending {
+    /// Latest shared entry, if an update is pending.
+    pub update: Option<Bytes>,
+    /// Updates replaced before `update` (the client never sees them).
+    pub skipped: u64,
+    /// Latest status change, sent before the update.
+    pub status: Option<(State, Reason)>,
+    /// The pending update is (or replaced) a subscribe snapshot.
+    pub snapshot: bool,
+}
+
+/// What the writer takes out in one go.
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// Queued entries in order.
+    pub entries: VecDeque<Entry>,
+    /// Conflated symbols (sent after `entries`).
+    pub pending: Vec<(SymbolId, Pending)>,
+    /// Since when the connection has been conflating without catching up.
+    pub behind_since: Option<Instant>,
+}
+
+impl Drained {
+    /// True when nothing was taken.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.pending.is_empty()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    queue: VecDeque<Entry>,
+    /// Control replies queued beyond `capacity` (bounded separately).
+    control: usize,
+    conflating: bool,
+    pending: HashMap<SymbolId, Pending>,
+    behind_since: Option<Instant>,
+    /// The writer is (about to be) waiting: the next push must wake it.
+    armed: bool,
+}
+
+/// The control queue is full: the client sends requests faster than it
+/// reads replies.
+#[derive(Debug, thiserror::Error)]
+#[error("more than {0} replies pending")]
+pub struct ControlOverflow(pub usize);
+
+/// A connection's outbox. Shared as `Arc<Mailbox>` between the hub's
+/// subscriber lists, the session reader and the session writer.
+#[derive(Debug)]
+pub struct Mailbox {
+    inner: Mutex<Inner>,
+    notify: Notify,
+    closed: AtomicBool,
+    /// Updates queued before conflation starts.
+    capacity: usize,
+    /// Control replies that may wait at once.
+    control_capacity: usize,
+}
+
+impl Mailbox {
+    /// An empty mailbox holding at most `capacity` queued updates before it
+    /// conflates, and `control_capacity` unsent replies.
+    pub fn new(capacity: usize, control_capacity: usize) -> Self {
+        Mailbox {
+            inner: Mutex::new(Inner::default()),
+            notify: Notify::new(),
+            closed: AtomicBool::new(false),
+            capacity: capacity.max(1),
+            control_capacity,
+        }
+    }
+
+    /// Queues a shared update of `symbol`; conflates when full. Returns true
+    /// when the caller must [`wake`](Self::wake) the writer (after it is done
+    /// pushing, so one wake-up covers a whole datagram).
+    pub fn push_update(&self, symbol: SymbolId, entry: &Bytes, snapshot: bool) -> bool {
+        if self.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut g = self.inner.lock();
+        if !g.conflating && g.queue.len() - g.control < self.capacity {
+            g.queue.push_back(Entry::Update(entry.clone()));
+        } else {
+            if !g.conflating {
+                g.conflating = true;
+                g.behind_since.get_or_insert_with(Instant::now);
+            }
+            let p = g.pending.entry(symbol).or_default();
+            if p.update.replace(entry.clone()).is_some() {
+                p.skipped += 1;
+            }
+            p.snapshot |= snapshot;
+        }
+        std::mem::take(&mut g.armed)
+    }
+
+    /// Queues a status change of `symbol` (conflated like updates).
+    pub fn push_status(&self, symbol: SymbolId, state: State, reason: Reason) -> bool {
+        if self.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut g = self.inner.lock();
+        if !g.conflating && g.queue.len() - g.control < self.capacity {
+            g.queue.push_back(Entry::Status { symbol, state, reason });
+        } else {
+            g.conflating = true;
+            g.behind_since.get_or_insert_with(Instant::now);
+            g.pending.entry(symbol).or_default().status = Some((state, reason));
+        }
+        std::mem::take(&mut g.armed)
+    }
+
+    /// Queues a reply and wakes the writer.
+    ///
+    /// # Errors
+    /// [`ControlOverflow`] when `control_capacity` replies are unsent.
+    pub fn push_control(&self, msg: Message) -> Result<(), ControlOverflow> {
+        let wake = {
+            let mut g = self.inner.lock();
+            if g.control >= self.control_capacity {
+                return Err(ControlOverflow(self.control_capacity));
+            }
+            g.control += 1;
+            g.queue.push_back(Entry::Control(msg));
+            std::mem::take(&mut g.armed)
+        };
+        if wake {
+            self.wake();
+        }
+        Ok(())
+    }
+
+    /// Wakes the writer (stores a permit if it is not waiting yet).
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Writer: takes everything pending into `out` (whose buffers are
+    /// reused). If nothing is pending, arms the mailbox so the next push
+    /// asks for a wake-up, and returns false.
+    pub fn drain(&self, out: &mut Drained) -> bool {
+        out.entries.clear();
+        out.pending.clear();
+        let mut g = self.inner.lock();
+        if g.queue.is_empty() && g.pending.is_empty() {
+            g.armed = true;
+            g.behind_since = None;
+            out.behind_since = None;
+            return false;
+        }
+        std::mem::swap(&mut g.queue, &mut out.entries);
+        g.control = 0;
+        out.pending.extend(g.pending.drain());
+        if out.pending.is_empty() {
+            // Caught up: whatever lag there was is over.
+            g.behind_since = None;
+        }
+        g.conflating = false;
+        out.behind_since = g.behind_since;
+        true
+    }
+
+    /// Writer: waits for a wake-up. Cancel-safe.
+    pub async fn notified(&self) {
+        self.notify.notified().await;
+    }
+
+    /// Marks the mailbox closed: later pushes are dropped. The session
+    /// calls this before unsubscribing so the hub stops queueing at once.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    /// Entries currently queued (for tests and metrics).
+    pub fn queued(&self) -> usize {
+        self.inner.lock().queue.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(x: u8) -> Bytes {
+        Bytes::from(vec![x])
+    }
+
+    fn updates(d: &Drained) -> Vec<u8> {
+        d.entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Update(b) => Some(b[0]),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn first_push_after_arming_asks_for_one_wake() {
+        let m = Mailbox::new(4, 4);
+        let mut d = Drained::default();
+        assert!(!m.drain(&mut d), "empty");
+        assert!(m.push_update(0, &b(1), false));
+        assert!(!m.push_update(0, &b(2), false), "already woken");
+        assert!(m.drain(&mut d));
+        assert_eq!(updates(&d), vec![1, 2]);
+    }
+
+    #[test]
+    fn overflow_conflates_to_latest_per_symbol_with_skip_count() {
+        let m = Mailbox::new(2, 4);
+        for i in 1..=6 {
+            m.push_update(u32::from(i % 2), &b(i), false);
+        }
+        let mut d = Drained::default();
+        assert!(m.drain(&mut d));
+        assert_eq!(updates(&d), vec![1, 2], "queue holds the first two in order");
+        let mut p: Vec<_> = d.pending.iter().map(|(s, p)| (*s, p.update.as_ref().unwrap()[0], p.skipped)).collect();
+        p.sort();
+        // symbol 1 got 1,3,5 (1 queued; 3 replaced by 5), symbol 0 got 2,4,6.
+        assert_eq!(p, vec![(0, 6, 1), (1, 5, 1)]);
+        assert!(d.behind_since.is_some());
+        // Caught up: the next drain with no conflation clears the lag.
+        m.push_update(0, &b(7), false);
+        assert!(m.drain(&mut d));
+        assert!(d.behind_since.is_none());
+        assert_eq!(updates(&d), vec![7]);
+    }
+
+    #[test]
+    fn control_is_bounded_separately() {
+        let m = Mailbox::new(1, 2);
+        m.push_update(0, &b(1), false);
+        m.push_control(Message::text("a")).unwrap();
+        m.push_control(Message::text("b")).unwrap();
+        assert!(m.push_control(Message::text("c")).is_err());
+        // Updates still have their own room.
+        let mut d = Drained::default();
+        m.drain(&mut d);
+        assert_eq!(d.entries.len(), 3);
+        assert!(d.pending.is_empty());
+    }
+
+    #[test]
+    fn closed_mailbox_drops_pushes() {
+        let m = Mailbox::new(4, 4);
+        m.close();
+        assert!(!m.push_update(0, &b(1), false));
+        assert_eq!(m.queued(), 0);
+    }
+}

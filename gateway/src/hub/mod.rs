@@ -1,0 +1,243 @@
+//! The fan-out hub: per-symbol subscriber lists.
+//!
+//! The ingest thread publishes each update once, as shared pre-encoded
+//! bytes, to the mailboxes subscribed to that symbol: work per tick follows
+//! that symbol's subscribers, never the total number of connections.
+//!
+//! Each topic keeps the last published quote and a short replay ring under
+//! the same lock as its subscriber list. Subscribing takes that lock too,
+//! so the snapshot it queues and the updates that follow are exactly
+//! consecutive: nothing is lost or duplicated at the handoff.
+
+pub mod encode;
+pub mod mailbox;
+
+use crate::book::{Quote, SymbolId};
+use bytes::{Bytes, BytesMut};
+use encode::Flags;
+use mailbox::Mailbox;
+use parking_lot::Mutex;
+use quotecast_proto::v1::status::{Reason, State};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// One symbol's fan-out state.
+#[derive(Debug, Default)]
+struct Topic {
+    /// The last published state; `None` until the symbol is known.
+    last: Option<Arc<Quote>>,
+    /// Recent shared entries by per-symbol sequence, for resumes.
+    recent: VecDeque<(u64, Bytes)>,
+    subs: Vec<Arc<Mailbox>>,
+}
+
+/// Mailboxes to wake once the publisher is done with a datagram.
+pub type Wakes = Vec<Arc<Mailbox>>;
+
+/// How a subscribe was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// A snapshot of the current state was queued.
+    Snapshot,
+    /// The requested resume point was current or in the replay ring: the
+    /// updates after it were queued, no snapshot.
+    Resumed,
+    /// The resume point was too old (or ahead): a snapshot flagged
+    /// `resume_failed` was queued.
+    ResumeFailed,
+}
+
+/// Per-symbol subscriber lists. Shared as `Arc<Hub>`.
+#[derive(Debug)]
+pub struct Hub {
+    topics: Box<[Mutex<Topic>]>,
+    replay_depth: usize,
+}
+
+impl Hub {
+    /// A hub for `capacity` symbols keeping the last `replay_depth` updates
+    /// of each symbol for resumes.
+    pub fn new(capacity: usize, replay_depth: usize) -> Self {
+        Hub { topics: (0..capacity).map(|_| Mutex::default()).collect(), replay_depth }
+    }
+
+    /// Ingest only: publishes an update of `id` to its subscribers, queueing
+    /// the mailboxes to wake in `wakes`.
+    pub fn publish(&self, id: SymbolId, q: &Arc<Quote>, entry: &Bytes, wakes: &mut Wakes) {
+        let mut t = self.topics[id as usize].lock();
+        t.last = Some(q.clone());
+        if self.replay_depth > 0 {
+            if t.recent.len() == self.replay_depth {
+                t.recent.pop_front();
+            }
+            t.recent.push_back((q.seq, entry.clone()));
+        }
+        for m in &t.subs {
+            if m.push_update(id, entry, false) {
+                wakes.push(m.clone());
+            }
+        }
+    }
+
+    /// Ingest only: records a status change (the quote's `stale` flag
+    /// changed, its sequence did not) and tells the subscribers.
+    pub fn status(&self, id: SymbolId, q: &Arc<Quote>, state: State, reason: Reason, wakes: &mut Wakes) {
+        let mut t = self.topics[id as usize].lock();
+        t.last = Some(q.clone());
+        for m in &t.subs {
+            if m.push_status(id, state, reason) {
+                wakes.push(m.clone());
+            }
+        }
+    }
+
+    /// Ingest only: sets the initial state of a newly known symbol.
+    pub fn init(&self, id: SymbolId, q: Arc<Quote>) {
+        let mut t = self.topics[id as usize].lock();
+        if t.last.is_none() {
+            t.last = Some(q);
+        }
+    }
+
+    /// Adds `m` to `id`'s subscribers and queues its start: a snapshot, or
+    /// with `from_seq` the updates after that sequence when still known.
+    /// Returns `None` if the symbol has no state yet (unknown to the hub).
+    pub fn subscribe(&self, id: SymbolId, m: &Arc<Mailbox>, from_seq: Option<u64>) -> Option<Start> {
+        let mut t = self.topics[id as usize].lock();
+        let last = t.last.clone()?;
+        let start = match from_seq {
+            None => Start::Snapshot,
+            Some(s) if s == last.seq => Start::Resumed,
+            Some(s) if s < last.seq && t.recent.front().is_some_and(|(first, _)| *first <= s + 1) => {
+                Start::Resumed
+            }
+            Some(_) => Start::ResumeFailed,
+        };
+        let mut wake = false;
+        if start == Start::Resumed {
+            let from = from_seq.unwrap_or(0);
+            for (_, e) in t.recent.iter().filter(|(seq, _)| *seq > from) {
+                wake |= m.push_update(id, e, false);
+            }
+        } else {
+            let mut buf = BytesMut::new();
+            let flags = Flags { snapshot: true, skipped: 0, resume_failed: start == Start::ResumeFailed };
+            encode::entry(&last, flags, &mut buf);
+            wake |= m.push_update(id, &buf.freeze(), true);
+        }
+        if !t.subs.iter().any(|s| Arc::ptr_eq(s, m)) {
+            t.subs.push(m.clone());
+        }
+        drop(t);
+        if wake {
+            m.wake();
+        }
+        Some(start)
+    }
+
+    /// Removes `m` from `id`'s subscribers.
+    pub fn unsubscribe(&self, id: SymbolId, m: &Arc<Mailbox>) {
+        self.topics[id as usize].lock().subs.retain(|s| !Arc::ptr_eq(s, m));
+    }
+
+    /// Subscribers of `id` (for metrics and tests).
+    pub fn subscribers(&self, id: SymbolId) -> usize {
+        self.topics[id as usize].lock().subs.len()
+    }
+
+    /// The last published state of `id`.
+    pub fn last(&self, id: SymbolId) -> Option<Arc<Quote>> {
+        self.topics.get(id as usize)?.lock().last.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mailbox::{Drained, Entry};
+    use super::*;
+    use crate::book::UpdateKind;
+    use prost::Message;
+    use quotecast_proto::feed::Symbol;
+    use quotecast_proto::v1;
+
+    fn quote(seq: u64) -> Arc<Quote> {
+        let mut q = Quote::empty(Symbol::new("AAPL").unwrap());
+        q.seq = seq;
+        q.kind = UpdateKind::Quote;
+        q.bid_px = seq as i64;
+        Arc::new(q)
+    }
+
+    fn publish(h: &Hub, seq: u64) {
+        let q = quote(seq);
+        let mut e = BytesMut::new();
+        encode::entry(&q, Flags::default(), &mut e);
+        h.publish(0, &q, &e.freeze(), &mut Vec::new());
+    }
+
+    /// (seq, snapshot, resume_failed) of every queued update.
+    fn seen(m: &Mailbox) -> Vec<(u64, bool, bool)> {
+        let mut d = Drained::default();
+        m.drain(&mut d);
+        d.entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Update(b) => {
+                    let mut frame = BytesMut::new();
+                    encode::frame_header(b.len(), 0, &mut frame);
+                    frame.extend_from_slice(b);
+                    match v1::ServerMessage::decode(frame.freeze()).unwrap().body {
+                        Some(v1::server_message::Body::Updates(u)) => {
+                            let u = &u.updates[0];
+                            Some((u.seq, u.snapshot, u.resume_failed))
+                        }
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn snapshot_then_every_update_in_order() {
+        let h = Hub::new(1, 8);
+        h.init(0, quote(0));
+        publish(&h, 1);
+        let m = Arc::new(Mailbox::new(64, 4));
+        assert_eq!(h.subscribe(0, &m, None), Some(Start::Snapshot));
+        publish(&h, 2);
+        publish(&h, 3);
+        assert_eq!(seen(&m), vec![(1, true, false), (2, false, false), (3, false, false)]);
+        h.unsubscribe(0, &m);
+        publish(&h, 4);
+        assert_eq!(seen(&m), vec![]);
+    }
+
+    #[test]
+    fn resume_from_ring_or_fail_with_snapshot() {
+        let h = Hub::new(1, 3);
+        h.init(0, quote(0));
+        for s in 1..=5 {
+            publish(&h, s);
+        }
+        let m = Arc::new(Mailbox::new(64, 4));
+        assert_eq!(h.subscribe(0, &m, Some(3)), Some(Start::Resumed));
+        assert_eq!(seen(&m), vec![(4, false, false), (5, false, false)]);
+        let m2 = Arc::new(Mailbox::new(64, 4));
+        assert_eq!(h.subscribe(0, &m2, Some(5)), Some(Start::Resumed));
+        assert_eq!(seen(&m2), vec![]);
+        let m3 = Arc::new(Mailbox::new(64, 4));
+        assert_eq!(h.subscribe(0, &m3, Some(1)), Some(Start::ResumeFailed), "ring holds 3..=5 only");
+        assert_eq!(seen(&m3), vec![(5, true, true)]);
+        let m4 = Arc::new(Mailbox::new(64, 4));
+        assert_eq!(h.subscribe(0, &m4, Some(9)), Some(Start::ResumeFailed), "ahead of the book");
+    }
+
+    #[test]
+    fn unknown_topic_is_refused() {
+        let h = Hub::new(2, 0);
+        let m = Arc::new(Mailbox::new(4, 4));
+        assert_eq!(h.subscribe(1, &m, None), None);
+    }
+}

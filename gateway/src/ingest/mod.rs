@@ -1,0 +1,2 @@
+//! ingest
+pub mod sequencer;
