@@ -1,0 +1,425 @@
+//! Command-line and environment configuration, validated before any socket
+//! is opened.
+//!
+//! [`SimConfig`] is both the clap parser of the binary and the value library
+//! callers (other crates' tests) fill in directly; `Default` matches the CLI
+//! defaults so a test only spells out what it cares about.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use clap::Parser;
+use quotecast_proto::feed::{BLOCK_PREFIX_LEN, HEADER_LEN, MAX_PACKET_LEN, QUOTE_LEN};
+use thiserror::Error;
+
+/// Exit status for a bad flag or environment value (BSD `EX_USAGE`), so
+/// scripts can tell "you called me wrong" from "I failed while running".
+pub const EX_USAGE: u8 = 64;
+
+/// Default multicast group: administratively scoped (239.255/16), so even a
+/// misconfigured TTL would not be routed beyond the site.
+pub const DEFAULT_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 0, 1);
+/// Default UDP destination port.
+pub const DEFAULT_PORT: u16 = 31001;
+/// Default outgoing interface: loopback, so the feed never leaves the host.
+pub const DEFAULT_INTERFACE: Ipv4Addr = Ipv4Addr::LOCALHOST;
+/// Smallest `--max-packet-bytes`: the codec's own floor (it clamps below
+/// this), which also leaves room for at least one message of each type.
+pub const MIN_PACKET_BYTES: usize = HEADER_LEN + 64;
+/// Largest symbol count: locate codes are `u16` and start at 1.
+pub const MAX_SYMBOLS: usize = u16::MAX as usize;
+
+/// Seeded market simulator sending MoldUDP64-style packets over UDP multicast.
+///
+/// Every flag can also be set through the environment variable shown.
+#[derive(Debug, Clone, PartialEq, Parser)]
+#[command(name = "feed-sim", version, about, long_about = None)]
+pub struct SimConfig {
+    /// Multicast group to send to (must be 224.0.0.0/4).
+    #[arg(long, env = "FEED_SIM_GROUP", default_value_t = DEFAULT_GROUP)]
+    pub group: Ipv4Addr,
+
+    /// UDP destination port.
+    #[arg(long, env = "FEED_SIM_PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+
+    /// Address of the interface multicast leaves through (IP_MULTICAST_IF).
+    /// Keep 127.0.0.1 unless you really mean to reach other hosts.
+    #[arg(long, env = "FEED_SIM_INTERFACE", default_value_t = DEFAULT_INTERFACE)]
+    pub interface: Ipv4Addr,
+
+    /// Multicast TTL; 0 keeps packets on this host.
+    #[arg(long, env = "FEED_SIM_TTL", default_value_t = 0)]
+    pub ttl: u32,
+
+    /// Seed of the market model: the same seed gives the same message stream.
+    #[arg(long, env = "FEED_SIM_SEED", default_value_t = 1)]
+    pub seed: u64,
+
+    /// Number of symbols (1..=65535); the first ~100 are real US tickers.
+    #[arg(long, env = "FEED_SIM_SYMBOLS", default_value_t = 300)]
+    pub symbols: usize,
+
+    /// Zipf exponent of symbol activity: higher means a few symbols carry
+    /// most ticks; 0 is uniform.
+    #[arg(long, env = "FEED_SIM_ZIPF", allow_negative_numbers = true, default_value_t = 1.1)]
+    pub zipf: f64,
+
+    /// Probability that a tick is a trade rather than a quote (0..=1).
+    #[arg(long, env = "FEED_SIM_TRADE_RATIO", allow_negative_numbers = true, default_value_t = 0.1)]
+    pub trade_ratio: f64,
+
+    /// Target ticks (quotes + trades) per second; 0 = as fast as possible.
+    #[arg(long, env = "FEED_SIM_RATE", default_value_t = 10_000)]
+    pub rate: u64,
+
+    /// Period of rate bursts in milliseconds; 0 = no bursts.
+    #[arg(long, env = "FEED_SIM_BURST_EVERY_MS", default_value_t = 0)]
+    pub burst_every_ms: u64,
+
+    /// Length of each burst in milliseconds (at most --burst-every-ms).
+    #[arg(long, env = "FEED_SIM_BURST_LEN_MS", default_value_t = 0)]
+    pub burst_len_ms: u64,
+
+    /// Rate multiplier during a burst; 0 = no bursts.
+    #[arg(long, env = "FEED_SIM_BURST_MULTIPLIER", allow_negative_numbers = true, default_value_t = 0.0)]
+    pub burst_multiplier: f64,
+
+    /// Largest datagram in bytes, header included (84..=65000).
+    #[arg(long, env = "FEED_SIM_MAX_PACKET_BYTES", default_value_t = 1400)]
+    pub max_packet_bytes: usize,
+
+    /// Stop after this many ticks and end the session (default: unlimited).
+    #[arg(long, env = "FEED_SIM_MAX_TICKS")]
+    pub max_ticks: Option<u64>,
+
+    /// Stop after this long and end the session, e.g. 30, 30s, 500ms, 2m, 1h.
+    #[arg(long, env = "FEED_SIM_DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Session id, 1-10 printable ASCII characters (default: "S" + UTC
+    /// HHMMSSmmm of the start, so a restart is a new session).
+    #[arg(long, env = "FEED_SIM_SESSION")]
+    pub session: Option<String>,
+
+    /// Send a heartbeat after this many milliseconds without a packet; 0 = never.
+    #[arg(long, env = "FEED_SIM_HEARTBEAT_MS", default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+
+    /// Longest time a partially filled packet waits for more messages, in
+    /// microseconds: low rates stay prompt, high rates fill packets.
+    #[arg(long, env = "FEED_SIM_FLUSH_US", default_value_t = 200)]
+    pub flush_us: u64,
+
+    /// Repeat the whole symbol directory this often so late joiners learn
+    /// the symbols, in milliseconds; 0 = only at session start.
+    #[arg(long, env = "FEED_SIM_DIRECTORY_INTERVAL_MS", default_value_t = 1000)]
+    pub directory_interval_ms: u64,
+
+    /// Fault injection: skip every Nth data packet (its sequence numbers are
+    /// still used, so receivers see a gap); 0 = off.
+    #[arg(long, env = "FEED_SIM_DROP_EVERY", default_value_t = 0)]
+    pub drop_every: u64,
+
+    /// Fault injection: send every Nth data packet twice; 0 = off.
+    #[arg(long, env = "FEED_SIM_DUP_EVERY", default_value_t = 0)]
+    pub dup_every: u64,
+
+    /// Fault injection: hold every Nth data packet and send it after the
+    /// next one; 0 = off.
+    #[arg(long, env = "FEED_SIM_REORDER_EVERY", default_value_t = 0)]
+    pub reorder_every: u64,
+
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9101
+    /// (default: no metrics endpoint).
+    #[arg(long, env = "FEED_SIM_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Keep every sequenced message in the report (tests only: grows
+    /// without bound).
+    #[arg(long, env = "FEED_SIM_RECORD", hide = true)]
+    pub record: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            group: DEFAULT_GROUP,
+            port: DEFAULT_PORT,
+            interface: DEFAULT_INTERFACE,
+            ttl: 0,
+            seed: 1,
+            symbols: 300,
+            zipf: 1.1,
+            trade_ratio: 0.1,
+            rate: 10_000,
+            burst_every_ms: 0,
+            burst_len_ms: 0,
+            burst_multiplier: 0.0,
+            max_packet_bytes: 1400,
+            max_ticks: None,
+            duration: None,
+            session: None,
+            heartbeat_ms: 1000,
+            flush_us: 200,
+            directory_interval_ms: 1000,
+            drop_every: 0,
+            dup_every: 0,
+            reorder_every: 0,
+            metrics_addr: None,
+            record: false,
+        }
+    }
+}
+
+/// A configuration value that cannot work. The message names the flag, so
+/// the binary prints it as the whole diagnostic.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum ConfigError {
+    /// `--group` outside 224.0.0.0/4.
+    #[error("--group {0}: not a multicast address (224.0.0.0/4)")]
+    NotMulticast(Ipv4Addr),
+    /// `--port 0` cannot be sent to.
+    #[error("--port 0: a destination port must be 1..=65535")]
+    ZeroPort,
+    /// `--interface` that cannot name an interface.
+    #[error("--interface {0}: must be the unicast address of a local interface, e.g. 127.0.0.1")]
+    BadInterface(Ipv4Addr),
+    /// `--ttl` above what IP can carry.
+    #[error("--ttl {0}: must be 0..=255")]
+    BadTtl(u32),
+    /// `--symbols` outside what a u16 locate can number.
+    #[error("--symbols {0}: must be 1..={MAX_SYMBOLS}")]
+    BadSymbols(usize),
+    /// `--zipf` negative or not a number.
+    #[error("--zipf {0}: must be a finite number >= 0")]
+    BadZipf(f64),
+    /// `--trade-ratio` is not a probability.
+    #[error("--trade-ratio {0}: must be between 0 and 1")]
+    BadTradeRatio(f64),
+    /// `--max-packet-bytes` outside the codec's range.
+    #[error("--max-packet-bytes {0}: must be {MIN_PACKET_BYTES}..={MAX_PACKET_LEN}")]
+    BadPacketBytes(usize),
+    /// Burst flags that are partly set or inconsistent.
+    #[error("burst: {0}")]
+    BadBurst(&'static str),
+    /// `--drop-every 1` or `--reorder-every 1`.
+    #[error("--{0} 1: would affect every packet; use 0 (off) or >= 2")]
+    BadFaultPeriod(&'static str),
+    /// `--session` that does not fit the 10-byte field.
+    #[error("--session {0:?}: must be 1-10 printable ASCII characters without spaces")]
+    BadSession(String),
+}
+
+impl SimConfig {
+    /// Checks every value before anything is bound, so a typo fails fast
+    /// with one line instead of half-starting a feed.
+    ///
+    /// # Errors
+    /// The first [`ConfigError`] found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.group.is_multicast() {
+            return Err(ConfigError::NotMulticast(self.group));
+        }
+        if self.port == 0 {
+            return Err(ConfigError::ZeroPort);
+        }
+        // 0.0.0.0 would let the kernel pick the default route's interface,
+        // which is exactly the accident IP_MULTICAST_IF is set to prevent.
+        let i = self.interface;
+        if i.is_unspecified() || i.is_multicast() || i.is_broadcast() {
+            return Err(ConfigError::BadInterface(i));
+        }
+        if self.ttl > 255 {
+            return Err(ConfigError::BadTtl(self.ttl));
+        }
+        if self.symbols == 0 || self.symbols > MAX_SYMBOLS {
+            return Err(ConfigError::BadSymbols(self.symbols));
+        }
+        if !(self.zipf.is_finite() && self.zipf >= 0.0) {
+            return Err(ConfigError::BadZipf(self.zipf));
+        }
+        if !(0.0..=1.0).contains(&self.trade_ratio) {
+            return Err(ConfigError::BadTradeRatio(self.trade_ratio));
+        }
+        if !(MIN_PACKET_BYTES..=MAX_PACKET_LEN).contains(&self.max_packet_bytes) {
+            return Err(ConfigError::BadPacketBytes(self.max_packet_bytes));
+        }
+        self.validate_burst()?;
+        if self.drop_every == 1 {
+            return Err(ConfigError::BadFaultPeriod("drop-every"));
+        }
+        if self.reorder_every == 1 {
+            return Err(ConfigError::BadFaultPeriod("reorder-every"));
+        }
+        if let Some(s) = &self.session {
+            if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ConfigError::BadSession(s.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_burst(&self) -> Result<(), ConfigError> {
+        let m = self.burst_multiplier;
+        let any = self.burst_every_ms != 0 || self.burst_len_ms != 0 || m != 0.0;
+        if !any {
+            return Ok(());
+        }
+        if !(m.is_finite() && m > 0.0) {
+            return Err(ConfigError::BadBurst("--burst-multiplier must be a finite number > 0"));
+        }
+        if self.burst_every_ms == 0 || self.burst_len_ms == 0 {
+            return Err(ConfigError::BadBurst(
+                "--burst-every-ms, --burst-len-ms and --burst-multiplier must all be set",
+            ));
+        }
+        if self.burst_len_ms > self.burst_every_ms {
+            return Err(ConfigError::BadBurst("--burst-len-ms must not exceed --burst-every-ms"));
+        }
+        if self.rate == 0 {
+            return Err(ConfigError::BadBurst("bursts need a finite --rate"));
+        }
+        Ok(())
+    }
+
+    /// Bursts as (period, length, multiplier), when enabled.
+    pub(crate) fn burst(&self) -> Option<(Duration, Duration, f64)> {
+        (self.burst_multiplier > 0.0 && self.burst_every_ms > 0 && self.burst_len_ms > 0).then(|| {
+            (
+                Duration::from_millis(self.burst_every_ms),
+                Duration::from_millis(self.burst_len_ms),
+                self.burst_multiplier,
+            )
+        })
+    }
+
+    /// Smallest `--max-packet-bytes` that still carries a quote; kept next
+    /// to the config so the relation to the codec's sizes is visible.
+    pub(crate) const fn largest_message_block() -> usize {
+        BLOCK_PREFIX_LEN + QUOTE_LEN
+    }
+}
+
+/// Parses `30`, `30s`, `1.5s`, `500ms`, `250us`, `2m` or `1h`; a bare number
+/// is seconds, like `sleep(1)`.
+///
+/// # Errors
+/// A message naming the accepted forms.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let secs_per_unit = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "m" | "min" | "mins" => 60.0,
+        "h" | "hr" | "hrs" => 3600.0,
+        _ => return Err(format!("{s:?}: expected a duration like 30, 30s, 500ms, 2m or 1h")),
+    };
+    let n: f64 =
+        num.parse().map_err(|_| format!("{s:?}: expected a duration like 30, 30s, 500ms, 2m or 1h"))?;
+    Duration::try_from_secs_f64(n * secs_per_unit).map_err(|e| format!("{s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<SimConfig, String> {
+        let argv = std::iter::once("feed-sim").chain(args.iter().copied());
+        SimConfig::try_parse_from(argv).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn default_matches_cli_defaults() {
+        // Guards against a default changed in one place only.
+        assert_eq!(parse(&[]).unwrap(), SimConfig::default());
+        SimConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_bad_values_with_the_flag_named() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--group", "10.0.0.1"], "--group 10.0.0.1: not a multicast"),
+            (&["--port", "0"], "--port 0"),
+            (&["--interface", "0.0.0.0"], "--interface 0.0.0.0"),
+            (&["--interface", "239.1.1.1"], "--interface 239.1.1.1"),
+            (&["--ttl", "256"], "--ttl 256: must be 0..=255"),
+            (&["--symbols", "0"], "--symbols 0"),
+            (&["--symbols", "65536"], "--symbols 65536"),
+            (&["--zipf", "-1"], "--zipf -1"),
+            (&["--zipf", "NaN"], "--zipf NaN"),
+            (&["--trade-ratio", "1.5"], "--trade-ratio 1.5"),
+            (&["--max-packet-bytes", "60"], "--max-packet-bytes 60: must be 84..=65000"),
+            (&["--max-packet-bytes", "65001"], "--max-packet-bytes 65001"),
+            (&["--burst-multiplier", "3"], "must all be set"),
+            (
+                &["--burst-every-ms", "10", "--burst-len-ms", "20", "--burst-multiplier", "2"],
+                "must not exceed",
+            ),
+            (&["--burst-every-ms", "10", "--burst-len-ms", "5", "--burst-multiplier", "-2"], "> 0"),
+            (
+                &["--rate", "0", "--burst-every-ms", "10", "--burst-len-ms", "5", "--burst-multiplier", "2"],
+                "finite --rate",
+            ),
+            (&["--drop-every", "1"], "--drop-every 1"),
+            (&["--reorder-every", "1"], "--reorder-every 1"),
+            (&["--session", "ELEVENCHARS"], "--session \"ELEVENCHARS\""),
+            (&["--session", "A B"], "--session \"A B\""),
+        ];
+        for (args, want) in cases {
+            let cfg = parse(args).unwrap_or_else(|e| panic!("{args:?} should parse: {e}"));
+            let err = cfg.validate().expect_err(&format!("{args:?} should be rejected")).to_string();
+            assert!(err.contains(want), "{args:?}: {err:?} lacks {want:?}");
+            assert!(!err.contains('\n'), "one line: {err:?}");
+        }
+    }
+
+    #[test]
+    fn accepts_edge_values() {
+        let ok: &[&[&str]] = &[
+            &["--ttl", "255", "--symbols", "65535", "--zipf", "0", "--trade-ratio", "1"],
+            &["--max-packet-bytes", "84"],
+            &["--max-packet-bytes", "65000", "--dup-every", "1", "--drop-every", "2"],
+            &["--burst-every-ms", "100", "--burst-len-ms", "100", "--burst-multiplier", "0.5"],
+            &["--session", "ABCDEFGHIJ", "--rate", "0", "--duration", "1.5s"],
+        ];
+        for args in ok {
+            let cfg = parse(args).unwrap();
+            cfg.validate().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn unparsable_values_fail_in_clap() {
+        assert!(parse(&["--port", "70000"]).unwrap_err().contains("--port"));
+        assert!(parse(&["--group", "nope"]).unwrap_err().contains("--group"));
+        assert!(parse(&["--duration", "5 parsecs"]).unwrap_err().contains("--duration"));
+    }
+
+    #[test]
+    fn durations() {
+        let cases = [
+            ("30", Duration::from_secs(30)),
+            ("30s", Duration::from_secs(30)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("500ms", Duration::from_millis(500)),
+            ("250us", Duration::from_micros(250)),
+            ("2m", Duration::from_secs(120)),
+            ("1h", Duration::from_secs(3600)),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_duration(s), Ok(want), "{s}");
+        }
+        for bad in ["", "s", "-1s", "1x", "1.2.3"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn smallest_packet_holds_a_quote() {
+        assert!(MIN_PACKET_BYTES >= HEADER_LEN + SimConfig::largest_message_block());
+    }
+}

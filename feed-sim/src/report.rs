@@ -1,0 +1,114 @@
+//! What a run did: counts for humans (the binary prints it) and ground
+//! truth for tests (the library returns it).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use quotecast_proto::feed::{Message, SessionId};
+
+use crate::market::SymbolTruth;
+
+/// Summary of one simulator session.
+///
+/// Counting rules: `messages`, `quotes`, `trades` and `directory` count
+/// sequenced messages *generated*, including those in packets dropped on
+/// purpose; `packets` and `bytes` count datagrams actually written to the
+/// socket, of every kind (data, duplicates, heartbeats, the three
+/// end-of-session copies).
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Session id every packet carried.
+    pub session: SessionId,
+    /// Datagrams written to the socket, of every kind.
+    pub packets: u64,
+    /// Sequenced messages (directory + quotes + trades); equals
+    /// `next_seq - first_seq`.
+    pub messages: u64,
+    /// Quote messages.
+    pub quotes: u64,
+    /// Trade messages.
+    pub trades: u64,
+    /// Symbol directory messages (the initial one and every repeat).
+    pub directory: u64,
+    /// Heartbeat datagrams.
+    pub heartbeats: u64,
+    /// UDP payload bytes written.
+    pub bytes: u64,
+    /// Data packets skipped by `--drop-every` (their sequences are gaps).
+    pub dropped_packets: u64,
+    /// Messages inside the dropped packets.
+    pub dropped_messages: u64,
+    /// Data packets sent a second time by `--dup-every`.
+    pub duplicated_packets: u64,
+    /// Data packets sent after their successor by `--reorder-every`. A held
+    /// packet that had to go out with nothing after it (a heartbeat or the
+    /// end of session came first) is not counted: it arrived in order.
+    pub reordered_packets: u64,
+    /// Ticks the pacer gave up on because the sender fell more than a
+    /// second behind its schedule (0 unless the machine is overloaded).
+    pub skipped_ticks: u64,
+    /// Sequence number of the first message (always 1: a session starts
+    /// at 1).
+    pub first_seq: u64,
+    /// Sequence number the next message would have had; the
+    /// end-of-session packet carries it.
+    pub next_seq: u64,
+    /// From session start to the last end-of-session packet.
+    pub elapsed: Duration,
+    /// Final state per symbol, as the simulator generated it (ground truth).
+    pub last: BTreeMap<String, SymbolTruth>,
+    /// Every sequenced message (directory messages included) in order with
+    /// its feed sequence, dropped ones too; only when `SimConfig::record` is
+    /// true, empty otherwise.
+    pub recorded: Vec<(u64, Message)>,
+}
+
+impl Report {
+    /// Quotes plus trades.
+    pub fn ticks(&self) -> u64 {
+        self.quotes + self.trades
+    }
+
+    /// Achieved ticks per second over the whole session.
+    pub fn ticks_per_sec(&self) -> f64 {
+        per_sec(self.ticks(), self.elapsed)
+    }
+
+    /// Achieved datagrams per second over the whole session.
+    pub fn packets_per_sec(&self) -> f64 {
+        per_sec(self.packets, self.elapsed)
+    }
+}
+
+fn per_sec(n: u64, d: Duration) -> f64 {
+    let s = d.as_secs_f64();
+    if s > 0.0 {
+        n as f64 / s
+    } else {
+        0.0
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "session      {}", self.session)?;
+        writeln!(f, "sequences    {}..{} ({} messages)", self.first_seq, self.next_seq, self.messages)?;
+        writeln!(
+            f,
+            "messages     {} quotes, {} trades, {} directory",
+            self.quotes, self.trades, self.directory
+        )?;
+        writeln!(f, "packets      {} ({} bytes), {} heartbeats", self.packets, self.bytes, self.heartbeats)?;
+        writeln!(
+            f,
+            "faults       {} dropped packets ({} messages), {} duplicated, {} reordered",
+            self.dropped_packets, self.dropped_messages, self.duplicated_packets, self.reordered_packets
+        )?;
+        if self.skipped_ticks > 0 {
+            writeln!(f, "skipped      {} ticks (sender fell behind its schedule)", self.skipped_ticks)?;
+        }
+        writeln!(f, "elapsed      {:.3}s", self.elapsed.as_secs_f64())?;
+        write!(f, "achieved     {:.0} ticks/s, {:.0} packets/s", self.ticks_per_sec(), self.packets_per_sec())
+    }
+}

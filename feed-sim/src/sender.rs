@@ -1,0 +1,577 @@
+//! The send side: the multicast socket, the pacer, packetizing with
+//! [`PacketBuilder`], heartbeats, fault injection and end of session.
+//!
+//! Runs on one dedicated blocking thread. A blocking `send` on a connected
+//! UDP socket costs one syscall per datagram and nothing else, and the pacer
+//! needs sub-millisecond sleeps that a timer wheel would only round up.
+//!
+//! ```text
+//! Pace::due(elapsed) ─► Market::next_tick ─► Packetizer (PacketBuilder)
+//!                                              │ full / flush_us / end
+//!                                              ▼
+//!                                  Wire: drop? hold? send, dup?, release held
+//! ```
+
+use std::io;
+use std::net::{SocketAddrV4, UdpSocket};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use quotecast_proto::feed::{header, Message, PacketBuilder, SessionId, HEADER_LEN};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::config::SimConfig;
+use crate::market::Market;
+use crate::report::Report;
+use crate::telemetry::Handles;
+
+/// Ticks generated between two looks at the clock and the shutdown token.
+/// About one 1400-byte packet's worth: the clock read is amortised, and
+/// a batch shares one timestamp that is at most a few microseconds stale.
+const BATCH: u64 = 64;
+
+/// Longest single sleep, so a cancelled token is noticed promptly even
+/// when nothing else is due.
+const MAX_SLEEP: Duration = Duration::from_millis(5);
+
+/// Largest backlog the pacer catches up on, in seconds of ticks. A short
+/// stall is made up so the long-run rate stays exact; a long one (a
+/// suspended VM) is skipped rather than flooding receivers afterwards.
+const MAX_BACKLOG_SECS: f64 = 1.0;
+
+/// Copies of the end-of-session packet: a lost end would leave receivers
+/// waiting for a heartbeat timeout, and duplicates of it are harmless.
+const END_OF_SESSION_COPIES: usize = 3;
+
+/// Send buffer asked for: large enough to absorb a directory burst. The
+/// kernel caps it at `net.core.wmem_max`.
+const SEND_BUFFER: usize = 4 << 20;
+
+/// Opens the multicast sender socket for `cfg`: bound to the interface
+/// address, `IP_MULTICAST_IF` = `cfg.interface`, TTL = `cfg.ttl`, loopback
+/// on (receivers on this host must hear it), connected to group:port.
+///
+/// Binding to the interface address as well as setting `IP_MULTICAST_IF`
+/// means a loopback feed cannot leave through another interface even if
+/// the kernel's routing would otherwise prefer it.
+///
+/// # Errors
+/// Any socket call failing, e.g. an `--interface` address this host does
+/// not have.
+pub fn open_socket(cfg: &SimConfig) -> io::Result<UdpSocket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_multicast_if_v4(&cfg.interface)?;
+    s.set_multicast_ttl_v4(cfg.ttl)?;
+    s.set_multicast_loop_v4(true)?;
+    // Best effort: a smaller buffer only means more blocking in send.
+    let _ = s.set_send_buffer_size(SEND_BUFFER);
+    s.bind(&SockAddr::from(SocketAddrV4::new(cfg.interface, 0)))?;
+    s.connect(&SockAddr::from(SocketAddrV4::new(cfg.group, cfg.port)))?;
+    Ok(s.into())
+}
+
+/// A session id derived from the start time: "S" + UTC HHMMSSmmm. A
+/// restart gets a new id (and so restarts sequences at 1 legitimately),
+/// and the id tells a human when the session began.
+pub fn default_session(now: SystemTime) -> SessionId {
+    let ms = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() % 86_400_000;
+    let (h, m, s, milli) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    SessionId::from_text(&format!("S{h:02}{m:02}{s:02}{milli:03}"))
+}
+
+/// Ticks due over time: a token bucket driven by the monotonic clock, in
+/// closed form so rounding never accumulates. Bursts occupy
+/// `[k·every, k·every + len)` for k ≥ 1: a session starts calm.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    /// Base ticks per second; `None` = as fast as possible.
+    rate: Option<f64>,
+    /// (period s, length s, multiplier).
+    burst: Option<(f64, f64, f64)>,
+}
+
+impl Pace {
+    fn new(cfg: &SimConfig) -> Self {
+        Pace {
+            rate: (cfg.rate > 0).then_some(cfg.rate as f64),
+            burst: cfg.burst().map(|(e, l, m)| (e.as_secs_f64(), l.as_secs_f64(), m)),
+        }
+    }
+
+    /// Seconds spent inside bursts during `[0, t]`.
+    fn burst_time(&self, t: f64) -> f64 {
+        let Some((every, len, _)) = self.burst else { return 0.0 };
+        let k = (t / every).floor();
+        if k < 1.0 {
+            return 0.0;
+        }
+        (k - 1.0) * len + (t - k * every).min(len)
+    }
+
+    fn in_burst(&self, t: f64) -> bool {
+        let Some((every, len, _)) = self.burst else { return false };
+        let k = (t / every).floor();
+        k >= 1.0 && t - k * every < len
+    }
+
+    /// Ticks per second at time `t` (0 = unlimited).
+    fn rate_at(&self, t: f64) -> f64 {
+        let Some(r) = self.rate else { return 0.0 };
+        match self.burst {
+            Some((_, _, mult)) if self.in_burst(t) => r * mult,
+            _ => r,
+        }
+    }
+
+    /// Ticks due by `t` seconds after the start (fractional).
+    fn due(&self, t: f64) -> f64 {
+        let Some(r) = self.rate else { return f64::INFINITY };
+        let mult = self.burst.map_or(1.0, |b| b.2);
+        r * (t + (mult - 1.0) * self.burst_time(t))
+    }
+}
+
+/// The socket end: fault injection, counting, and the one place bytes
+/// are written.
+struct Wire {
+    sock: UdpSocket,
+    m: Handles,
+    drop_every: u64,
+    dup_every: u64,
+    reorder_every: u64,
+    /// Data packets handed to the wire so far (the N in "every Nth").
+    data_packets: u64,
+    /// A data packet held back by `--reorder-every`; reused buffer.
+    held: Vec<u8>,
+    /// `Some(dup)` while `held` holds a packet; `dup` = send it twice.
+    holding: Option<bool>,
+    /// Last time a packet left, from the sender's point of view (a packet
+    /// dropped on purpose counts: the sender believes it sent it).
+    last_packet: Instant,
+    packets: u64,
+    bytes: u64,
+    heartbeats: u64,
+    dropped_packets: u64,
+    dropped_messages: u64,
+    duplicated_packets: u64,
+    reordered_packets: u64,
+    /// Per locate, quotes and trades lost in dropped packets.
+    dropped_updates: Vec<u64>,
+}
+
+fn nth(every: u64, n: u64) -> bool {
+    every > 0 && n % every == 0
+}
+
+impl Wire {
+    fn send_raw(&mut self, b: &[u8]) -> io::Result<()> {
+        loop {
+            match self.sock.send(b) {
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        self.packets += 1;
+        self.bytes += b.len() as u64;
+        self.m.packets.increment(1);
+        self.m.bytes.increment(b.len() as u64);
+        Ok(())
+    }
+
+    /// Sends one finished data packet through the fault injectors.
+    /// `locates` lists the symbols of its quotes and trades, for the
+    /// delivered-updates ground truth.
+    fn send_data(&mut self, bytes: &[u8], count: u16, locates: &[u16], now: Instant) -> io::Result<()> {
+        self.data_packets += 1;
+        self.last_packet = now;
+        let n = self.data_packets;
+        if nth(self.drop_every, n) {
+            self.dropped_packets += 1;
+            self.dropped_messages += u64::from(count);
+            for &l in locates {
+                self.dropped_updates[usize::from(l)] += 1;
+            }
+            self.m.drops.increment(1);
+            return Ok(());
+        }
+        let dup = nth(self.dup_every, n);
+        if nth(self.reorder_every, n) && self.holding.is_none() {
+            self.held.clear();
+            self.held.extend_from_slice(bytes);
+            self.holding = Some(dup);
+            return Ok(());
+        }
+        self.send_counted(bytes, dup)?;
+        if self.holding.is_some() {
+            self.reordered_packets += 1;
+            self.m.reorders.increment(1);
+            self.release_held()?;
+        }
+        Ok(())
+    }
+
+    fn send_counted(&mut self, bytes: &[u8], dup: bool) -> io::Result<()> {
+        self.send_raw(bytes)?;
+        if dup {
+            self.send_raw(bytes)?;
+            self.duplicated_packets += 1;
+            self.m.dups.increment(1);
+        }
+        Ok(())
+    }
+
+    /// Sends the held packet, if any. Called after its successor (a real
+    /// reorder) or before a heartbeat / end of session (no successor came,
+    /// so it goes out in order rather than never).
+    fn release_held(&mut self) -> io::Result<()> {
+        if let Some(dup) = self.holding.take() {
+            let held = std::mem::take(&mut self.held);
+            let r = self.send_counted(&held, dup);
+            self.held = held;
+            r?;
+        }
+        Ok(())
+    }
+
+    fn heartbeat(&mut self, session: SessionId, next_seq: u64, now: Instant) -> io::Result<()> {
+        self.release_held()?;
+        self.send_raw(&header(session, next_seq, 0))?;
+        self.heartbeats += 1;
+        self.m.heartbeats.increment(1);
+        self.last_packet = now;
+        Ok(())
+    }
+}
+
+/// Message counts of the packet being built, flushed to metrics per packet.
+#[derive(Debug, Default, Clone, Copy)]
+struct TypeCounts {
+    directory: u64,
+    quotes: u64,
+    trades: u64,
+}
+
+/// Packs messages into datagrams and decides when a datagram is done:
+/// when the next message might not fit, or when its first message has
+/// waited `flush` — the latency/batching trade-off.
+struct Packetizer {
+    builder: PacketBuilder,
+    max_len: usize,
+    /// Bytes in the datagram being built (the builder does not expose it).
+    len: usize,
+    flush: Duration,
+    /// When the first message of the current datagram was pushed.
+    opened: Option<Instant>,
+    /// Locates of the current datagram's quotes and trades.
+    locates: Vec<u16>,
+    pkt: TypeCounts,
+    total: TypeCounts,
+    recorded: Option<Vec<(u64, Message)>>,
+    wire: Wire,
+}
+
+impl Packetizer {
+    fn push(&mut self, msg: Message, now: Instant) -> io::Result<()> {
+        let need = 2 + msg.wire_len();
+        if self.len + need > self.max_len {
+            self.flush(now)?;
+        }
+        let pushed = self.builder.push(&msg);
+        debug_assert!(pushed, "a flushed builder holds any message");
+        if !pushed {
+            return Err(io::Error::other("message does not fit an empty packet"));
+        }
+        self.len += need;
+        if self.opened.is_none() {
+            self.opened = Some(now);
+        }
+        match msg {
+            Message::SymbolDirectory { .. } => self.pkt.directory += 1,
+            Message::Quote { locate, .. } => {
+                self.pkt.quotes += 1;
+                self.locates.push(locate);
+            }
+            Message::Trade { locate, .. } => {
+                self.pkt.trades += 1;
+                self.locates.push(locate);
+            }
+        }
+        if let Some(r) = &mut self.recorded {
+            r.push((self.builder.next_seq() + u64::from(self.builder.len()) - 1, msg));
+        }
+        // Send as soon as no message of any type could fit, rather than
+        // making a full packet wait for its flush deadline.
+        if self.len + SimConfig::largest_message_block() > self.max_len {
+            self.flush(now)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, now: Instant) -> io::Result<()> {
+        if self.builder.is_empty() {
+            return Ok(());
+        }
+        let count = self.builder.len();
+        let bytes = self.builder.finish();
+        self.wire.send_data(bytes, count, &self.locates, now)?;
+        let (p, m) = (self.pkt, &self.wire.m);
+        m.directory.increment(p.directory);
+        m.quotes.increment(p.quotes);
+        m.trades.increment(p.trades);
+        self.total.directory += p.directory;
+        self.total.quotes += p.quotes;
+        self.total.trades += p.trades;
+        self.pkt = TypeCounts::default();
+        self.locates.clear();
+        self.len = HEADER_LEN;
+        self.opened = None;
+        Ok(())
+    }
+
+    /// When the current datagram must go out, if one is open.
+    fn flush_deadline(&self) -> Option<Instant> {
+        self.opened.map(|t| t + self.flush)
+    }
+}
+
+/// Wall-clock nanoseconds from the monotonic clock: wall time sampled
+/// once, then advanced by `Instant`, so timestamps never go backwards when
+/// NTP steps the system clock.
+struct Clock {
+    start: Instant,
+    wall_ns: u64,
+}
+
+impl Clock {
+    fn new() -> Self {
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        Clock { start: Instant::now(), wall_ns: wall.as_nanos() as u64 }
+    }
+
+    fn ts(&self, now: Instant) -> u64 {
+        self.wall_ns + now.duration_since(self.start).as_nanos() as u64
+    }
+}
+
+/// Runs one session on the calling (blocking) thread until `max_ticks`,
+/// `duration` or `shutdown`, then ends the session and reports.
+///
+/// # Errors
+/// A failed `send` (the session is abandoned without an end-of-session
+/// packet: receivers will see it go silent).
+pub(crate) fn send_loop(
+    cfg: &SimConfig,
+    session: SessionId,
+    sock: UdpSocket,
+    shutdown: &CancellationToken,
+) -> io::Result<Report> {
+    let clock = Clock::new();
+    let start = clock.start;
+    let mut market = Market::new(cfg.seed, cfg.symbols, cfg.zipf, cfg.trade_ratio);
+    let directory = market.directory();
+    let pace = Pace::new(cfg);
+    let m = Handles::new();
+    m.target.set(pace.rate_at(0.0));
+    let wire = Wire {
+        sock,
+        m,
+        drop_every: cfg.drop_every,
+        dup_every: cfg.dup_every,
+        reorder_every: cfg.reorder_every,
+        data_packets: 0,
+        held: Vec::with_capacity(cfg.max_packet_bytes),
+        holding: None,
+        last_packet: start,
+        packets: 0,
+        bytes: 0,
+        heartbeats: 0,
+        dropped_packets: 0,
+        dropped_messages: 0,
+        duplicated_packets: 0,
+        reordered_packets: 0,
+        dropped_updates: vec![0; cfg.symbols + 1],
+    };
+    let mut out = Packetizer {
+        builder: PacketBuilder::new(session, 1, cfg.max_packet_bytes),
+        max_len: cfg.max_packet_bytes,
+        len: HEADER_LEN,
+        flush: Duration::from_micros(cfg.flush_us),
+        opened: None,
+        locates: Vec::with_capacity(cfg.max_packet_bytes / 25),
+        pkt: TypeCounts::default(),
+        total: TypeCounts::default(),
+        recorded: cfg.record.then(Vec::new),
+        wire,
+    };
+    let heartbeat = (cfg.heartbeat_ms > 0).then(|| Duration::from_millis(cfg.heartbeat_ms));
+    let dir_every = (cfg.directory_interval_ms > 0).then(|| Duration::from_millis(cfg.directory_interval_ms));
+    let deadline = cfg.duration.map(|d| start + d);
+    let max_ticks = cfg.max_ticks.unwrap_or(u64::MAX);
+
+    for d in &directory {
+        out.push(*d, start)?;
+    }
+    let mut next_dir = dir_every.map(|i| start + i);
+    let mut ticks = 0u64;
+    let mut skipped = 0u64;
+    let mut bursting = false;
+    let mut last_lag_warning: Option<Instant> = None;
+
+    loop {
+        let now = Instant::now();
+        if shutdown.is_cancelled() || deadline.is_some_and(|d| now >= d) || ticks >= max_ticks {
+            break;
+        }
+        let t = now.duration_since(start).as_secs_f64();
+        if pace.in_burst(t) != bursting {
+            bursting = !bursting;
+            out.wire.m.target.set(pace.rate_at(t));
+            debug!(bursting, rate = pace.rate_at(t), "burst state changed");
+        }
+        if let (Some(nd), Some(every)) = (next_dir, dir_every) {
+            if now >= nd {
+                for d in &directory {
+                    out.push(*d, now)?;
+                }
+                // Skip missed repeats instead of sending several in a row.
+                next_dir = Some((nd + every).max(now));
+            }
+        }
+
+        // How many ticks are owed, catching up on at most a bounded backlog.
+        let due = pace.due(t);
+        let mut owed = if due.is_finite() { (due as u64).saturating_sub(ticks + skipped) } else { u64::MAX };
+        let cap = (pace.rate_at(t) * MAX_BACKLOG_SECS) as u64;
+        if due.is_finite() && owed > cap.max(BATCH) {
+            let skip = owed - cap.max(BATCH);
+            skipped += skip;
+            owed -= skip;
+            if last_lag_warning.is_none_or(|w| now.duration_since(w) >= Duration::from_secs(1)) {
+                warn!(skipped_total = skipped, "sender fell behind its schedule; skipping ticks");
+                last_lag_warning = Some(now);
+            }
+        }
+        let batch = owed.min(BATCH).min(max_ticks - ticks);
+        if batch > 0 {
+            let ts = clock.ts(now);
+            for _ in 0..batch {
+                out.push(market.next_tick(ts), now)?;
+            }
+            ticks += batch;
+        }
+
+        if out.flush_deadline().is_some_and(|d| now >= d) {
+            out.flush(now)?;
+        }
+        if let Some(hb) = heartbeat {
+            if now.duration_since(out.wire.last_packet) >= hb {
+                // A pending datagram proves liveness as well as a heartbeat
+                // would (only matters when --flush-us exceeds the interval).
+                if out.builder.is_empty() {
+                    out.wire.heartbeat(session, out.builder.next_seq(), now)?;
+                } else {
+                    out.flush(now)?;
+                }
+            }
+        }
+        if owed > batch {
+            continue; // more is due right now: no sleep
+        }
+
+        // Sleep until the earliest thing that needs doing.
+        let mut wake = now + MAX_SLEEP;
+        let rate = pace.rate_at(t);
+        if rate > 0.0 && ticks < max_ticks {
+            let short = (ticks + skipped + 1) as f64 - due;
+            wake = wake.min(now + Duration::from_secs_f64((short / rate).clamp(0.0, 1.0)));
+        }
+        for d in [out.flush_deadline(), heartbeat.map(|h| out.wire.last_packet + h), next_dir, deadline]
+            .into_iter()
+            .flatten()
+        {
+            wake = wake.min(d);
+        }
+        if let Some(sleep) = wake.checked_duration_since(Instant::now()) {
+            if !sleep.is_zero() {
+                std::thread::sleep(sleep);
+            }
+        }
+    }
+
+    let now = Instant::now();
+    out.flush(now)?;
+    out.wire.release_held()?;
+    let eos = out.builder.end_of_session();
+    for _ in 0..END_OF_SESSION_COPIES {
+        out.wire.send_raw(&eos)?;
+    }
+    let elapsed = start.elapsed();
+
+    let mut last = market.truth();
+    for t in last.values_mut() {
+        t.updates_delivered = t.updates - out.wire.dropped_updates[usize::from(t.locate)];
+    }
+    let w = &out.wire;
+    let total = out.total;
+    Ok(Report {
+        session,
+        packets: w.packets,
+        messages: out.builder.next_seq() - 1,
+        quotes: total.quotes,
+        trades: total.trades,
+        directory: total.directory,
+        heartbeats: w.heartbeats,
+        bytes: w.bytes,
+        dropped_packets: w.dropped_packets,
+        dropped_messages: w.dropped_messages,
+        duplicated_packets: w.duplicated_packets,
+        reordered_packets: w.reordered_packets,
+        skipped_ticks: skipped,
+        first_seq: 1,
+        next_seq: out.builder.next_seq(),
+        elapsed,
+        last,
+        recorded: out.recorded.take().unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_is_exact_and_bursts_add_up() {
+        let p = Pace { rate: Some(1000.0), burst: None };
+        assert_eq!(p.due(2.5), 2500.0);
+        // Bursts at [1,1.2), [2,2.2), ... with 3x the rate.
+        let b = Pace { rate: Some(1000.0), burst: Some((1.0, 0.2, 3.0)) };
+        assert_eq!(b.burst_time(0.9), 0.0);
+        assert!((b.burst_time(1.1) - 0.1).abs() < 1e-9);
+        assert!((b.burst_time(1.5) - 0.2).abs() < 1e-9);
+        assert!((b.burst_time(3.05) - 0.45).abs() < 1e-9);
+        assert!((b.due(3.05) - 1000.0 * (3.05 + 2.0 * 0.45)).abs() < 1e-6);
+        assert!(!b.in_burst(0.5) && b.in_burst(1.1) && !b.in_burst(1.3) && b.in_burst(2.0));
+        assert_eq!((b.rate_at(0.5), b.rate_at(2.1)), (1000.0, 3000.0));
+        assert!(Pace { rate: None, burst: None }.due(1.0).is_infinite());
+    }
+
+    #[test]
+    fn default_session_is_utc_time_of_day() {
+        let t = UNIX_EPOCH + Duration::from_millis(86_400_000 * 20_000 + 13 * 3_600_000 + 4 * 60_000 + 5_678);
+        assert_eq!(default_session(t).to_string(), "S130405678");
+        assert_eq!(default_session(t).0.len(), 10);
+    }
+
+    #[test]
+    fn socket_keeps_multicast_on_loopback() {
+        let cfg = SimConfig { ttl: 0, ..SimConfig::default() };
+        let s = open_socket(&cfg).unwrap();
+        let r = socket2::SockRef::from(&s);
+        assert_eq!(r.multicast_if_v4().unwrap(), std::net::Ipv4Addr::LOCALHOST);
+        assert_eq!(r.multicast_ttl_v4().unwrap(), 0);
+        assert!(r.multicast_loop_v4().unwrap());
+        assert_eq!(s.local_addr().unwrap().ip(), std::net::Ipv4Addr::LOCALHOST);
+    }
+}
