@@ -1,4 +1,29 @@
-//! quotecast gateway (work in progress)
+//! quotecast gateway: one tick's path from UDP multicast to WebSocket clients.
+//!
+//! # Layout
+//! - [`config`]: every setting (flag + env var + default), validated.
+//! - [`ingest`]: the feed socket thread: decode, sequence tracking (gaps,
+//!   duplicates, reorders, restarts), the single writer of the book.
+//! - [`book`]: the quote book, one `ArcSwap` per symbol, lock-free readers.
+//! - [`hub`]: per-symbol subscriber lists; each update encoded once and
+//!   shared; bounded, conflating per-connection mailboxes.
+//! - [`ws`]: accept, HTTP health, handshake, and the per-connection session
+//!   (reader of requests, writer of batched frames).
+//! - [`server`]: binds everything, starts the stages, runs shutdown.
+//! - [`telemetry`]: logging.
+//!
+//! ```text
+//! UDP socket -> ingest (decode, sequence) -> book (ArcSwap per symbol)
+//!                                      \-> hub (topic -> mailboxes) -> ws session writer -> client
+//! ```
+
 pub mod book;
+pub mod config;
 pub mod hub;
 pub mod ingest;
+pub mod server;
+pub mod telemetry;
+pub mod ws;
+
+pub use config::Config;
+pub use server::{start, Bound, Running};

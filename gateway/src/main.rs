@@ -1,1 +1,73 @@
-fn main() {}
+//! `gateway` binary: parse config, start telemetry, run until a signal.
+
+use anyhow::Context;
+use clap::Parser;
+use gateway::{Bound, Config};
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+/// BSD `EX_USAGE`: the command was used incorrectly.
+const EX_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cfg = match Config::try_parse() {
+        Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            let first = e.to_string().lines().next().unwrap_or_default().to_string();
+            eprintln!("gateway: {first} (see --help)");
+            return ExitCode::from(EX_USAGE);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    if let Err(e) = cfg.validate() {
+        eprintln!("gateway: error: {e}");
+        return ExitCode::from(EX_USAGE);
+    }
+    if let Err(e) = gateway::telemetry::init(&cfg.serve.log) {
+        eprintln!("gateway: error: --log: {e}");
+        return ExitCode::from(EX_USAGE);
+    }
+    match run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gateway: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cfg: Config) -> anyhow::Result<()> {
+    // The control plane (accept, gRPC, metrics, signals) needs little CPU;
+    // connections run on their own per-core runtimes.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("control")
+        .enable_all()
+        .build()
+        .context("building the control runtime")?;
+    rt.block_on(async {
+        let bound = Bound::bind(&cfg).context("binding sockets")?;
+        let shutdown = CancellationToken::new();
+        let gw = gateway::start(cfg, bound, shutdown.clone()).await?;
+        println!("quotecast gateway: WebSocket ws://{}/  health http://{}/healthz", gw.ws_addr, gw.ws_addr);
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        shutdown.cancel();
+        gw.wait().await
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

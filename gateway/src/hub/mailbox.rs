@@ -257,7 +257,8 @@ mod tests {
         let mut d = Drained::default();
         assert!(m.drain(&mut d));
         assert_eq!(updates(&d), vec![1, 2], "queue holds the first two in order");
-        let mut p: Vec<_> = d.pending.iter().map(|(s, p)| (*s, p.update.as_ref().unwrap()[0], p.skipped)).collect();
+        let mut p: Vec<_> =
+            d.pending.iter().map(|(s, p)| (*s, p.update.as_ref().unwrap()[0], p.skipped)).collect();
         p.sort();
         // symbol 1 got 1,3,5 (1 queued; 3 replaced by 5), symbol 0 got 2,4,6.
         assert_eq!(p, vec![(0, 6, 1), (1, 5, 1)]);

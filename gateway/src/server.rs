@@ -1,0 +1,169 @@
+//! Wiring: binds the listeners, starts every stage, and runs the shutdown
+//! sequence (one token, one tracker, one grace period).
+
+use crate::book::Book;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::ingest::{self, FeedStats, Ingest, IngestConfig};
+use crate::ws::{self, Shared, Workers, WsStats};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A listener or socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The feed socket failed.
+    #[error("feed socket {group}:{port} on {interface}: {source}")]
+    Feed {
+        /// Group.
+        group: std::net::Ipv4Addr,
+        /// Port.
+        port: u16,
+        /// Interface.
+        interface: std::net::Ipv4Addr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A TCP listener failed.
+    #[error("{what} listener on {addr}: {source}")]
+    Listen {
+        /// Which listener.
+        what: &'static str,
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Sockets bound before anything starts, so a test can bind port 0 and a
+/// bad address fails before any task runs.
+#[derive(Debug)]
+pub struct Bound {
+    /// Joined feed socket.
+    pub feed: UdpSocket,
+    /// Receive buffer the kernel granted.
+    pub feed_recv_buffer: usize,
+    /// WebSocket + health listener.
+    pub ws: std::net::TcpListener,
+}
+
+fn listen(what: &'static str, addr: SocketAddr) -> Result<std::net::TcpListener, BindError> {
+    let l = std::net::TcpListener::bind(addr).map_err(|source| BindError::Listen { what, addr, source })?;
+    l.set_nonblocking(true).map_err(|source| BindError::Listen { what, addr, source })?;
+    Ok(l)
+}
+
+impl Bound {
+    /// Binds every socket the config names.
+    ///
+    /// # Errors
+    /// [`BindError`] naming the socket and address.
+    pub fn bind(cfg: &Config) -> Result<Bound, BindError> {
+        let f = &cfg.feed;
+        let (feed, granted) =
+            ingest::socket::bind(f.group, f.port, f.interface, f.recv_buffer_bytes).map_err(|source| {
+                BindError::Feed { group: f.group, port: f.port, interface: f.interface, source }
+            })?;
+        Ok(Bound { feed, feed_recv_buffer: granted, ws: listen("WebSocket", cfg.ws.addr)? })
+    }
+}
+
+/// A started gateway: its addresses, shared state for inspection, and the
+/// handle to wait for its shutdown.
+pub struct Running {
+    /// Where WebSocket clients connect.
+    pub ws_addr: SocketAddr,
+    /// The quote book.
+    pub book: Arc<Book>,
+    /// The hub.
+    pub hub: Arc<Hub>,
+    /// Feed counters.
+    pub feed: Arc<FeedStats>,
+    /// WebSocket counters.
+    pub ws: Arc<WsStats>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until the gateway has shut down (after the token is cancelled).
+    ///
+    /// # Errors
+    /// If the lifecycle task panicked.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.done.await?;
+        Ok(())
+    }
+}
+
+/// Starts every stage on the current runtime (plus the ingest thread and
+/// the WebSocket worker threads). Cancelling `shutdown` stops accepting,
+/// closes clients with 1001 within the grace period, then stops the rest.
+///
+/// # Errors
+/// When a thread or runtime cannot be started.
+pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    let book = Arc::new(Book::new(cfg.feed.max_symbols));
+    let hub = Arc::new(Hub::new(cfg.feed.max_symbols, cfg.feed.replay_depth));
+    let feed = Arc::new(FeedStats::default());
+    let ws_stats = Arc::new(WsStats::default());
+
+    if bound.feed_recv_buffer < cfg.feed.recv_buffer_bytes {
+        tracing::warn!(
+            requested = cfg.feed.recv_buffer_bytes,
+            granted = bound.feed_recv_buffer,
+            "feed receive buffer smaller than requested; raise net.core.rmem_max to absorb bursts"
+        );
+    }
+    let ingest = Ingest::new(
+        bound.feed,
+        book.clone(),
+        hub.clone(),
+        feed.clone(),
+        IngestConfig {
+            feed_timeout: Duration::from_millis(cfg.feed.feed_timeout_ms),
+            reorder_window: cfg.feed.reorder_window,
+            reorder_hold: Duration::from_micros(cfg.feed.reorder_hold_us),
+        },
+    );
+    let ingest_stop = CancellationToken::new();
+    let ingest_thread = {
+        let stop = ingest_stop.clone();
+        std::thread::Builder::new().name("ingest".into()).spawn(move || ingest.run(stop))?
+    };
+
+    let workers = Workers::start(cfg.ws.thread_count())?;
+    let tracker = TaskTracker::new();
+    let ws_listener = tokio::net::TcpListener::from_std(bound.ws)?;
+    let ws_addr = ws_listener.local_addr()?;
+    let shared = Arc::new(Shared {
+        book: book.clone(),
+        hub: hub.clone(),
+        feed: feed.clone(),
+        cfg: cfg.ws.clone(),
+        stats: ws_stats.clone(),
+        shutdown: shutdown.clone(),
+    });
+    tracing::info!(%ws_addr, group = %cfg.feed.group, port = cfg.feed.port, "gateway started");
+
+    let grace = Duration::from_millis(cfg.serve.shutdown_grace_ms);
+    let done = tokio::spawn(async move {
+        ws::serve(ws_listener, shared, &workers, tracker.clone()).await;
+        // serve returns once shutdown is cancelled; sessions are closing.
+        tracker.close();
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!(?grace, left = tracker.len(), "grace period over; dropping remaining connections");
+        }
+        ingest_stop.cancel();
+        let _ = tokio::task::spawn_blocking(move || {
+            workers.stop();
+            let _ = ingest_thread.join();
+        })
+        .await;
+        tracing::info!("gateway stopped");
+    });
+    Ok(Running { ws_addr, book, hub, feed, ws: ws_stats, done })
+}

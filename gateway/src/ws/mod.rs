@@ -1,0 +1,287 @@
+//! WebSocket serving: accept on the control runtime, run each connection on
+//! one of several single-threaded worker runtimes.
+//!
+//! A multi-threaded runtime starves writers when the ingest thread wakes
+//! a thousand of them at once; per-core current-thread runtimes with
+//! connections spread round-robin keep each wake-up cheap and local.
+
+pub mod handshake;
+pub mod protocol;
+pub mod session;
+
+use crate::book::Book;
+use crate::config::WsConfig;
+use crate::hub::Hub;
+use crate::ingest::FeedStats;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Close codes the gateway sends (RFC 6455 and private 4000-4999).
+pub mod close_code {
+    /// Normal closure (client asked).
+    pub const NORMAL: u16 = 1000;
+    /// Server shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Connection lost without a close frame (never sent, used as a label).
+    pub const ABNORMAL: u16 = 1006;
+    /// Policy violation (e.g. requests sent faster than replies are read).
+    pub const POLICY: u16 = 1008;
+    /// A client message exceeded `--max-request-bytes`.
+    pub const TOO_BIG: u16 = 1009;
+    /// Connection limit reached; retry later.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The client stayed behind longer than `--slow-client-timeout-ms`.
+    pub const SLOW_CONSUMER: u16 = 4008;
+    /// Nothing (not even a pong) received for `--idle-timeout-ms`.
+    pub const IDLE: u16 = 4012;
+
+    /// Low-cardinality label of a close reason, for metrics and logs.
+    pub fn label(code: u16) -> &'static str {
+        match code {
+            NORMAL => "normal",
+            GOING_AWAY => "shutdown",
+            ABNORMAL => "client_gone",
+            POLICY => "policy",
+            TOO_BIG => "message_too_big",
+            TRY_AGAIN_LATER => "connection_limit",
+            SLOW_CONSUMER => "slow_consumer",
+            IDLE => "idle_timeout",
+            1002 => "protocol_error",
+            1007 => "invalid_utf8",
+            _ => "other",
+        }
+    }
+
+    /// Every label [`label`] can return.
+    pub const LABELS: [&str; 11] = [
+        "normal",
+        "shutdown",
+        "client_gone",
+        "policy",
+        "message_too_big",
+        "connection_limit",
+        "slow_consumer",
+        "idle_timeout",
+        "protocol_error",
+        "invalid_utf8",
+        "other",
+    ];
+}
+
+/// WebSocket counters, relaxed atomics read by metrics and tests.
+#[derive(Debug, Default)]
+pub struct WsStats {
+    /// Connections currently open (upgraded).
+    pub open: AtomicI64,
+    /// Connections upgraded since start.
+    pub opened: AtomicU64,
+    /// Closed connections by [`close_code::LABELS`] index.
+    pub closed: [AtomicU64; close_code::LABELS.len()],
+    /// Current symbol subscriptions over all connections.
+    pub subscriptions: AtomicI64,
+    /// Client requests received.
+    pub requests: AtomicU64,
+    /// Requests that could not be parsed.
+    pub bad_requests: AtomicU64,
+    /// Requests refused by the rate limit.
+    pub rate_limited: AtomicU64,
+    /// Resumes that fell back to a snapshot.
+    pub resume_failed: AtomicU64,
+    /// WebSocket messages written (data and control).
+    pub frames: AtomicU64,
+    /// Quote updates written.
+    pub updates: AtomicU64,
+    /// Bytes of update frames written.
+    pub bytes: AtomicU64,
+    /// Updates skipped by conflation.
+    pub conflated: AtomicU64,
+    /// Connections closed as slow consumers.
+    pub slow_closes: AtomicU64,
+    /// Plain HTTP requests answered.
+    pub http_requests: AtomicU64,
+}
+
+impl WsStats {
+    /// Counts a closed connection under its reason label.
+    pub fn record_close(&self, label: &str) {
+        let i = close_code::LABELS.iter().position(|l| *l == label).unwrap_or(close_code::LABELS.len() - 1);
+        self.closed[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Closed connections with this label.
+    pub fn closed_with(&self, label: &str) -> u64 {
+        close_code::LABELS
+            .iter()
+            .position(|l| *l == label)
+            .map_or(0, |i| self.closed[i].load(Ordering::Relaxed))
+    }
+}
+
+/// What every session reads.
+pub struct Shared {
+    /// The quote book (symbol names, lookups).
+    pub book: Arc<Book>,
+    /// The fan-out hub.
+    pub hub: Arc<Hub>,
+    /// Feed health, for /readyz.
+    pub feed: Arc<FeedStats>,
+    /// Limits and timeouts.
+    pub cfg: WsConfig,
+    /// Counters.
+    pub stats: Arc<WsStats>,
+    /// Cancelled on shutdown: sessions close with 1001.
+    pub shutdown: CancellationToken,
+}
+
+impl handshake::Health for Shared {
+    fn ready(&self) -> (bool, String) {
+        let up = self.feed.up.load(Ordering::Relaxed);
+        let symbols = self.book.len();
+        let stale = self.feed.stale_symbols.load(Ordering::Relaxed);
+        let ready = up && symbols > 0;
+        (ready, format!("feed_up={up} symbols={symbols} stale={stale}"))
+    }
+}
+
+/// Single-threaded runtimes that run the sessions.
+pub struct Workers {
+    handles: Vec<Handle>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    stop: CancellationToken,
+}
+
+impl Workers {
+    /// Starts `n` worker threads, each with its own current-thread runtime.
+    ///
+    /// # Errors
+    /// When a runtime cannot be built or a thread cannot be spawned.
+    pub fn start(n: usize) -> std::io::Result<Workers> {
+        let stop = CancellationToken::new();
+        let mut handles = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n.max(1) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            handles.push(rt.handle().clone());
+            let stop = stop.clone();
+            threads.push(std::thread::Builder::new().name(format!("ws-worker-{i}")).spawn(move || {
+                rt.block_on(stop.cancelled());
+            })?);
+        }
+        Ok(Workers { handles, threads, stop })
+    }
+
+    /// Stops the runtimes (dropping whatever still runs on them) and joins
+    /// their threads.
+    pub fn stop(self) {
+        self.stop.cancel();
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` is cancelled, spreading them over
+/// `workers`; each connection task is tracked by `tracker`.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, workers: &Workers, tracker: TaskTracker) {
+    let limit = Arc::new(Semaphore::new(shared.cfg.max_connections));
+    let mut next = 0usize;
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let permit = limit.clone().try_acquire_owned().ok();
+        let _ = stream.set_nodelay(true);
+        let std = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not detach accepted socket");
+                continue;
+            }
+        };
+        let h = &workers.handles[next % workers.handles.len()];
+        next = next.wrapping_add(1);
+        let shared = shared.clone();
+        h.spawn(tracker.track_future(async move {
+            match TcpStream::from_std(std) {
+                Ok(s) => connection(s, peer, shared, permit).await,
+                Err(e) => tracing::debug!(error = %e, "could not register socket"),
+            }
+        }));
+    }
+    tracing::info!("stopped accepting WebSocket connections");
+}
+
+/// The tungstenite limits derived from the config.
+pub fn ws_config(cfg: &WsConfig) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(cfg.read_buffer_bytes)
+        .write_buffer_size(0)
+        .max_write_buffer_size(cfg.max_write_buffer_bytes)
+        .max_message_size(Some(cfg.max_request_bytes))
+        .max_frame_size(Some(cfg.max_request_bytes))
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    let timeout = Duration::from_millis(shared.cfg.handshake_timeout_ms);
+    let outcome = match tokio::time::timeout(timeout, handshake::accept(&mut stream, shared.as_ref())).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "handshake timed out");
+            return;
+        }
+    };
+    let (symbols, leftover) = match outcome {
+        handshake::Outcome::Upgraded { symbols, leftover } => (symbols, leftover),
+        handshake::Outcome::Answered => {
+            shared.stats.http_requests.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        handshake::Outcome::Closed => return,
+    };
+    let mut ws =
+        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ws_config(&shared.cfg)))
+            .await;
+    let Some(_permit) = permit else {
+        use futures_util::SinkExt;
+        let reason = format!("connection limit {} reached; retry after 5 s", shared.cfg.max_connections);
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            ws.send(session::close_message(close_code::TRY_AGAIN_LATER, &reason)),
+        )
+        .await;
+        shared.stats.record_close("connection_limit");
+        return;
+    };
+    shared.stats.open.fetch_add(1, Ordering::Relaxed);
+    shared.stats.opened.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(%peer, "connection opened");
+    session::Session::new(shared.clone(), peer).run(ws, symbols).await;
+    shared.stats.open.fetch_sub(1, Ordering::Relaxed);
+}

@@ -1,0 +1,528 @@
+//! One client connection: a reader that handles requests and a writer that
+//! drains the connection's [`Mailbox`] into batched frames. Both run in one
+//! task; when either ends, the session ends and unsubscribes everything.
+
+use super::protocol::{self, BadRequest, Envelope, Format, Reply, Request};
+use super::{close_code, Shared};
+use crate::book::SymbolId;
+use crate::hub::encode::{self, Flags};
+use crate::hub::mailbox::{Drained, Entry, Mailbox};
+use crate::hub::Start;
+use crate::ingest::now_ns;
+use bytes::{Bytes, BytesMut};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use prost::Message as _;
+use quotecast_proto::feed::Symbol;
+use quotecast_proto::v1::{self, status, ErrorCode};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+/// Why the reader stopped.
+#[derive(Debug)]
+enum ReadEnd {
+    /// The peer is gone (or closed); nothing more to say.
+    Gone,
+    /// Close with this code and reason.
+    Close(u16, String),
+}
+
+/// Token bucket for requests per second.
+#[derive(Debug)]
+struct RateLimit {
+    tokens: f64,
+    per_sec: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(per_sec: u32) -> Self {
+        let per_sec = f64::from(per_sec);
+        RateLimit { tokens: per_sec * 2.0, per_sec, burst: per_sec * 2.0, last: Instant::now() }
+    }
+
+    /// Takes a token, or says how long until one is available.
+    fn take(&mut self) -> Result<(), Duration> {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_sec).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.per_sec))
+        }
+    }
+}
+
+/// Per-session state the reader changes.
+struct State {
+    subs: BTreeSet<SymbolId>,
+    limit: RateLimit,
+}
+
+/// A connected, upgraded client.
+pub struct Session {
+    shared: Arc<Shared>,
+    mailbox: Arc<Mailbox>,
+    state: parking_lot::Mutex<State>,
+    peer: SocketAddr,
+}
+
+impl Session {
+    /// A session for `peer`.
+    pub fn new(shared: Arc<Shared>, peer: SocketAddr) -> Self {
+        let cfg = &shared.cfg;
+        Session {
+            mailbox: Arc::new(Mailbox::new(cfg.queue_capacity, 64)),
+            state: parking_lot::Mutex::new(State {
+                subs: BTreeSet::new(),
+                limit: RateLimit::new(cfg.max_requests_per_sec),
+            }),
+            shared,
+            peer,
+        }
+    }
+
+    /// Runs the session until the client leaves, is closed, or the gateway
+    /// shuts down. `initial` are symbols from the URL (`?symbols=`).
+    #[tracing::instrument(name = "session", skip_all, fields(peer = %self.peer))]
+    pub async fn run<S>(self, ws: S, initial: Vec<String>)
+    where
+        S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+    {
+        let (sink, stream) = ws.split();
+        if !initial.is_empty() {
+            self.handle(Envelope {
+                id: String::new(),
+                request: Request::Subscribe { symbols: initial, from_seq: BTreeMap::new() },
+                format: Format::Binary,
+            });
+        }
+        let reader = self.read_loop(stream);
+        let writer = self.write_loop(sink);
+        tokio::pin!(reader, writer);
+        let reason = tokio::select! {
+            end = &mut reader => {
+                match end {
+                    ReadEnd::Close(code, reason) => {
+                        let _ = self.mailbox.push_control(close_message(code, &reason));
+                        // Let the writer send the close frame, briefly.
+                        let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
+                        close_code::label(code)
+                    }
+                    ReadEnd::Gone => "client_gone",
+                }
+            }
+            code = &mut writer => close_code::label(code),
+        };
+        self.mailbox.close();
+        let subs = std::mem::take(&mut self.state.lock().subs);
+        self.shared.stats.subscriptions.fetch_sub(subs.len() as i64, Ordering::Relaxed);
+        for id in subs {
+            self.shared.hub.unsubscribe(id, &self.mailbox);
+        }
+        tracing::debug!(reason, "session ended");
+        self.shared.stats.record_close(reason);
+    }
+
+    async fn read_loop<R>(&self, mut stream: R) -> ReadEnd
+    where
+        R: Stream<Item = Result<Message, WsError>> + Unpin,
+    {
+        let idle = self.shared.cfg.idle_timeout();
+        loop {
+            let msg = match tokio::time::timeout(idle, stream.next()).await {
+                Err(_) => {
+                    return ReadEnd::Close(
+                        close_code::IDLE,
+                        format!("nothing received for {} ms (no pong)", idle.as_millis()),
+                    )
+                }
+                Ok(None) => return ReadEnd::Gone,
+                Ok(Some(Err(e))) => return classify_read_error(e, self.shared.cfg.max_request_bytes),
+                Ok(Some(Ok(m))) => m,
+            };
+            let parsed = match msg {
+                Message::Text(t) => protocol::parse_text(&t),
+                Message::Binary(b) => protocol::parse_binary(&b),
+                Message::Close(_) => {
+                    // tungstenite queued the close reply; the writer flushes it.
+                    let _ = self.mailbox.push_control(Message::Close(None));
+                    return ReadEnd::Gone;
+                }
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            };
+            self.shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let allowed = self.state.lock().limit.take();
+            let overflow = match (parsed, allowed) {
+                (Err(BadRequest { id, message, format }), _) => {
+                    self.shared.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
+                    self.reply(&Reply::error(&id, ErrorCode::BadRequest, message, 0), format)
+                }
+                (Ok(env), Err(wait)) => {
+                    self.shared.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    let ms = wait.as_millis().max(1) as u64;
+                    let msg = format!(
+                        "more than {} requests per second; retry after {ms} ms",
+                        self.shared.cfg.max_requests_per_sec
+                    );
+                    self.reply(&Reply::error(&env.id, ErrorCode::RateLimited, msg, ms), env.format)
+                }
+                (Ok(env), Ok(())) => self.handle(env),
+            };
+            if overflow {
+                return ReadEnd::Close(1008, "too many unanswered requests".into());
+            }
+        }
+    }
+
+    /// Queues a reply; true if the client is not reading its replies.
+    fn reply(&self, r: &Reply, format: Format) -> bool {
+        self.mailbox.push_control(r.to_message(format)).is_err()
+    }
+
+    /// Serves one request; true if the reply could not be queued.
+    fn handle(&self, env: Envelope) -> bool {
+        let Envelope { id, request, format } = env;
+        match request {
+            Request::Subscribe { symbols, from_seq } => self.subscribe(&id, symbols, &from_seq, format),
+            Request::Unsubscribe { symbols } => self.unsubscribe(&id, symbols, format),
+            Request::List => {
+                let names = self.subscribed_names();
+                self.reply(&Reply::Subscriptions(v1::Subscriptions { id, symbols: names }), format)
+            }
+            Request::Ping { ts } => self.reply(&Reply::Pong(v1::Pong { id, ts }), format),
+        }
+    }
+
+    fn subscribed_names(&self) -> Vec<String> {
+        let st = self.state.lock();
+        st.subs.iter().filter_map(|id| self.shared.book.name(*id)).map(|s| s.as_str().to_string()).collect()
+    }
+
+    /// Resolves symbol texts to ids, rejecting bad ones.
+    fn resolve(&self, symbols: Vec<String>, rejected: &mut Vec<v1::Rejection>) -> Vec<(String, SymbolId)> {
+        let mut out: Vec<(String, SymbolId)> = Vec::with_capacity(symbols.len());
+        for text in symbols {
+            match Symbol::new(&text) {
+                Err(e) => rejected.push(rejection(&text, ErrorCode::InvalidSymbol, e.to_string())),
+                Ok(sym) => match self.shared.book.id(&sym) {
+                    None => rejected.push(rejection(
+                        &text,
+                        ErrorCode::UnknownSymbol,
+                        "not in the feed's symbol directory".into(),
+                    )),
+                    Some(id) if !out.iter().any(|(_, o)| *o == id) => out.push((text, id)),
+                    Some(_) => {}
+                },
+            }
+        }
+        out
+    }
+
+    fn subscribe(
+        &self,
+        id: &str,
+        symbols: Vec<String>,
+        from_seq: &BTreeMap<String, u64>,
+        format: Format,
+    ) -> bool {
+        let max = self.shared.cfg.max_symbols_per_connection;
+        let mut rejected = Vec::new();
+        if symbols.len() > max {
+            let msg = format!("{} symbols in one request; at most {max}", symbols.len());
+            return self.reply(&Reply::error(id, ErrorCode::SymbolLimit, msg, 0), format);
+        }
+        let resolved = self.resolve(symbols, &mut rejected);
+        let mut accepted: Vec<(String, SymbolId)> = Vec::new();
+        {
+            let st = self.state.lock();
+            let new = resolved.iter().filter(|(_, sid)| !st.subs.contains(sid)).count();
+            if st.subs.len() + new > max {
+                let reason = format!(
+                    "would exceed {max} symbols per connection ({} subscribed, {new} new)",
+                    st.subs.len()
+                );
+                for (text, _) in &resolved {
+                    rejected.push(rejection(text, ErrorCode::SymbolLimit, reason.clone()));
+                }
+            } else {
+                accepted = resolved;
+            }
+        }
+        let ack = v1::Ack {
+            id: id.to_string(),
+            accepted: accepted.iter().map(|(t, _)| t.clone()).collect(),
+            rejected,
+        };
+        // The ack goes first so the client knows what the snapshots are for.
+        if self.reply(&Reply::Ack(ack), format) {
+            return true;
+        }
+        let mut st = self.state.lock();
+        for (text, sid) in accepted {
+            let resume = from_seq.get(&text).copied();
+            if st.subs.insert(sid) {
+                self.shared.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
+            } else if resume.is_none() {
+                // Already subscribed: the stream continues, no new snapshot.
+                continue;
+            }
+            match self.shared.hub.subscribe(sid, &self.mailbox, resume) {
+                Some(Start::ResumeFailed) => {
+                    self.shared.stats.resume_failed.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(_) => {}
+                None => tracing::warn!(symbol = %text, "symbol known to the book but not the hub"),
+            }
+        }
+        false
+    }
+
+    fn unsubscribe(&self, id: &str, symbols: Vec<String>, format: Format) -> bool {
+        let mut rejected = Vec::new();
+        let resolved = self.resolve(symbols, &mut rejected);
+        let mut accepted = Vec::new();
+        {
+            let mut st = self.state.lock();
+            for (text, sid) in resolved {
+                if st.subs.remove(&sid) {
+                    self.shared.hub.unsubscribe(sid, &self.mailbox);
+                    self.shared.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                    accepted.push(text);
+                } else {
+                    rejected.push(rejection(&text, ErrorCode::NotSubscribed, "not subscribed".into()));
+                }
+            }
+        }
+        self.reply(&Reply::Ack(v1::Ack { id: id.to_string(), accepted, rejected }), format)
+    }
+
+    /// Drains the mailbox into frames until the connection must end;
+    /// returns the close code it ended with.
+    async fn write_loop<W>(&self, mut sink: W) -> u16
+    where
+        W: Sink<Message, Error = WsError> + Unpin,
+    {
+        let cfg = &self.shared.cfg;
+        let shutdown = self.shared.shutdown.clone();
+        let mut drained = Drained::default();
+        let mut out: Vec<Message> = Vec::new();
+        let mut ping = tokio::time::interval(cfg.ping_interval());
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+        loop {
+            if shutdown.is_cancelled() {
+                return self.close(&mut sink, close_code::GOING_AWAY, "server shutting down").await;
+            }
+            if !self.mailbox.drain(&mut drained) {
+                tokio::select! {
+                    _ = self.mailbox.notified() => {}
+                    _ = ping.tick() => out.push(Message::Ping(Bytes::new())),
+                    _ = shutdown.cancelled() => {}
+                }
+                if out.is_empty() {
+                    continue;
+                }
+            }
+            if let Some(since) = drained.behind_since {
+                if since.elapsed() > cfg.slow_client_timeout() {
+                    self.shared.stats.slow_closes.fetch_add(1, Ordering::Relaxed);
+                    let reason =
+                        format!("slow consumer: behind for more than {} ms", cfg.slow_client_timeout_ms);
+                    return self.close(&mut sink, close_code::SLOW_CONSUMER, &reason).await;
+                }
+            }
+            let closing = self.frames(&mut drained, &mut out);
+            let n = out.len();
+            let send = async {
+                for m in out.drain(..) {
+                    sink.feed(m).await?;
+                }
+                sink.flush().await
+            };
+            match tokio::time::timeout(cfg.slow_client_timeout(), send).await {
+                Ok(Ok(())) => {
+                    self.shared.stats.frames.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "write failed");
+                    return close_code::ABNORMAL;
+                }
+                Err(_) => {
+                    self.shared.stats.slow_closes.fetch_add(1, Ordering::Relaxed);
+                    let reason =
+                        format!("slow consumer: could not take a frame in {} ms", cfg.slow_client_timeout_ms);
+                    return self.close(&mut sink, close_code::SLOW_CONSUMER, &reason).await;
+                }
+            }
+            out.clear();
+            if let Some(code) = closing {
+                return code;
+            }
+        }
+    }
+
+    /// Best-effort close frame, bounded in time.
+    async fn close<W>(&self, sink: &mut W, code: u16, reason: &str) -> u16
+    where
+        W: Sink<Message, Error = WsError> + Unpin,
+    {
+        tracing::debug!(code, reason, "closing connection");
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close_message(code, reason))).await;
+        code
+    }
+
+    /// Turns drained entries into messages. Returns a close code if a close
+    /// was queued (by the reader).
+    fn frames(&self, d: &mut Drained, out: &mut Vec<Message>) -> Option<u16> {
+        let max = self.shared.cfg.max_batch_bytes;
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batch_len = 0usize;
+        let mut close = None;
+        let stats = &self.shared.stats;
+        let flush = |batch: &mut Vec<Bytes>, batch_len: &mut usize, out: &mut Vec<Message>| {
+            if batch.is_empty() {
+                return;
+            }
+            let mut f = BytesMut::with_capacity(*batch_len + encode::MAX_FRAME_HEADER);
+            encode::frame_header(*batch_len, now_ns(), &mut f);
+            for e in batch.iter() {
+                f.extend_from_slice(e);
+            }
+            stats.updates.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            stats.bytes.fetch_add(f.len() as u64, Ordering::Relaxed);
+            out.push(Message::Binary(f.freeze()));
+            batch.clear();
+            *batch_len = 0;
+        };
+        let mut statuses: Vec<(status::State, status::Reason, SymbolId)> = Vec::new();
+        for e in d.entries.drain(..) {
+            match e {
+                Entry::Update(b) => {
+                    self.flush_statuses(&mut statuses, out);
+                    if batch_len + b.len() > max {
+                        flush(&mut batch, &mut batch_len, out);
+                    }
+                    batch_len += b.len();
+                    batch.push(b);
+                }
+                Entry::Status { symbol, state, reason } => {
+                    flush(&mut batch, &mut batch_len, out);
+                    statuses.push((state, reason, symbol));
+                }
+                Entry::Control(m) => {
+                    flush(&mut batch, &mut batch_len, out);
+                    self.flush_statuses(&mut statuses, out);
+                    if let Message::Close(f) = &m {
+                        close = Some(f.as_ref().map_or(close_code::NORMAL, |f| u16::from(f.code)));
+                        out.push(m);
+                        return close;
+                    }
+                    out.push(m);
+                }
+            }
+        }
+        flush(&mut batch, &mut batch_len, out);
+        self.flush_statuses(&mut statuses, out);
+        // Conflated symbols: status first, then the latest value flagged
+        // with what was skipped.
+        let mut skipped_total = 0;
+        for (symbol, p) in d.pending.drain(..) {
+            if let Some((state, reason)) = p.status {
+                statuses.push((state, reason, symbol));
+            }
+            if let Some(u) = p.update {
+                self.flush_statuses(&mut statuses, out);
+                let mut e = BytesMut::new();
+                if p.skipped > 0 || p.snapshot {
+                    encode::with_flags(
+                        &u,
+                        Flags { snapshot: p.snapshot, skipped: p.skipped, resume_failed: false },
+                        &mut e,
+                    );
+                } else {
+                    e.extend_from_slice(&u);
+                }
+                skipped_total += p.skipped;
+                let e = e.freeze();
+                if batch_len + e.len() > max {
+                    flush(&mut batch, &mut batch_len, out);
+                }
+                batch_len += e.len();
+                batch.push(e);
+            }
+        }
+        flush(&mut batch, &mut batch_len, out);
+        self.flush_statuses(&mut statuses, out);
+        if skipped_total > 0 {
+            stats.conflated.fetch_add(skipped_total, Ordering::Relaxed);
+        }
+        close
+    }
+
+    /// Emits queued status changes, one `Status` message per run of the
+    /// same state and reason.
+    fn flush_statuses(
+        &self,
+        statuses: &mut Vec<(status::State, status::Reason, SymbolId)>,
+        out: &mut Vec<Message>,
+    ) {
+        let mut i = 0;
+        while i < statuses.len() {
+            let (state, reason, _) = statuses[i];
+            let mut symbols = Vec::new();
+            while i < statuses.len() && statuses[i].0 == state && statuses[i].1 == reason {
+                if let Some(n) = self.shared.book.name(statuses[i].2) {
+                    symbols.push(n.as_str().to_string());
+                }
+                i += 1;
+            }
+            let m = v1::ServerMessage {
+                body: Some(v1::server_message::Body::Status(v1::Status {
+                    state: state as i32,
+                    reason: reason as i32,
+                    symbols,
+                    ts: now_ns(),
+                })),
+            };
+            out.push(Message::Binary(m.encode_to_vec().into()));
+        }
+        statuses.clear();
+    }
+}
+
+fn rejection(symbol: &str, code: ErrorCode, reason: String) -> v1::Rejection {
+    v1::Rejection { symbol: symbol.to_string(), code: code as i32, reason }
+}
+
+/// A close message with `code` and `reason` (truncated to fit a control frame).
+pub fn close_message(code: u16, reason: &str) -> Message {
+    let mut r = reason.to_string();
+    while r.len() > 120 {
+        r.pop();
+    }
+    Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: r.into() }))
+}
+
+fn classify_read_error(e: WsError, max: usize) -> ReadEnd {
+    use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { size, .. }) => {
+            ReadEnd::Close(close_code::TOO_BIG, format!("message of {size} bytes exceeds {max}"))
+        }
+        WsError::Capacity(c) => ReadEnd::Close(close_code::TOO_BIG, c.to_string()),
+        WsError::Utf8(_) => ReadEnd::Close(1007, "text frame is not valid UTF-8".into()),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => ReadEnd::Gone,
+        WsError::Protocol(p) => ReadEnd::Close(1002, p.to_string()),
+        _ => ReadEnd::Gone,
+    }
+}

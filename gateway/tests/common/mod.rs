@@ -1,0 +1,218 @@
+//! Shared helpers for the gateway's end-to-end tests: a started gateway on
+//! ephemeral ports, a raw feed sender on loopback multicast, and a
+//! WebSocket client that decodes server frames.
+
+#![allow(dead_code, missing_docs)]
+
+use futures_util::{SinkExt, StreamExt};
+use gateway::{Bound, Config, Running};
+use prost::Message as _;
+use quotecast_proto::feed::{header, Message as FeedMsg, PacketBuilder, SessionId, Symbol, END_OF_SESSION};
+use quotecast_proto::v1::{self, server_message::Body};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+/// A multicast group and free UDP port no other test in this process uses.
+pub fn unique_feed() -> (Ipv4Addr, u16) {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    let group = Ipv4Addr::new(239, 77, (pid % 250) as u8, (n % 250) as u8 + 1);
+    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    (group, port)
+}
+
+pub struct Gw {
+    pub running: Running,
+    pub shutdown: CancellationToken,
+    pub group: Ipv4Addr,
+    pub port: u16,
+}
+
+impl Gw {
+    pub async fn start_with(f: impl FnOnce(&mut Config)) -> Gw {
+        let (group, port) = unique_feed();
+        let mut cfg = Config::for_tests(group, port);
+        f(&mut cfg);
+        cfg.validate().unwrap();
+        let bound = Bound::bind(&cfg).unwrap();
+        let shutdown = CancellationToken::new();
+        let running = gateway::start(cfg, bound, shutdown.clone()).await.unwrap();
+        Gw { running, shutdown, group, port }
+    }
+
+    pub async fn start() -> Gw {
+        Self::start_with(|_| {}).await
+    }
+
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/{query}", self.running.ws_addr)
+    }
+
+    pub fn sender(&self, session: &str) -> FeedSender {
+        FeedSender::new(self.group, self.port, session)
+    }
+
+    /// Waits until `cond` holds (polling), failing after 10 s.
+    pub async fn until(&self, what: &str, mut cond: impl FnMut(&Running) -> bool) {
+        let t0 = std::time::Instant::now();
+        while !cond(&self.running) {
+            assert!(t0.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.running.wait()).await.unwrap().unwrap();
+    }
+}
+
+/// Sends hand-built feed packets on loopback multicast (TTL 0, IF 127.0.0.1).
+pub struct FeedSender {
+    sock: UdpSocket,
+    dest: SocketAddrV4,
+    pub builder: PacketBuilder,
+}
+
+pub fn multicast_sender() -> UdpSocket {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    s.set_multicast_if_v4(&Ipv4Addr::LOCALHOST).unwrap();
+    s.set_multicast_ttl_v4(0).unwrap();
+    s.set_multicast_loop_v4(true).unwrap();
+    s.into()
+}
+
+impl FeedSender {
+    pub fn new(group: Ipv4Addr, port: u16, session: &str) -> Self {
+        FeedSender {
+            sock: multicast_sender(),
+            dest: SocketAddrV4::new(group, port),
+            builder: PacketBuilder::new(SessionId::from_text(session), 1, 1400),
+        }
+    }
+
+    pub fn raw(&self, bytes: &[u8]) {
+        self.sock.send_to(bytes, self.dest).unwrap();
+    }
+
+    /// Builds one packet of `msgs` (without sending it).
+    pub fn build(&mut self, msgs: &[FeedMsg]) -> Vec<u8> {
+        for m in msgs {
+            assert!(self.builder.push(m));
+        }
+        self.builder.finish().to_vec()
+    }
+
+    /// Builds and sends one packet.
+    pub fn send(&mut self, msgs: &[FeedMsg]) -> Vec<u8> {
+        let p = self.build(msgs);
+        self.raw(&p);
+        p
+    }
+
+    pub fn heartbeat(&self) {
+        self.raw(&header(self.builder.session(), self.builder.next_seq(), 0));
+    }
+
+    pub fn end_of_session(&self) {
+        self.raw(&header(self.builder.session(), self.builder.next_seq(), END_OF_SESSION));
+    }
+}
+
+pub fn dir(locate: u16, s: &str) -> FeedMsg {
+    FeedMsg::SymbolDirectory { locate, symbol: Symbol::new(s).unwrap() }
+}
+
+pub fn quote(locate: u16, bid: i64) -> FeedMsg {
+    FeedMsg::Quote { locate, ts: 1_000, bid_px: bid, bid_sz: 100, ask_px: bid + 100, ask_sz: 200 }
+}
+
+pub fn trade(locate: u16, px: i64) -> FeedMsg {
+    FeedMsg::Trade { locate, ts: 2_000, px, sz: 50 }
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What a client received, decoded.
+#[derive(Debug)]
+pub enum Got {
+    Server(v1::ServerMessage),
+    Json(serde_json::Value),
+    Closed(Option<(u16, String)>),
+}
+
+pub struct Client {
+    pub ws: Ws,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Client { ws }
+    }
+
+    pub async fn send_json(&mut self, v: serde_json::Value) {
+        self.ws.send(Message::text(v.to_string())).await.unwrap();
+    }
+
+    pub async fn send_pb(&mut self, m: v1::ClientMessage) {
+        self.ws.send(Message::Binary(m.encode_to_vec().into())).await.unwrap();
+    }
+
+    /// Next data/control message (pings skipped), failing after 10 s.
+    pub async fn next(&mut self) -> Got {
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("no message in 10 s");
+            match m {
+                None => return Got::Closed(None),
+                Some(Err(_)) => return Got::Closed(None),
+                Some(Ok(Message::Binary(b))) => return Got::Server(v1::ServerMessage::decode(b).unwrap()),
+                Some(Ok(Message::Text(t))) => return Got::Json(serde_json::from_str(&t).unwrap()),
+                Some(Ok(Message::Close(f))) => {
+                    return Got::Closed(f.map(|f| (u16::from(f.code), f.reason.to_string())))
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    pub async fn json(&mut self) -> serde_json::Value {
+        match self.next().await {
+            Got::Json(v) => v,
+            other => panic!("expected JSON, got {other:?}"),
+        }
+    }
+
+    pub async fn server(&mut self) -> Body {
+        match self.next().await {
+            Got::Server(m) => m.body.expect("body"),
+            other => panic!("expected a binary ServerMessage, got {other:?}"),
+        }
+    }
+
+    /// Next quote updates (skipping status messages).
+    pub async fn updates(&mut self) -> Vec<v1::QuoteUpdate> {
+        loop {
+            if let Body::Updates(b) = self.server().await {
+                return b.updates;
+            }
+        }
+    }
+
+    pub async fn closed(&mut self) -> Option<(u16, String)> {
+        loop {
+            if let Got::Closed(c) = self.next().await {
+                return c;
+            }
+        }
+    }
+}
