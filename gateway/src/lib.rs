@@ -9,6 +9,8 @@
 //!   shared; bounded, conflating per-connection mailboxes.
 //! - [`ws`]: accept, HTTP health, handshake, and the per-connection session
 //!   (reader of requests, writer of batched frames).
+//! - [`grpc`]: snapshots and streams over gRPC, read from the side.
+//! - [`metrics`]: Prometheus `/metrics` on its own listener.
 //! - [`server`]: binds everything, starts the stages, runs shutdown.
 //! - [`telemetry`]: logging.
 //!
@@ -19,11 +21,13 @@
 
 pub mod book;
 pub mod config;
+pub mod grpc;
 pub mod hub;
 pub mod ingest;
+pub mod metrics;
 pub mod server;
 pub mod telemetry;
 pub mod ws;
 
 pub use config::Config;
-pub use server::{start, Bound, Running};
+pub use server::{start, Bound, Core, Running};

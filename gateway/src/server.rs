@@ -49,6 +49,10 @@ pub struct Bound {
     pub feed_recv_buffer: usize,
     /// WebSocket + health listener.
     pub ws: std::net::TcpListener,
+    /// gRPC listener.
+    pub grpc: std::net::TcpListener,
+    /// Prometheus /metrics listener.
+    pub metrics: std::net::TcpListener,
 }
 
 fn listen(what: &'static str, addr: SocketAddr) -> Result<std::net::TcpListener, BindError> {
@@ -68,8 +72,31 @@ impl Bound {
             ingest::socket::bind(f.group, f.port, f.interface, f.recv_buffer_bytes).map_err(|source| {
                 BindError::Feed { group: f.group, port: f.port, interface: f.interface, source }
             })?;
-        Ok(Bound { feed, feed_recv_buffer: granted, ws: listen("WebSocket", cfg.ws.addr)? })
+        Ok(Bound {
+            feed,
+            feed_recv_buffer: granted,
+            ws: listen("WebSocket", cfg.ws.addr)?,
+            grpc: listen("gRPC", cfg.serve.grpc_addr)?,
+            metrics: listen("metrics", cfg.serve.metrics_addr)?,
+        })
     }
+}
+
+/// What the side services (gRPC, metrics) read. They never write to the
+/// book or the hub except through a subscription, like a client.
+pub struct Core {
+    /// The quote book.
+    pub book: Arc<Book>,
+    /// The hub (for streaming subscriptions).
+    pub hub: Arc<Hub>,
+    /// Feed counters and health.
+    pub feed: Arc<FeedStats>,
+    /// WebSocket counters.
+    pub ws: Arc<WsStats>,
+    /// The whole configuration.
+    pub config: Config,
+    /// Cancelled on shutdown.
+    pub shutdown: CancellationToken,
 }
 
 /// A started gateway: its addresses, shared state for inspection, and the
@@ -77,6 +104,12 @@ impl Bound {
 pub struct Running {
     /// Where WebSocket clients connect.
     pub ws_addr: SocketAddr,
+    /// Where gRPC clients connect.
+    pub grpc_addr: SocketAddr,
+    /// Where Prometheus scrapes.
+    pub metrics_addr: SocketAddr,
+    /// Shared state of the side services.
+    pub core: Arc<Core>,
     /// The quote book.
     pub book: Arc<Book>,
     /// The hub.
@@ -109,7 +142,7 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
     let book = Arc::new(Book::new(cfg.feed.max_symbols));
     let hub = Arc::new(Hub::new(cfg.feed.max_symbols, cfg.feed.replay_depth));
     let feed = Arc::new(FeedStats::default());
-    let ws_stats = Arc::new(WsStats::default());
+    let ws_stats = Arc::new(WsStats::new(crate::metrics::send_latency_histogram()));
 
     if bound.feed_recv_buffer < cfg.feed.recv_buffer_bytes {
         tracing::warn!(
@@ -147,7 +180,37 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
         stats: ws_stats.clone(),
         shutdown: shutdown.clone(),
     });
-    tracing::info!(%ws_addr, group = %cfg.feed.group, port = cfg.feed.port, "gateway started");
+    let grpc_listener = tokio::net::TcpListener::from_std(bound.grpc)?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let metrics_listener = tokio::net::TcpListener::from_std(bound.metrics)?;
+    let metrics_addr = metrics_listener.local_addr()?;
+    let core = Arc::new(Core {
+        book: book.clone(),
+        hub: hub.clone(),
+        feed: feed.clone(),
+        ws: ws_stats.clone(),
+        config: cfg.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let side = TaskTracker::new();
+    side.spawn({
+        let core = core.clone();
+        async move {
+            if let Err(e) = crate::grpc::serve(grpc_listener, core).await {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        }
+    });
+    side.spawn({
+        let core = core.clone();
+        async move {
+            if let Err(e) = crate::metrics::serve(metrics_listener, core).await {
+                tracing::error!(error = %e, "metrics server failed");
+            }
+        }
+    });
+    side.close();
+    tracing::info!(%ws_addr, %grpc_addr, %metrics_addr, group = %cfg.feed.group, port = cfg.feed.port, "gateway started");
 
     let grace = Duration::from_millis(cfg.serve.shutdown_grace_ms);
     let done = tokio::spawn(async move {
@@ -157,6 +220,9 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             tracing::warn!(?grace, left = tracker.len(), "grace period over; dropping remaining connections");
         }
+        if tokio::time::timeout(grace, side.wait()).await.is_err() {
+            tracing::warn!("gRPC or metrics server did not stop within the grace period");
+        }
         ingest_stop.cancel();
         let _ = tokio::task::spawn_blocking(move || {
             workers.stop();
@@ -165,5 +231,5 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
         .await;
         tracing::info!("gateway stopped");
     });
-    Ok(Running { ws_addr, book, hub, feed, ws: ws_stats, done })
+    Ok(Running { ws_addr, grpc_addr, metrics_addr, core, book, hub, feed, ws: ws_stats, done })
 }

@@ -19,11 +19,21 @@ use std::time::Instant;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
+/// A shared, pre-encoded `UpdateBatch.updates` entry and when the gateway
+/// received the tick behind it (for the tick-to-send latency).
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// The entry's bytes, shared by every subscriber.
+    pub bytes: Bytes,
+    /// Gateway receive time (ns since epoch; 0 for snapshots and replays).
+    pub ts_recv: i64,
+}
+
 /// An item queued for a connection, in the order it must be sent.
 #[derive(Debug, Clone)]
 pub enum Entry {
-    /// A shared, pre-encoded `UpdateBatch.updates` entry.
-    Update(Bytes),
+    /// A quote update.
+    Update(Encoded),
     /// A feed status change for one symbol.
     Status {
         /// The symbol.
@@ -41,7 +51,7 @@ pub enum Entry {
 #[derive(Debug, Clone, Default)]
 pub struct Pending {
     /// Latest shared entry, if an update is pending.
-    pub update: Option<Bytes>,
+    pub update: Option<Encoded>,
     /// Updates replaced before `update` (the client never sees them).
     pub skipped: u64,
     /// Latest status change, sent before the update.
@@ -115,7 +125,7 @@ impl Mailbox {
     /// Queues a shared update of `symbol`; conflates when full. Returns true
     /// when the caller must [`wake`](Self::wake) the writer (after it is done
     /// pushing, so one wake-up covers a whole datagram).
-    pub fn push_update(&self, symbol: SymbolId, entry: &Bytes, snapshot: bool) -> bool {
+    pub fn push_update(&self, symbol: SymbolId, entry: &Encoded, snapshot: bool) -> bool {
         if self.closed.load(Ordering::Relaxed) {
             return false;
         }
@@ -223,15 +233,15 @@ impl Mailbox {
 mod tests {
     use super::*;
 
-    fn b(x: u8) -> Bytes {
-        Bytes::from(vec![x])
+    fn b(x: u8) -> Encoded {
+        Encoded { bytes: Bytes::from(vec![x]), ts_recv: 0 }
     }
 
     fn updates(d: &Drained) -> Vec<u8> {
         d.entries
             .iter()
             .filter_map(|e| match e {
-                Entry::Update(b) => Some(b[0]),
+                Entry::Update(b) => Some(b.bytes[0]),
                 _ => None,
             })
             .collect()
@@ -258,7 +268,7 @@ mod tests {
         assert!(m.drain(&mut d));
         assert_eq!(updates(&d), vec![1, 2], "queue holds the first two in order");
         let mut p: Vec<_> =
-            d.pending.iter().map(|(s, p)| (*s, p.update.as_ref().unwrap()[0], p.skipped)).collect();
+            d.pending.iter().map(|(s, p)| (*s, p.update.as_ref().unwrap().bytes[0], p.skipped)).collect();
         p.sort();
         // symbol 1 got 1,3,5 (1 queued; 3 replaced by 5), symbol 0 got 2,4,6.
         assert_eq!(p, vec![(0, 6, 1), (1, 5, 1)]);

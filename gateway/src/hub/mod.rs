@@ -13,9 +13,9 @@ pub mod encode;
 pub mod mailbox;
 
 use crate::book::{Quote, SymbolId};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use encode::Flags;
-use mailbox::Mailbox;
+use mailbox::{Encoded, Mailbox};
 use parking_lot::Mutex;
 use quotecast_proto::v1::status::{Reason, State};
 use std::collections::VecDeque;
@@ -27,7 +27,7 @@ struct Topic {
     /// The last published state; `None` until the symbol is known.
     last: Option<Arc<Quote>>,
     /// Recent shared entries by per-symbol sequence, for resumes.
-    recent: VecDeque<(u64, Bytes)>,
+    recent: VecDeque<(u64, Encoded)>,
     subs: Vec<Arc<Mailbox>>,
 }
 
@@ -63,14 +63,15 @@ impl Hub {
 
     /// Ingest only: publishes an update of `id` to its subscribers, queueing
     /// the mailboxes to wake in `wakes`.
-    pub fn publish(&self, id: SymbolId, q: &Arc<Quote>, entry: &Bytes, wakes: &mut Wakes) {
+    pub fn publish(&self, id: SymbolId, q: &Arc<Quote>, entry: &Encoded, wakes: &mut Wakes) {
         let mut t = self.topics[id as usize].lock();
         t.last = Some(q.clone());
         if self.replay_depth > 0 {
             if t.recent.len() == self.replay_depth {
                 t.recent.pop_front();
             }
-            t.recent.push_back((q.seq, entry.clone()));
+            // Replays are not fresh ticks: no latency sample for them.
+            t.recent.push_back((q.seq, Encoded { bytes: entry.bytes.clone(), ts_recv: 0 }));
         }
         for m in &t.subs {
             if m.push_update(id, entry, false) {
@@ -123,7 +124,7 @@ impl Hub {
             let mut buf = BytesMut::new();
             let flags = Flags { snapshot: true, skipped: 0, resume_failed: start == Start::ResumeFailed };
             encode::entry(&last, flags, &mut buf);
-            wake |= m.push_update(id, &buf.freeze(), true);
+            wake |= m.push_update(id, &Encoded { bytes: buf.freeze(), ts_recv: 0 }, true);
         }
         if !t.subs.iter().any(|s| Arc::ptr_eq(s, m)) {
             t.subs.push(m.clone());
@@ -172,7 +173,7 @@ mod tests {
         let q = quote(seq);
         let mut e = BytesMut::new();
         encode::entry(&q, Flags::default(), &mut e);
-        h.publish(0, &q, &e.freeze(), &mut Vec::new());
+        h.publish(0, &q, &Encoded { bytes: e.freeze(), ts_recv: 0 }, &mut Vec::new());
     }
 
     /// (seq, snapshot, resume_failed) of every queued update.
@@ -182,7 +183,7 @@ mod tests {
         d.entries
             .iter()
             .filter_map(|e| match e {
-                Entry::Update(b) => {
+                Entry::Update(Encoded { bytes: b, .. }) => {
                     let mut frame = BytesMut::new();
                     encode::frame_header(b.len(), 0, &mut frame);
                     frame.extend_from_slice(b);

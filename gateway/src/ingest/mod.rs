@@ -17,6 +17,7 @@ pub mod socket;
 
 use crate::book::{Book, Quote, SymbolId, UpdateKind};
 use crate::hub::encode::{self, Flags};
+use crate::hub::mailbox::Encoded;
 use crate::hub::{Hub, Wakes};
 use bytes::BytesMut;
 use quotecast_proto::feed::{DecodeError, Message, Packet};
@@ -372,7 +373,7 @@ impl Ingest {
             self.stats.stale_symbols.fetch_sub(1, Ordering::Relaxed);
             self.hub.status(id, &q, State::Ok, Reason::Recovered, &mut self.wakes);
         }
-        let entry = encode::shared_entry(&q, Flags::default(), &mut self.arena);
+        let entry = Encoded { bytes: encode::shared_entry(&q, Flags::default(), &mut self.arena), ts_recv };
         self.hub.publish(id, &q, &entry, &mut self.wakes);
         self.book.publish(id, q, true);
     }

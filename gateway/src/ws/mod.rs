@@ -78,8 +78,12 @@ pub mod close_code {
 }
 
 /// WebSocket counters, relaxed atomics read by metrics and tests.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WsStats {
+    /// Tick-to-send latency (feed receive to socket write done), seconds:
+    /// one sample per write, the oldest update in it. A no-op handle unless
+    /// the metrics module supplies one.
+    pub send_latency: metrics::Histogram,
     /// Connections currently open (upgraded).
     pub open: AtomicI64,
     /// Connections upgraded since start.
@@ -110,7 +114,34 @@ pub struct WsStats {
     pub http_requests: AtomicU64,
 }
 
+impl Default for WsStats {
+    fn default() -> Self {
+        WsStats::new(metrics::Histogram::noop())
+    }
+}
+
 impl WsStats {
+    /// Zeroed counters recording latency into `send_latency`.
+    pub fn new(send_latency: metrics::Histogram) -> Self {
+        WsStats {
+            send_latency,
+            open: AtomicI64::new(0),
+            opened: AtomicU64::new(0),
+            closed: Default::default(),
+            subscriptions: AtomicI64::new(0),
+            requests: AtomicU64::new(0),
+            bad_requests: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            resume_failed: AtomicU64::new(0),
+            frames: AtomicU64::new(0),
+            updates: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            conflated: AtomicU64::new(0),
+            slow_closes: AtomicU64::new(0),
+            http_requests: AtomicU64::new(0),
+        }
+    }
+
     /// Counts a closed connection under its reason label.
     pub fn record_close(&self, label: &str) {
         let i = close_code::LABELS.iter().position(|l| *l == label).unwrap_or(close_code::LABELS.len() - 1);

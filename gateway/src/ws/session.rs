@@ -6,7 +6,7 @@ use super::protocol::{self, BadRequest, Envelope, Format, Reply, Request};
 use super::{close_code, Shared};
 use crate::book::SymbolId;
 use crate::hub::encode::{self, Flags};
-use crate::hub::mailbox::{Drained, Entry, Mailbox};
+use crate::hub::mailbox::{Drained, Encoded, Entry, Mailbox};
 use crate::hub::Start;
 use crate::ingest::now_ns;
 use bytes::{Bytes, BytesMut};
@@ -341,7 +341,7 @@ impl Session {
                     return self.close(&mut sink, close_code::SLOW_CONSUMER, &reason).await;
                 }
             }
-            let closing = self.frames(&mut drained, &mut out);
+            let (closing, oldest) = self.frames(&mut drained, &mut out);
             let n = out.len();
             let send = async {
                 for m in out.drain(..) {
@@ -352,6 +352,11 @@ impl Session {
             match tokio::time::timeout(cfg.slow_client_timeout(), send).await {
                 Ok(Ok(())) => {
                     self.shared.stats.frames.fetch_add(n as u64, Ordering::Relaxed);
+                    if oldest > 0 {
+                        // Worst tick-to-send latency of this write.
+                        let secs = (now_ns() - oldest).max(0) as f64 * 1e-9;
+                        self.shared.stats.send_latency.record(secs);
+                    }
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "write failed");
@@ -382,8 +387,10 @@ impl Session {
     }
 
     /// Turns drained entries into messages. Returns a close code if a close
-    /// was queued (by the reader).
-    fn frames(&self, d: &mut Drained, out: &mut Vec<Message>) -> Option<u16> {
+    /// was queued (by the reader), and the oldest receive time of the
+    /// updates (0 if none was a fresh tick).
+    fn frames(&self, d: &mut Drained, out: &mut Vec<Message>) -> (Option<u16>, i64) {
+        let mut oldest = 0i64;
         let max = self.shared.cfg.max_batch_bytes;
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batch_len = 0usize;
@@ -407,7 +414,8 @@ impl Session {
         let mut statuses: Vec<(status::State, status::Reason, SymbolId)> = Vec::new();
         for e in d.entries.drain(..) {
             match e {
-                Entry::Update(b) => {
+                Entry::Update(Encoded { bytes: b, ts_recv }) => {
+                    oldest = oldest_of(oldest, ts_recv);
                     self.flush_statuses(&mut statuses, out);
                     if batch_len + b.len() > max {
                         flush(&mut batch, &mut batch_len, out);
@@ -425,7 +433,7 @@ impl Session {
                     if let Message::Close(f) = &m {
                         close = Some(f.as_ref().map_or(close_code::NORMAL, |f| u16::from(f.code)));
                         out.push(m);
-                        return close;
+                        return (close, oldest);
                     }
                     out.push(m);
                 }
@@ -441,19 +449,17 @@ impl Session {
                 statuses.push((state, reason, symbol));
             }
             if let Some(u) = p.update {
+                oldest = oldest_of(oldest, u.ts_recv);
                 self.flush_statuses(&mut statuses, out);
-                let mut e = BytesMut::new();
-                if p.skipped > 0 || p.snapshot {
-                    encode::with_flags(
-                        &u,
-                        Flags { snapshot: p.snapshot, skipped: p.skipped, resume_failed: false },
-                        &mut e,
-                    );
+                let e = if p.skipped > 0 || p.snapshot {
+                    let mut e = BytesMut::new();
+                    let flags = Flags { snapshot: p.snapshot, skipped: p.skipped, resume_failed: false };
+                    encode::with_flags(&u.bytes, flags, &mut e);
+                    e.freeze()
                 } else {
-                    e.extend_from_slice(&u);
-                }
+                    u.bytes
+                };
                 skipped_total += p.skipped;
-                let e = e.freeze();
                 if batch_len + e.len() > max {
                     flush(&mut batch, &mut batch_len, out);
                 }
@@ -466,7 +472,7 @@ impl Session {
         if skipped_total > 0 {
             stats.conflated.fetch_add(skipped_total, Ordering::Relaxed);
         }
-        close
+        (close, oldest)
     }
 
     /// Emits queued status changes, one `Status` message per run of the
@@ -497,6 +503,14 @@ impl Session {
             out.push(Message::Binary(m.encode_to_vec().into()));
         }
         statuses.clear();
+    }
+}
+
+/// The smaller of two receive times, ignoring 0 (not a fresh tick).
+fn oldest_of(a: i64, b: i64) -> i64 {
+    match (a, b) {
+        (0, x) | (x, 0) => x,
+        (a, b) => a.min(b),
     }
 }
 
