@@ -1,0 +1,66 @@
+//! Prometheus metrics served on `metrics_addr`. Its own test binary: the
+//! recorder is process-global.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use common::test_config;
+use feed_sim::SimConfig;
+use tokio_util::sync::CancellationToken;
+
+fn scrape(addr: std::net::SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The value of the series whose line starts with `series` (name plus
+/// labels exactly as rendered).
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{series} missing from:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_match_the_report() {
+    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let cfg = SimConfig {
+        rate: 50_000,
+        max_ticks: Some(10_000),
+        drop_every: 7,
+        dup_every: 5,
+        reorder_every: 9,
+        metrics_addr: Some(addr),
+        ..test_config("MET1")
+    };
+    let report = feed_sim::run(cfg, CancellationToken::new()).await.unwrap();
+    let text = tokio::task::spawn_blocking(move || scrape(addr)).await.unwrap();
+
+    assert_eq!(value(&text, "feedsim_packets_sent_total"), report.packets as f64);
+    assert_eq!(value(&text, "feedsim_bytes_sent_total"), report.bytes as f64);
+    assert_eq!(value(&text, "feedsim_heartbeats_sent_total"), report.heartbeats as f64);
+    assert_eq!(value(&text, "feedsim_messages_sent_total{type=\"quote\"}"), report.quotes as f64);
+    assert_eq!(value(&text, "feedsim_messages_sent_total{type=\"trade\"}"), report.trades as f64);
+    assert_eq!(value(&text, "feedsim_messages_sent_total{type=\"directory\"}"), report.directory as f64);
+    assert_eq!(value(&text, "feedsim_faults_injected_total{kind=\"drop\"}"), report.dropped_packets as f64);
+    assert_eq!(value(&text, "feedsim_faults_injected_total{kind=\"dup\"}"), report.duplicated_packets as f64);
+    assert_eq!(
+        value(&text, "feedsim_faults_injected_total{kind=\"reorder\"}"),
+        report.reordered_packets as f64
+    );
+    assert_eq!(value(&text, "feedsim_ticks_per_second_target"), 50_000.0);
+    assert!(report.dropped_packets > 0 && report.duplicated_packets > 0 && report.reordered_packets > 0);
+    assert!(text.contains("# HELP feedsim_packets_sent_total"), "metrics are described");
+
+    // One recorder per process: a second exporter is refused with a reason.
+    let again = SimConfig { metrics_addr: Some(addr), max_ticks: Some(1), ..test_config("MET2") };
+    let err = feed_sim::run(again, CancellationToken::new()).await.unwrap_err();
+    assert!(format!("{err:#}").contains("serving metrics"), "{err:#}");
+}
