@@ -1,0 +1,155 @@
+//! Feed faults on loopback: a lost packet, a duplicate, a reorder, a sender
+//! restart, a malformed packet and a silent feed are each detected, counted
+//! and shown to subscribed clients as the protocol says.
+
+mod common;
+
+use common::*;
+use quotecast_proto::v1::server_message::Body;
+use quotecast_proto::v1::status::{Reason, State};
+use serde_json::json;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// A gateway with AAPL (locate 1) and MSFT (locate 2) quoted once, and a
+/// client subscribed to both that has consumed its ack and snapshots.
+async fn setup(f: impl FnOnce(&mut gateway::Config)) -> (Gw, FeedSender, Client) {
+    let gw = Gw::start_with(f).await;
+    let mut feed = gw.sender("S1");
+    feed.send(&[dir(1, "AAPL"), dir(2, "MSFT"), quote(1, 1_000_000), quote(2, 2_000_000)]);
+    gw.until("first packet applied", |r| r.feed.messages.load(Relaxed) == 4).await;
+    let mut c = Client::connect(&gw.ws_url("")).await;
+    c.send_json(json!({"op":"subscribe","symbols":["AAPL","MSFT"]})).await;
+    assert_eq!(c.json().await["accepted"], json!(["AAPL", "MSFT"]));
+    let mut snaps = 0;
+    while snaps < 2 {
+        snaps += c.updates().await.len();
+    }
+    (gw, feed, c)
+}
+
+/// Reads until a Status message arrives, returning (state, reason, symbols);
+/// updates seen before it are returned too.
+async fn next_status(c: &mut Client) -> ((State, Reason, Vec<String>), Vec<(String, u64, bool)>) {
+    let mut seen = Vec::new();
+    loop {
+        match c.server().await {
+            Body::Status(s) => return ((s.state(), s.reason(), s.symbols), seen),
+            Body::Updates(b) => seen.extend(b.updates.into_iter().map(|u| (u.symbol, u.seq, u.stale))),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_packet_is_a_gap_that_marks_symbols_stale_until_a_fresh_quote() {
+    let (gw, mut feed, mut c) = setup(|_| {}).await;
+    let _lost = feed.build(&[quote(1, 1_000_100), quote(2, 2_000_100)]);
+    feed.send(&[trade(1, 1_000_050)]);
+    let ((state, reason, mut symbols), before) = next_status(&mut c).await;
+    symbols.sort();
+    assert_eq!((state, reason), (State::Stale, Reason::FeedGap));
+    assert_eq!(symbols, vec!["AAPL", "MSFT"]);
+    assert!(before.is_empty(), "nothing from after the hole is applied before the gap is declared");
+    assert_eq!(gw.running.feed.gaps.load(Relaxed), 1);
+    assert_eq!(gw.running.feed.missed_messages.load(Relaxed), 2);
+    // The trade after the hole is applied but stays stale (a trade does not
+    // refresh the top of book).
+    let u = c.updates().await;
+    assert_eq!((u[0].symbol.as_str(), u[0].seq, u[0].stale), ("AAPL", 2, true));
+    // A fresh quote recovers AAPL only.
+    feed.send(&[quote(1, 1_000_200)]);
+    let ((state, reason, symbols), _) = next_status(&mut c).await;
+    assert_eq!((state, reason, symbols), (State::Ok, Reason::Recovered, vec!["AAPL".to_string()]));
+    let u = c.updates().await;
+    assert_eq!((u[0].seq, u[0].stale, u[0].bid_px), (3, false, 1_000_200));
+    assert_eq!(gw.running.feed.stale_symbols.load(Relaxed), 1, "MSFT still stale");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_packet_is_dropped_and_counted() {
+    let (gw, mut feed, mut c) = setup(|_| {}).await;
+    let p = feed.send(&[quote(1, 1_000_100)]);
+    feed.raw(&p);
+    feed.send(&[quote(1, 1_000_200)]);
+    let mut seqs = Vec::new();
+    while seqs.len() < 2 {
+        seqs.extend(c.updates().await.into_iter().map(|u| u.seq));
+    }
+    assert_eq!(seqs, vec![2, 3], "the duplicate produced no update");
+    gw.until("duplicate counted", |r| r.feed.duplicate_packets.load(Relaxed) == 1).await;
+    assert_eq!(gw.running.feed.gaps.load(Relaxed), 0);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reordered_packets_are_put_back_in_order_without_a_gap() {
+    let (gw, mut feed, mut c) = setup(|_| {}).await;
+    let a = feed.build(&[quote(1, 1_000_100)]);
+    let b = feed.build(&[quote(1, 1_000_200)]);
+    let d = feed.build(&[quote(1, 1_000_300)]);
+    feed.raw(&b);
+    feed.raw(&a);
+    feed.raw(&d);
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        got.extend(c.updates().await.into_iter().map(|u| (u.seq, u.bid_px)));
+    }
+    assert_eq!(got, vec![(2, 1_000_100), (3, 1_000_200), (4, 1_000_300)]);
+    assert_eq!(gw.running.feed.reordered_packets.load(Relaxed), 1);
+    assert_eq!(gw.running.feed.gaps.load(Relaxed), 0);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_restart_is_detected_and_symbols_recover_on_fresh_quotes() {
+    let (gw, _feed, mut c) = setup(|_| {}).await;
+    let mut restarted = gw.sender("S2");
+    restarted.send(&[dir(5, "MSFT"), dir(6, "AAPL"), quote(6, 1_100_000)]);
+    let ((state, reason, symbols), _) = next_status(&mut c).await;
+    assert_eq!((state, reason, symbols.len()), (State::Stale, Reason::SessionEnd, 2));
+    let ((state, reason, symbols), _) = next_status(&mut c).await;
+    assert_eq!((state, reason, symbols), (State::Ok, Reason::Recovered, vec!["AAPL".to_string()]));
+    // The new session's locate codes are used; per-symbol sequence goes on.
+    let u = c.updates().await;
+    assert_eq!((u[0].symbol.as_str(), u[0].seq, u[0].bid_px), ("AAPL", 2, 1_100_000));
+    assert_eq!(gw.running.feed.restarts.load(Relaxed), 1);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_packets_are_counted_and_skipped() {
+    let (gw, mut feed, mut c) = setup(|_| {}).await;
+    let good = feed.build(&[quote(1, 1_000_100)]);
+    feed.raw(&good[..good.len() - 3]);
+    feed.raw(b"short");
+    feed.raw(&good);
+    let u = c.updates().await;
+    assert_eq!((u[0].seq, u[0].bid_px), (2, 1_000_100));
+    gw.until("errors counted", |r| r.feed.decode_errors_total() == 2).await;
+    assert_eq!(gw.running.feed.gaps.load(Relaxed), 0);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_feed_goes_stale_and_recovers_when_packets_flow() {
+    let (gw, feed, mut c) = setup(|cfg| cfg.feed.feed_timeout_ms = 300).await;
+    let ((state, reason, symbols), _) = next_status(&mut c).await;
+    assert_eq!((state, reason, symbols.len()), (State::Stale, Reason::FeedDown, 2));
+    assert!(!gw.running.feed.up.load(Relaxed));
+    feed.heartbeat();
+    let ((state, reason, symbols), _) = next_status(&mut c).await;
+    assert_eq!((state, reason, symbols.len()), (State::Ok, Reason::Recovered, 2));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_of_session_marks_stale() {
+    let (gw, feed, mut c) = setup(|_| {}).await;
+    feed.end_of_session();
+    feed.end_of_session();
+    let ((state, reason, symbols), _) = next_status(&mut c).await;
+    assert_eq!((state, reason, symbols.len()), (State::Stale, Reason::SessionEnd, 2));
+    gw.until("end counted", |r| r.feed.sessions_ended.load(Relaxed) == 1).await;
+    gw.stop().await;
+}
