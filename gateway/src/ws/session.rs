@@ -26,8 +26,10 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 /// Why the reader stopped.
 #[derive(Debug)]
 enum ReadEnd {
-    /// The peer is gone (or closed); nothing more to say.
+    /// The peer is gone; nothing more to say.
     Gone,
+    /// The peer sent a close frame.
+    PeerClosed,
     /// Close with this code and reason.
     Close(u16, String),
 }
@@ -98,7 +100,7 @@ impl Session {
     where
         S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
     {
-        let (sink, stream) = ws.split();
+        let (mut sink, mut stream) = ws.split();
         if !initial.is_empty() {
             self.handle(Envelope {
                 id: String::new(),
@@ -106,23 +108,46 @@ impl Session {
                 format: Format::Binary,
             });
         }
-        let reader = self.read_loop(stream);
-        let writer = self.write_loop(sink);
-        tokio::pin!(reader, writer);
-        let reason = tokio::select! {
-            end = &mut reader => {
-                match end {
-                    ReadEnd::Close(code, reason) => {
-                        let _ = self.mailbox.push_control(close_message(code, &reason));
-                        // Let the writer send the close frame, briefly.
+        let (reason, linger) = {
+            let reader = self.read_loop(&mut stream);
+            let writer = self.write_loop(&mut sink);
+            tokio::pin!(reader, writer);
+            tokio::select! {
+                end = &mut reader => {
+                    let (label, linger) = match end {
+                        ReadEnd::Close(code, reason) => {
+                            let _ = self.mailbox.push_control(close_message(code, &reason));
+                            (close_code::label(code), true)
+                        }
+                        ReadEnd::PeerClosed => {
+                            // tungstenite queued the close reply; a Close
+                            // control makes the writer flush it.
+                            let _ = self.mailbox.push_control(Message::Close(None));
+                            ("normal", false)
+                        }
+                        ReadEnd::Gone => ("client_gone", false),
+                    };
+                    if label != "client_gone" {
+                        // Let the writer send what is queued, briefly.
                         let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
-                        close_code::label(code)
                     }
-                    ReadEnd::Gone => "client_gone",
+                    (label, linger)
                 }
+                code = &mut writer => (close_code::label(code), code != close_code::ABNORMAL),
             }
-            code = &mut writer => close_code::label(code),
         };
+        if linger {
+            // We sent a close frame: wait briefly for the peer's close reply
+            // so that a reset does not destroy the frame before it is read.
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while let Some(Ok(m)) = stream.next().await {
+                    if m.is_close() {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
         self.mailbox.close();
         let subs = std::mem::take(&mut self.state.lock().subs);
         self.shared.stats.subscriptions.fetch_sub(subs.len() as i64, Ordering::Relaxed);
@@ -133,7 +158,7 @@ impl Session {
         self.shared.stats.record_close(reason);
     }
 
-    async fn read_loop<R>(&self, mut stream: R) -> ReadEnd
+    async fn read_loop<R>(&self, stream: &mut R) -> ReadEnd
     where
         R: Stream<Item = Result<Message, WsError>> + Unpin,
     {
@@ -153,11 +178,7 @@ impl Session {
             let parsed = match msg {
                 Message::Text(t) => protocol::parse_text(&t),
                 Message::Binary(b) => protocol::parse_binary(&b),
-                Message::Close(_) => {
-                    // tungstenite queued the close reply; the writer flushes it.
-                    let _ = self.mailbox.push_control(Message::Close(None));
-                    return ReadEnd::Gone;
-                }
+                Message::Close(_) => return ReadEnd::PeerClosed,
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             };
             self.shared.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -308,7 +329,7 @@ impl Session {
 
     /// Drains the mailbox into frames until the connection must end;
     /// returns the close code it ended with.
-    async fn write_loop<W>(&self, mut sink: W) -> u16
+    async fn write_loop<W>(&self, sink: &mut W) -> u16
     where
         W: Sink<Message, Error = WsError> + Unpin,
     {
@@ -321,7 +342,7 @@ impl Session {
         ping.tick().await;
         loop {
             if shutdown.is_cancelled() {
-                return self.close(&mut sink, close_code::GOING_AWAY, "server shutting down").await;
+                return self.close(sink, close_code::GOING_AWAY, "server shutting down").await;
             }
             if !self.mailbox.drain(&mut drained) {
                 tokio::select! {
@@ -338,7 +359,7 @@ impl Session {
                     self.shared.stats.slow_closes.fetch_add(1, Ordering::Relaxed);
                     let reason =
                         format!("slow consumer: behind for more than {} ms", cfg.slow_client_timeout_ms);
-                    return self.close(&mut sink, close_code::SLOW_CONSUMER, &reason).await;
+                    return self.close(sink, close_code::SLOW_CONSUMER, &reason).await;
                 }
             }
             let (closing, oldest) = self.frames(&mut drained, &mut out);
@@ -366,7 +387,7 @@ impl Session {
                     self.shared.stats.slow_closes.fetch_add(1, Ordering::Relaxed);
                     let reason =
                         format!("slow consumer: could not take a frame in {} ms", cfg.slow_client_timeout_ms);
-                    return self.close(&mut sink, close_code::SLOW_CONSUMER, &reason).await;
+                    return self.close(sink, close_code::SLOW_CONSUMER, &reason).await;
                 }
             }
             out.clear();

@@ -185,10 +185,15 @@ impl Client {
         }
     }
 
+    /// Next JSON reply; binary frames (snapshots, updates) in between are
+    /// skipped.
     pub async fn json(&mut self) -> serde_json::Value {
-        match self.next().await {
-            Got::Json(v) => v,
-            other => panic!("expected JSON, got {other:?}"),
+        loop {
+            match self.next().await {
+                Got::Json(v) => return v,
+                Got::Server(_) => continue,
+                other => panic!("expected JSON, got {other:?}"),
+            }
         }
     }
 
