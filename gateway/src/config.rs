@@ -106,6 +106,11 @@ pub struct WsConfig {
     /// Cap of unsent bytes buffered per connection by the WebSocket layer.
     #[arg(long, env = "QUOTECAST_WS_MAX_WRITE_BUFFER_BYTES", default_value_t = 1 << 20)]
     pub max_write_buffer_bytes: usize,
+    /// Kernel send buffer per connection (SO_SNDBUF, bytes; 0 = kernel
+    /// autotuning). Smaller bounds kernel memory per slow client and
+    /// detects it sooner; larger absorbs bursts to distant clients.
+    #[arg(long, env = "QUOTECAST_WS_SEND_BUFFER_BYTES", default_value_t = 0)]
+    pub send_buffer_bytes: usize,
     /// Time a client has to finish the WebSocket handshake (ms).
     #[arg(long, env = "QUOTECAST_HANDSHAKE_TIMEOUT_MS", default_value_t = 10000)]
     pub handshake_timeout_ms: u64,

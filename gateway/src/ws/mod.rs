@@ -240,6 +240,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, workers: &Workers
         };
         let permit = limit.clone().try_acquire_owned().ok();
         let _ = stream.set_nodelay(true);
+        if shared.cfg.send_buffer_bytes > 0 {
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(shared.cfg.send_buffer_bytes);
+        }
         let std = match stream.into_std() {
             Ok(s) => s,
             Err(e) => {

@@ -403,7 +403,8 @@ impl Session {
         W: Sink<Message, Error = WsError> + Unpin,
     {
         tracing::debug!(code, reason, "closing connection");
-        let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close_message(code, reason))).await;
+        // A slow client may still be reading what is ahead of the close frame.
+        let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(close_message(code, reason))).await;
         code
     }
 

@@ -158,6 +158,16 @@ impl Client {
         Client { ws }
     }
 
+    /// Connects with a tiny kernel receive buffer, so that not reading
+    /// pushes back on the server quickly.
+    pub async fn connect_small_buffer(url: &str, addr: std::net::SocketAddr) -> Client {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let stream = sock.connect(addr).await.unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await.unwrap();
+        Client { ws }
+    }
+
     pub async fn send_json(&mut self, v: serde_json::Value) {
         self.ws.send(Message::text(v.to_string())).await.unwrap();
     }
