@@ -1,6 +1,7 @@
 //! `feed-sim`: parse flags, start logging, wait for Ctrl-C/SIGTERM, run the
 //! simulator, print its report. Everything else lives in the library.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
