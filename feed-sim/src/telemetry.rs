@@ -1,6 +1,6 @@
 //! Prometheus metrics: names in one place, handles built once per run.
 //!
-//! The send loop holds a [`Handles`] and adds per packet, never per tick,
+//! The send loop holds a `Handles` and adds per packet, never per tick,
 //! so metrics cost nothing measurable at millions of ticks per second.
 //! Without `--metrics-addr` no recorder is installed and every handle is a
 //! no-op.
