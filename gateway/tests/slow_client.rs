@@ -25,7 +25,7 @@ fn rss_bytes() -> u64 {
 async fn slow_reader_is_conflated_then_closed_while_fast_reader_keeps_pace() {
     let gw = Gw::start_with(|c| {
         c.ws.queue_capacity = 1024;
-        c.ws.slow_client_timeout_ms = 1500;
+        c.ws.slow_client_timeout_ms = 2500;
         c.ws.send_buffer_bytes = 16 * 1024;
         c.ws.max_batch_bytes = 2048;
     })
@@ -46,12 +46,13 @@ async fn slow_reader_is_conflated_then_closed_while_fast_reader_keeps_pace() {
     let mut stopped = Client::connect_small_buffer(&gw.ws_url(""), gw.running.ws_addr).await;
     stopped.send_json(subscribe).await;
 
-    // The slow client reads one message every 20 ms, in its own task.
+    // The slow client reads one message every 5 ms (about a third of the
+    // feed rate), in its own task.
     let slow_task = tokio::spawn(async move {
         let mut last: HashMap<String, u64> = HashMap::new();
         let mut skipped_seen = 0u64;
         loop {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
             match slow.next().await {
                 Got::Server(m) => {
                     if let Some(Body::Updates(b)) = m.body {
@@ -80,7 +81,7 @@ async fn slow_reader_is_conflated_then_closed_while_fast_reader_keeps_pace() {
     let fast_task = tokio::spawn(async move {
         let mut next: HashMap<String, u64> = HashMap::new();
         let mut count = 0u64;
-        while count < 60_000 {
+        while count < 120_000 {
             for u in fast.updates().await {
                 let want = next.entry(u.symbol.clone()).or_insert(u.seq);
                 assert_eq!(u.skipped, 0, "fast client must never be conflated");
@@ -96,8 +97,8 @@ async fn slow_reader_is_conflated_then_closed_while_fast_reader_keeps_pace() {
 
     let rss_before = rss_bytes();
     let mut max_rss = rss_before;
-    for round in 0..300i64 {
-        // 200 updates per round, 10 per packet: 60,000 updates in ~3 s.
+    for round in 0..600i64 {
+        // 200 updates per round, 10 per packet: 120,000 updates in ~6 s.
         for p in 0..20i64 {
             let msgs: Vec<_> = (0..10i64)
                 .map(|k| {
@@ -111,7 +112,7 @@ async fn slow_reader_is_conflated_then_closed_while_fast_reader_keeps_pace() {
         max_rss = max_rss.max(rss_bytes());
     }
     let delivered = tokio::time::timeout(Duration::from_secs(20), fast_task).await.unwrap().unwrap();
-    assert_eq!(delivered, 60_000);
+    assert_eq!(delivered, 120_000);
 
     let (close, skipped) = tokio::time::timeout(Duration::from_secs(20), slow_task).await.unwrap().unwrap();
     assert!(skipped > 0, "the slow client must see conflation counts");
@@ -124,7 +125,7 @@ async fn slow_reader_is_conflated_then_closed_while_fast_reader_keeps_pace() {
     assert!(gw.running.ws.conflated.load(Relaxed) > 0);
     drop(stopped.ws.next());
     // Per-connection queues are bounded: memory grew by far less than the
-    // 60,000 updates x 3 clients it would take to queue everything.
+    // 120,000 updates x 3 clients it would take to queue everything.
     assert!(max_rss - rss_before < 64 << 20, "RSS grew by {} MiB", (max_rss - rss_before) >> 20);
     gw.stop().await;
 }
