@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Starts the whole thing on loopback: the gateway and the feed simulator.
+# Ctrl-C stops both (the simulator ends its session, the gateway closes
+# clients with 1001). Settings: any gateway flag via QUOTECAST_* env vars,
+# any simulator flag via FEED_SIM_* env vars (see --help of each).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q -p quotecast-gateway -p feed-sim
+target/release/gateway &
+gw=$!
+sleep 0.3
+target/release/feed-sim &
+sim=$!
+stop() {
+  kill -INT "$sim" 2>/dev/null || true
+  wait "$sim" 2>/dev/null || true
+  kill -INT "$gw" 2>/dev/null || true
+  wait "$gw" 2>/dev/null || true
+}
+trap stop INT TERM EXIT
+ws="${QUOTECAST_WS_ADDR:-127.0.0.1:8080}"
+cat <<INFO
+
+quotecast is running (Ctrl-C stops it)
+  WebSocket   ws://$ws/?symbols=AAPL,MSFT      (or send {"op":"subscribe","symbols":["AAPL"]})
+  health      http://$ws/healthz   http://$ws/readyz
+  gRPC        ${QUOTECAST_GRPC_ADDR:-127.0.0.1:50051}
+  metrics     http://${QUOTECAST_METRICS_ADDR:-127.0.0.1:9100}/metrics
+
+INFO
+wait "$gw"
