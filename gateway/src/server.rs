@@ -97,6 +97,9 @@ pub struct Core {
     pub config: Config,
     /// Cancelled on shutdown.
     pub shutdown: CancellationToken,
+    /// This gateway's metrics (rendered by `/metrics`; the gRPC server
+    /// attaches `metrics.grpc_layer()`).
+    pub metrics: Arc<crate::metrics::Telemetry>,
 }
 
 /// A started gateway: its addresses, shared state for inspection, and the
@@ -142,7 +145,10 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
     let book = Arc::new(Book::new(cfg.feed.max_symbols));
     let hub = Arc::new(Hub::new(cfg.feed.max_symbols, cfg.feed.replay_depth));
     let feed = Arc::new(FeedStats::default());
-    let ws_stats = Arc::new(WsStats::new(crate::metrics::send_latency_histogram()));
+    // One recorder per gateway: several gateways in one process (tests)
+    // never mix their counts.
+    let telemetry = Arc::new(crate::metrics::Telemetry::new());
+    let ws_stats = Arc::new(WsStats::new(telemetry.send_latency()));
 
     if bound.feed_recv_buffer < cfg.feed.recv_buffer_bytes {
         tracing::warn!(
@@ -191,6 +197,7 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
         ws: ws_stats.clone(),
         config: cfg.clone(),
         shutdown: shutdown.clone(),
+        metrics: telemetry,
     });
     let side = TaskTracker::new();
     side.spawn({

@@ -1,0 +1,548 @@
+//! Prometheus metrics, served at `/metrics` on a listener of their own.
+//!
+//! The hot paths never call into this module per tick: ingest and the
+//! WebSocket writers count with relaxed atomics in [`FeedStats`] and
+//! [`WsStats`], and a scrape copies those atomics into metric handles
+//! ([`Telemetry::render`]) right before rendering. The only metric
+//! recorded on a hot path, the tick-to-send latency, goes into a fixed
+//! bucket [`AtomicHistogram`] (no lock, no allocation).
+//!
+//! Each gateway owns its recorder ([`Telemetry`]), not the process-global
+//! one, so several gateways in one process (the tests) never mix counts.
+//!
+//! # Layout
+//! - this file: metric names, [`Telemetry`] (handles, scrape-time sync).
+//! - [`histogram`]: the lock-free fixed-bucket histogram and its rendering.
+//! - [`grpc`]: the tower layer that counts and times gRPC calls.
+//! - [`process`]: CPU, memory and file descriptors from `/proc/self`.
+//! - `http`: the minimal HTTP/1 server behind [`serve`].
+//!
+//! Every metric is listed, with its type, unit and meaning, in
+//! `dashboards/README.md`.
+//!
+//! [`FeedStats`]: crate::ingest::FeedStats
+//! [`WsStats`]: crate::ws::WsStats
+
+pub mod grpc;
+pub mod histogram;
+mod http;
+pub mod process;
+
+pub use grpc::{GrpcCall, GrpcMetrics, GrpcMetricsLayer};
+pub use histogram::AtomicHistogram;
+pub use http::serve;
+
+use crate::ingest::{now_ns, DECODE_REASONS};
+use crate::server::Core;
+use crate::ws::close_code;
+use histogram::{write_header, write_histogram, write_sample, LATENCY_BUCKETS};
+use metrics::{counter, describe_counter, describe_gauge, gauge, Counter, Gauge, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Metric names, in one place (Prometheus conventions: one `quotecast_`
+/// prefix, base units in the name, `_total` on counters).
+pub mod names {
+    /// Feed datagrams received (valid or not).
+    pub const FEED_PACKETS: &str = "quotecast_feed_received_packets_total";
+    /// Feed datagram payload bytes received.
+    pub const FEED_BYTES: &str = "quotecast_feed_received_bytes_total";
+    /// Sequenced feed messages applied.
+    pub const FEED_MESSAGES: &str = "quotecast_feed_received_messages_total";
+    /// Feed heartbeats received.
+    pub const FEED_HEARTBEATS: &str = "quotecast_feed_heartbeats_total";
+    /// Datagrams rejected by the decoder, by `reason`.
+    pub const FEED_DECODE_ERRORS: &str = "quotecast_feed_decode_errors_total";
+    /// Sequence holes declared lost.
+    pub const FEED_GAPS: &str = "quotecast_feed_gaps_total";
+    /// Messages lost in those holes.
+    pub const FEED_MISSED: &str = "quotecast_feed_missed_messages_total";
+    /// Packets dropped as duplicates.
+    pub const FEED_DUPLICATES: &str = "quotecast_feed_duplicate_packets_total";
+    /// Packets that arrived out of order and were put back in order.
+    pub const FEED_REORDERED: &str = "quotecast_feed_reordered_packets_total";
+    /// Feed sender restarts (new session id).
+    pub const FEED_RESTARTS: &str = "quotecast_feed_restarts_total";
+    /// Feed sessions that ended (end-of-session packet).
+    pub const FEED_SESSIONS_ENDED: &str = "quotecast_feed_sessions_ended_total";
+    /// Messages for a locate code not in the directory yet.
+    pub const FEED_UNKNOWN_LOCATE: &str = "quotecast_feed_unknown_locate_messages_total";
+    /// 1 while packets arrive within the feed timeout.
+    pub const FEED_UP: &str = "quotecast_feed_up";
+    /// Seconds since the last datagram (since start if none yet).
+    pub const FEED_LAST_PACKET_AGE: &str = "quotecast_feed_last_packet_age_seconds";
+    /// Next feed sequence number expected.
+    pub const FEED_NEXT_SEQ: &str = "quotecast_feed_next_sequence";
+    /// Symbols in the book.
+    pub const BOOK_SYMBOLS: &str = "quotecast_book_symbols";
+    /// Most symbols the book can hold.
+    pub const BOOK_CAPACITY: &str = "quotecast_book_capacity_symbols";
+    /// Symbols currently stale.
+    pub const BOOK_STALE: &str = "quotecast_book_stale_symbols";
+    /// Directory entries refused because the book was full.
+    pub const BOOK_FULL: &str = "quotecast_book_rejected_symbols_total";
+    /// WebSocket connections open now.
+    pub const WS_CONNECTIONS: &str = "quotecast_ws_connections";
+    /// Connection limit (`--max-connections`).
+    pub const WS_MAX_CONNECTIONS: &str = "quotecast_ws_max_connections";
+    /// WebSocket connections upgraded.
+    pub const WS_OPENED: &str = "quotecast_ws_connections_opened_total";
+    /// WebSocket connections closed, by `reason`.
+    pub const WS_CLOSED: &str = "quotecast_ws_connections_closed_total";
+    /// Symbol subscriptions over all connections.
+    pub const WS_SUBSCRIPTIONS: &str = "quotecast_ws_subscriptions";
+    /// Client requests received.
+    pub const WS_REQUESTS: &str = "quotecast_ws_requests_total";
+    /// Client requests that could not be parsed.
+    pub const WS_BAD_REQUESTS: &str = "quotecast_ws_bad_requests_total";
+    /// Client requests refused by the rate limit.
+    pub const WS_RATE_LIMITED: &str = "quotecast_ws_rate_limited_requests_total";
+    /// Resumes that fell back to a snapshot.
+    pub const WS_RESUME_FAILED: &str = "quotecast_ws_resume_failed_total";
+    /// WebSocket messages written.
+    pub const WS_FRAMES: &str = "quotecast_ws_sent_frames_total";
+    /// Quote updates written.
+    pub const WS_UPDATES: &str = "quotecast_ws_sent_updates_total";
+    /// Bytes of update frames written.
+    pub const WS_BYTES: &str = "quotecast_ws_sent_bytes_total";
+    /// Updates skipped by conflation.
+    pub const WS_CONFLATED: &str = "quotecast_ws_conflated_updates_total";
+    /// Connections closed as slow consumers.
+    pub const WS_SLOW_CLOSES: &str = "quotecast_ws_slow_consumer_closes_total";
+    /// Plain HTTP requests (health checks) answered on the WebSocket port.
+    pub const WS_HTTP_REQUESTS: &str = "quotecast_ws_http_requests_total";
+    /// Tick-to-send latency histogram.
+    pub const WS_SEND_LATENCY: &str = "quotecast_ws_tick_to_send_seconds";
+    /// gRPC requests finished, by service, method, code.
+    pub const GRPC_REQUESTS: &str = "quotecast_grpc_requests_total";
+    /// gRPC requests in progress, by service, method.
+    pub const GRPC_IN_FLIGHT: &str = "quotecast_grpc_requests_in_flight";
+    /// gRPC handling time histogram, by service, method, code.
+    pub const GRPC_DURATION: &str = "quotecast_grpc_request_duration_seconds";
+    /// CPU time of the process.
+    pub const PROCESS_CPU: &str = "quotecast_process_cpu_seconds_total";
+    /// Resident memory.
+    pub const PROCESS_RSS: &str = "quotecast_process_resident_memory_bytes";
+    /// Virtual memory.
+    pub const PROCESS_VSIZE: &str = "quotecast_process_virtual_memory_bytes";
+    /// Open file descriptors.
+    pub const PROCESS_FDS: &str = "quotecast_process_open_fds";
+    /// File descriptor limit.
+    pub const PROCESS_MAX_FDS: &str = "quotecast_process_max_fds";
+    /// OS threads.
+    pub const PROCESS_THREADS: &str = "quotecast_process_threads";
+    /// Process start time.
+    pub const PROCESS_START: &str = "quotecast_process_start_time_seconds";
+    /// Always 1, labelled with the version.
+    pub const BUILD_INFO: &str = "quotecast_build_info";
+}
+
+/// Handles mirroring [`crate::ingest::FeedStats`].
+struct FeedHandles {
+    packets: Counter,
+    bytes: Counter,
+    messages: Counter,
+    heartbeats: Counter,
+    decode_errors: [Counter; DECODE_REASONS.len()],
+    gaps: Counter,
+    missed: Counter,
+    duplicates: Counter,
+    reordered: Counter,
+    restarts: Counter,
+    sessions_ended: Counter,
+    unknown_locate: Counter,
+    book_full: Counter,
+    up: Gauge,
+    last_packet_age: Gauge,
+    next_seq: Gauge,
+    symbols: Gauge,
+    capacity: Gauge,
+    stale: Gauge,
+}
+
+/// Handles mirroring [`crate::ws::WsStats`].
+struct WsHandles {
+    open: Gauge,
+    max: Gauge,
+    opened: Counter,
+    closed: [Counter; close_code::LABELS.len()],
+    subscriptions: Gauge,
+    requests: Counter,
+    bad_requests: Counter,
+    rate_limited: Counter,
+    resume_failed: Counter,
+    frames: Counter,
+    updates: Counter,
+    bytes: Counter,
+    conflated: Counter,
+    slow_closes: Counter,
+    http_requests: Counter,
+}
+
+/// One gateway's metrics: its own Prometheus recorder, the handles a
+/// scrape fills from the stage counters, and the histograms the hot paths
+/// record into. Shared as `Arc<Telemetry>` through [`Core`].
+pub struct Telemetry {
+    handle: PrometheusHandle,
+    feed: FeedHandles,
+    ws: WsHandles,
+    send_latency: Arc<AtomicHistogram>,
+    grpc: Arc<GrpcMetrics>,
+    /// Wall clock at creation (ns), the feed age reference before any packet.
+    created_ns: i64,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry").finish_non_exhaustive()
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry::new()
+    }
+}
+
+fn describe() {
+    use names::*;
+    describe_counter!(FEED_PACKETS, Unit::Count, "Feed datagrams received, valid or not.");
+    describe_counter!(FEED_BYTES, Unit::Bytes, "Feed datagram payload bytes received.");
+    describe_counter!(FEED_MESSAGES, Unit::Count, "Sequenced feed messages applied to the book.");
+    describe_counter!(FEED_HEARTBEATS, Unit::Count, "Feed heartbeat packets received.");
+    describe_counter!(FEED_DECODE_ERRORS, Unit::Count, "Feed datagrams rejected by the decoder, by reason.");
+    describe_counter!(FEED_GAPS, Unit::Count, "Feed sequence holes declared lost.");
+    describe_counter!(FEED_MISSED, Unit::Count, "Feed messages lost in sequence holes.");
+    describe_counter!(FEED_DUPLICATES, Unit::Count, "Feed packets dropped as duplicates.");
+    describe_counter!(
+        FEED_REORDERED,
+        Unit::Count,
+        "Feed packets received out of order and put back in order."
+    );
+    describe_counter!(FEED_RESTARTS, Unit::Count, "Feed sender restarts (new session id).");
+    describe_counter!(FEED_SESSIONS_ENDED, Unit::Count, "Feed sessions ended by an end-of-session packet.");
+    describe_counter!(
+        FEED_UNKNOWN_LOCATE,
+        Unit::Count,
+        "Feed messages for a locate code not in the directory."
+    );
+    describe_gauge!(FEED_UP, "1 while feed packets arrive within the feed timeout, else 0.");
+    describe_gauge!(
+        FEED_LAST_PACKET_AGE,
+        Unit::Seconds,
+        "Seconds since the last feed datagram (since gateway start if none yet)."
+    );
+    describe_gauge!(FEED_NEXT_SEQ, "Next feed sequence number expected.");
+    describe_gauge!(BOOK_SYMBOLS, "Symbols in the quote book.");
+    describe_gauge!(BOOK_CAPACITY, "Most symbols the quote book can hold.");
+    describe_gauge!(BOOK_STALE, "Symbols whose quote may be wrong (gap, restart, silent feed).");
+    describe_counter!(BOOK_FULL, Unit::Count, "Directory entries refused because the book was full.");
+    describe_gauge!(WS_CONNECTIONS, "WebSocket connections open.");
+    describe_gauge!(WS_MAX_CONNECTIONS, "WebSocket connection limit (--max-connections).");
+    describe_counter!(WS_OPENED, Unit::Count, "WebSocket connections upgraded.");
+    describe_counter!(WS_CLOSED, Unit::Count, "WebSocket connections closed, by reason.");
+    describe_gauge!(WS_SUBSCRIPTIONS, "Symbol subscriptions over all WebSocket connections.");
+    describe_counter!(WS_REQUESTS, Unit::Count, "WebSocket client requests received.");
+    describe_counter!(WS_BAD_REQUESTS, Unit::Count, "WebSocket client requests that could not be parsed.");
+    describe_counter!(WS_RATE_LIMITED, Unit::Count, "WebSocket client requests refused by the rate limit.");
+    describe_counter!(WS_RESUME_FAILED, Unit::Count, "Resume requests answered with a snapshot instead.");
+    describe_counter!(WS_FRAMES, Unit::Count, "WebSocket messages written (data and control).");
+    describe_counter!(WS_UPDATES, Unit::Count, "Quote updates written to WebSocket clients.");
+    describe_counter!(WS_BYTES, Unit::Bytes, "Bytes of update frames written to WebSocket clients.");
+    describe_counter!(
+        WS_CONFLATED,
+        Unit::Count,
+        "Updates skipped by conflation (slow clients got the latest value)."
+    );
+    describe_counter!(WS_SLOW_CLOSES, Unit::Count, "WebSocket connections closed as slow consumers (4008).");
+    describe_counter!(
+        WS_HTTP_REQUESTS,
+        Unit::Count,
+        "Plain HTTP requests (health checks) on the WebSocket port."
+    );
+    describe_gauge!(BUILD_INFO, "Always 1; labels carry the build version.");
+}
+
+impl Telemetry {
+    /// A fresh recorder with every series registered (at zero), so the
+    /// first scrape already shows them all.
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let (feed, ws) = metrics::with_local_recorder(&recorder, || {
+            use names::*;
+            describe();
+            gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "profile" => PROFILE).set(1.0);
+            let feed = FeedHandles {
+                packets: counter!(FEED_PACKETS),
+                bytes: counter!(FEED_BYTES),
+                messages: counter!(FEED_MESSAGES),
+                heartbeats: counter!(FEED_HEARTBEATS),
+                decode_errors: DECODE_REASONS.map(|r| counter!(FEED_DECODE_ERRORS, "reason" => r)),
+                gaps: counter!(FEED_GAPS),
+                missed: counter!(FEED_MISSED),
+                duplicates: counter!(FEED_DUPLICATES),
+                reordered: counter!(FEED_REORDERED),
+                restarts: counter!(FEED_RESTARTS),
+                sessions_ended: counter!(FEED_SESSIONS_ENDED),
+                unknown_locate: counter!(FEED_UNKNOWN_LOCATE),
+                book_full: counter!(BOOK_FULL),
+                up: gauge!(FEED_UP),
+                last_packet_age: gauge!(FEED_LAST_PACKET_AGE),
+                next_seq: gauge!(FEED_NEXT_SEQ),
+                symbols: gauge!(BOOK_SYMBOLS),
+                capacity: gauge!(BOOK_CAPACITY),
+                stale: gauge!(BOOK_STALE),
+            };
+            let ws = WsHandles {
+                open: gauge!(WS_CONNECTIONS),
+                max: gauge!(WS_MAX_CONNECTIONS),
+                opened: counter!(WS_OPENED),
+                closed: close_code::LABELS.map(|r| counter!(WS_CLOSED, "reason" => r)),
+                subscriptions: gauge!(WS_SUBSCRIPTIONS),
+                requests: counter!(WS_REQUESTS),
+                bad_requests: counter!(WS_BAD_REQUESTS),
+                rate_limited: counter!(WS_RATE_LIMITED),
+                resume_failed: counter!(WS_RESUME_FAILED),
+                frames: counter!(WS_FRAMES),
+                updates: counter!(WS_UPDATES),
+                bytes: counter!(WS_BYTES),
+                conflated: counter!(WS_CONFLATED),
+                slow_closes: counter!(WS_SLOW_CLOSES),
+                http_requests: counter!(WS_HTTP_REQUESTS),
+            };
+            (feed, ws)
+        });
+        Telemetry {
+            handle,
+            feed,
+            ws,
+            send_latency: Arc::new(AtomicHistogram::new(&LATENCY_BUCKETS)),
+            grpc: Arc::new(GrpcMetrics::new()),
+            created_ns: now_ns(),
+        }
+    }
+
+    /// The tick-to-send latency handle for [`crate::ws::WsStats::new`].
+    pub fn send_latency(&self) -> metrics::Histogram {
+        metrics::Histogram::from_arc(self.send_latency.clone())
+    }
+
+    /// The tick-to-send histogram itself (tests, benchmarks).
+    pub fn send_latency_histogram(&self) -> &AtomicHistogram {
+        &self.send_latency
+    }
+
+    /// gRPC call metrics, for code that cannot use [`Self::grpc_layer`].
+    pub fn grpc(&self) -> &Arc<GrpcMetrics> {
+        &self.grpc
+    }
+
+    /// A tower layer for the tonic server that counts and times every call:
+    /// `Server::builder().layer(core.metrics.grpc_layer())`.
+    pub fn grpc_layer(&self) -> GrpcMetricsLayer {
+        GrpcMetricsLayer::new(self.grpc.clone())
+    }
+
+    /// Copies the stage counters of `core` into the metric handles.
+    fn sync(&self, core: &Core) {
+        let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let (f, s) = (&self.feed, &*core.feed);
+        f.packets.absolute(l(&s.packets));
+        f.bytes.absolute(l(&s.bytes));
+        f.messages.absolute(l(&s.messages));
+        f.heartbeats.absolute(l(&s.heartbeats));
+        for (c, v) in f.decode_errors.iter().zip(&s.decode_errors) {
+            c.absolute(l(v));
+        }
+        f.gaps.absolute(l(&s.gaps));
+        f.missed.absolute(l(&s.missed_messages));
+        f.duplicates.absolute(l(&s.duplicate_packets));
+        f.reordered.absolute(l(&s.reordered_packets));
+        f.restarts.absolute(l(&s.restarts));
+        f.sessions_ended.absolute(l(&s.sessions_ended));
+        f.unknown_locate.absolute(l(&s.unknown_locate));
+        f.book_full.absolute(l(&s.book_full));
+        f.up.set(if s.up.load(Ordering::Relaxed) { 1.0 } else { 0.0 });
+        let last = s.last_packet_ns.load(Ordering::Relaxed);
+        let since = if last > 0 { last } else { self.created_ns };
+        f.last_packet_age.set((now_ns() - since).max(0) as f64 * 1e-9);
+        f.next_seq.set(l(&s.next_seq) as f64);
+        f.symbols.set(core.book.len() as f64);
+        f.capacity.set(core.book.capacity() as f64);
+        f.stale.set(l(&s.stale_symbols) as f64);
+
+        let (w, s) = (&self.ws, &*core.ws);
+        w.open.set(s.open.load(Ordering::Relaxed) as f64);
+        w.max.set(core.config.ws.max_connections as f64);
+        w.opened.absolute(l(&s.opened));
+        for (c, v) in w.closed.iter().zip(&s.closed) {
+            c.absolute(l(v));
+        }
+        w.subscriptions.set(s.subscriptions.load(Ordering::Relaxed) as f64);
+        w.requests.absolute(l(&s.requests));
+        w.bad_requests.absolute(l(&s.bad_requests));
+        w.rate_limited.absolute(l(&s.rate_limited));
+        w.resume_failed.absolute(l(&s.resume_failed));
+        w.frames.absolute(l(&s.frames));
+        w.updates.absolute(l(&s.updates));
+        w.bytes.absolute(l(&s.bytes));
+        w.conflated.absolute(l(&s.conflated));
+        w.slow_closes.absolute(l(&s.slow_closes));
+        w.http_requests.absolute(l(&s.http_requests));
+    }
+
+    /// The Prometheus text exposition of `core`'s gateway, counters read
+    /// now.
+    pub fn render(&self, core: &Core) -> String {
+        self.sync(core);
+        let mut out = self.handle.render();
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        write_header(
+            &mut out,
+            names::WS_SEND_LATENCY,
+            "histogram",
+            "Feed receive to WebSocket write completed, seconds; one sample per write (its oldest update).",
+        );
+        write_histogram(&mut out, names::WS_SEND_LATENCY, &[], &self.send_latency);
+        self.grpc.write(&mut out);
+        write_process(&mut out);
+        out
+    }
+}
+
+/// `profile` label of the build info.
+const PROFILE: &str = if cfg!(debug_assertions) { "debug" } else { "release" };
+
+fn write_process(out: &mut String) {
+    let p = match process::read_self() {
+        Ok(p) => p,
+        Err(e) => {
+            // Not Linux, or /proc hidden: the process metrics are absent.
+            tracing::debug!(error = %e, "process metrics unavailable");
+            return;
+        }
+    };
+    let mut one = |name: &str, kind: &str, help: &str, v: f64| {
+        write_header(out, name, kind, help);
+        write_sample(out, name, &[], v);
+    };
+    one(names::PROCESS_CPU, "counter", "User and system CPU time, seconds.", p.cpu_seconds);
+    one(names::PROCESS_RSS, "gauge", "Resident memory, bytes.", p.resident_bytes as f64);
+    one(names::PROCESS_VSIZE, "gauge", "Virtual memory, bytes.", p.virtual_bytes as f64);
+    one(names::PROCESS_FDS, "gauge", "Open file descriptors (sockets included).", p.open_fds as f64);
+    one(names::PROCESS_THREADS, "gauge", "OS threads.", p.threads as f64);
+    if let Some(m) = p.max_fds {
+        one(names::PROCESS_MAX_FDS, "gauge", "Soft limit on open file descriptors.", m as f64);
+    }
+    if let Some(s) = p.start_time_seconds {
+        one(names::PROCESS_START, "gauge", "Process start, seconds since the Unix epoch.", s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::book::Book;
+    use crate::config::Config;
+    use crate::hub::Hub;
+    use crate::ingest::FeedStats;
+    use crate::ws::WsStats;
+    use tokio_util::sync::CancellationToken;
+
+    fn core() -> Core {
+        let metrics = Arc::new(Telemetry::new());
+        Core {
+            book: Arc::new(Book::new(64)),
+            hub: Arc::new(Hub::new(64, 4)),
+            feed: Arc::new(FeedStats::default()),
+            ws: Arc::new(WsStats::new(metrics.send_latency())),
+            config: Config::for_tests(std::net::Ipv4Addr::new(239, 1, 2, 3), 5000),
+            shutdown: CancellationToken::new(),
+            metrics,
+        }
+    }
+
+    /// The value of the series `series` (name plus labels, as rendered).
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn a_scrape_copies_the_stage_counters() {
+        let c = core();
+        c.feed.packets.store(10, Ordering::Relaxed);
+        c.feed.decode_errors[1].store(2, Ordering::Relaxed);
+        c.feed.up.store(true, Ordering::Relaxed);
+        c.feed.last_packet_ns.store(now_ns() - 3_000_000_000, Ordering::Relaxed);
+        c.ws.open.store(4, Ordering::Relaxed);
+        c.ws.record_close("slow_consumer");
+        c.ws.send_latency.record(0.000_04);
+        let text = c.metrics.render(&c);
+        assert_eq!(value(&text, "quotecast_feed_received_packets_total"), Some(10.0));
+        assert_eq!(
+            value(&text, &format!("quotecast_feed_decode_errors_total{{reason=\"{}\"}}", DECODE_REASONS[1])),
+            Some(2.0)
+        );
+        assert_eq!(value(&text, "quotecast_feed_decode_errors_total{reason=\"short_header\"}"), Some(0.0));
+        assert_eq!(value(&text, "quotecast_feed_up"), Some(1.0));
+        let age = value(&text, "quotecast_feed_last_packet_age_seconds").unwrap();
+        assert!((3.0..60.0).contains(&age), "age {age}");
+        assert_eq!(value(&text, "quotecast_ws_connections"), Some(4.0));
+        assert_eq!(
+            value(&text, "quotecast_ws_connections_closed_total{reason=\"slow_consumer\"}"),
+            Some(1.0)
+        );
+        assert_eq!(value(&text, "quotecast_ws_connections_closed_total{reason=\"normal\"}"), Some(0.0));
+        assert_eq!(value(&text, "quotecast_ws_max_connections"), Some(c.config.ws.max_connections as f64));
+        assert_eq!(value(&text, "quotecast_ws_tick_to_send_seconds_bucket{le=\"0.00005\"}"), Some(1.0));
+        assert_eq!(value(&text, "quotecast_ws_tick_to_send_seconds_bucket{le=\"0.000025\"}"), Some(0.0));
+        assert_eq!(value(&text, "quotecast_ws_tick_to_send_seconds_count"), Some(1.0));
+        let build = format!(
+            "quotecast_build_info{{version=\"{}\",profile=\"{PROFILE}\"}}",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(value(&text, &build), Some(1.0));
+        assert!(value(&text, "quotecast_process_resident_memory_bytes").unwrap() > 0.0);
+        assert!(text.contains("# TYPE quotecast_feed_received_packets_total counter"));
+        assert!(text.contains("# TYPE quotecast_ws_tick_to_send_seconds histogram"));
+
+        c.feed.packets.store(11, Ordering::Relaxed);
+        assert_eq!(value(&c.metrics.render(&c), "quotecast_feed_received_packets_total"), Some(11.0));
+    }
+
+    #[test]
+    fn gateways_in_one_process_do_not_share_counts() {
+        let (a, b) = (core(), core());
+        a.feed.messages.store(7, Ordering::Relaxed);
+        a.ws.send_latency.record(0.001);
+        let (ta, tb) = (a.metrics.render(&a), b.metrics.render(&b));
+        assert_eq!(value(&ta, "quotecast_feed_received_messages_total"), Some(7.0));
+        assert_eq!(value(&tb, "quotecast_feed_received_messages_total"), Some(0.0));
+        assert_eq!(value(&tb, "quotecast_ws_tick_to_send_seconds_count"), Some(0.0));
+    }
+
+    #[test]
+    fn every_line_is_valid_exposition_and_every_name_is_prefixed() {
+        let c = core();
+        let text = c.metrics.render(&c);
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            if let Some(rest) = line.strip_prefix("# ") {
+                let mut parts = rest.splitn(3, ' ');
+                let (kind, name) = (parts.next().unwrap(), parts.next().unwrap());
+                assert!(kind == "HELP" || kind == "TYPE", "{line}");
+                assert!(name.starts_with("quotecast_"), "{line}");
+                continue;
+            }
+            let (series, v) = line.rsplit_once(' ').unwrap();
+            assert!(series.starts_with("quotecast_"), "{line}");
+            assert!(v == "+Inf" || v.parse::<f64>().is_ok(), "{line}");
+            if series.ends_with("_total") || series.contains("_total{") {
+                assert!(v.parse::<f64>().unwrap() >= 0.0, "{line}");
+            }
+        }
+    }
+}
