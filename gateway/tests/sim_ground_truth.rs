@@ -1,0 +1,167 @@
+//! feed-sim (fixed seed) -> gateway -> WebSocket clients: every client's view
+//! of every symbol equals what the simulator sent: a snapshot, then every
+//! update in order, each one equal to the simulator's state after that
+//! update, and the final value equal to the simulator's last value.
+
+mod common;
+
+use common::*;
+use feed_sim::SimConfig;
+use quotecast_proto::feed::Message;
+use quotecast_proto::v1::{self, client_message::Op, QuoteUpdate};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use tokio_util::sync::CancellationToken;
+
+/// A symbol's state after one of its updates, as the simulator generated it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Truth {
+    bid_px: i64,
+    bid_sz: u64,
+    ask_px: i64,
+    ask_sz: u64,
+    last_px: i64,
+    last_sz: u64,
+    ts_event: i64,
+}
+
+impl Truth {
+    fn of(u: &QuoteUpdate) -> Truth {
+        Truth {
+            bid_px: u.bid_px,
+            bid_sz: u.bid_sz,
+            ask_px: u.ask_px,
+            ask_sz: u.ask_sz,
+            last_px: u.last_px,
+            last_sz: u.last_sz,
+            ts_event: u.ts_event,
+        }
+    }
+}
+
+/// Replays the recorded feed: symbol -> state after its 1st, 2nd, ... update
+/// (index seq - 1, since the gateway numbers each symbol's updates from 1).
+fn history(recorded: &[(u64, Message)]) -> HashMap<String, Vec<Truth>> {
+    let mut names: HashMap<u16, String> = HashMap::new();
+    let mut cur: HashMap<u16, Truth> = HashMap::new();
+    let mut out: HashMap<String, Vec<Truth>> = HashMap::new();
+    for (_, m) in recorded {
+        match *m {
+            Message::SymbolDirectory { locate, symbol } => {
+                names.insert(locate, symbol.as_str().to_string());
+            }
+            Message::Quote { locate, ts, bid_px, bid_sz, ask_px, ask_sz } => {
+                let t = cur.entry(locate).or_default();
+                (t.bid_px, t.bid_sz, t.ask_px, t.ask_sz, t.ts_event) =
+                    (bid_px, u64::from(bid_sz), ask_px, u64::from(ask_sz), ts as i64);
+                out.entry(names[&locate].clone()).or_default().push(*t);
+            }
+            Message::Trade { locate, ts, px, sz } => {
+                let t = cur.entry(locate).or_default();
+                (t.last_px, t.last_sz, t.ts_event) = (px, u64::from(sz), ts as i64);
+                out.entry(names[&locate].clone()).or_default().push(*t);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_see_exactly_what_the_simulator_sent() {
+    let gw = Gw::start().await;
+    let sim = SimConfig {
+        group: gw.group,
+        port: gw.port,
+        seed: 42,
+        symbols: 60,
+        rate: 20_000,
+        max_ticks: Some(40_000),
+        record: true,
+        ..SimConfig::default()
+    };
+    let symbols: Vec<String> = feed_sim::Market::new(sim.seed, sim.symbols, sim.zipf, sim.trade_ratio)
+        .directory()
+        .iter()
+        .map(|m| match m {
+            Message::SymbolDirectory { symbol, .. } => symbol.as_str().to_string(),
+            _ => unreachable!("directory only"),
+        })
+        .collect();
+    let token = CancellationToken::new();
+    let sim_task = tokio::spawn(feed_sim::run(sim, token));
+    gw.until("directory", |r| r.book.len() == 60).await;
+
+    // Five clients over both encodings, with overlapping symbol sets; they
+    // subscribe while the feed runs, so each starts at a different point.
+    let mut clients = Vec::new();
+    for k in 0..5usize {
+        let mine: Vec<String> = symbols.iter().skip(k * 7).take(25).cloned().collect();
+        let mut c = Client::connect(&gw.ws_url("")).await;
+        if k % 2 == 0 {
+            c.send_json(json!({"op":"subscribe","symbols":mine})).await;
+            assert_eq!(c.json().await["accepted"].as_array().unwrap().len(), 25);
+        } else {
+            c.send_pb(v1::ClientMessage {
+                id: String::new(),
+                op: Some(Op::Subscribe(v1::Subscribe {
+                    symbols: mine.clone(),
+                    from_seq: Default::default(),
+                })),
+            })
+            .await;
+        }
+        clients.push((c, mine));
+    }
+
+    let report = sim_task.await.unwrap().unwrap();
+    assert_eq!(report.dropped_packets, 0);
+    gw.until("all messages applied", |r| r.feed.messages.load(Relaxed) >= report.messages).await;
+    assert_eq!(gw.running.feed.messages.load(Relaxed), report.messages, "gateway applied every message once");
+    assert_eq!(gw.running.feed.gaps.load(Relaxed), 0, "no kernel drop on loopback at this rate");
+    let hist = history(&report.recorded);
+
+    for (mut c, mine) in clients {
+        // symbol -> last seq seen
+        let mut last: HashMap<String, u64> = HashMap::new();
+        let done = |last: &HashMap<String, u64>| {
+            mine.iter()
+                .all(|s| last.get(s).copied().unwrap_or(0) == hist.get(s).map_or(0, |h| h.len() as u64))
+                && last.len() == mine.len()
+        };
+        while !done(&last) {
+            for u in c.updates().await {
+                let prev = last.insert(u.symbol.clone(), u.seq);
+                match prev {
+                    None => assert!(u.snapshot, "{}: first message is the snapshot", u.symbol),
+                    Some(p) => {
+                        assert!(!u.snapshot);
+                        assert_eq!(u.skipped, 0, "a fast client is never conflated");
+                        assert_eq!(u.seq, p + 1, "{}: every update, in order", u.symbol);
+                    }
+                }
+                if u.seq > 0 {
+                    let want = hist[&u.symbol][u.seq as usize - 1];
+                    assert_eq!(Truth::of(&u), want, "{} seq {} differs from the simulator", u.symbol, u.seq);
+                }
+            }
+        }
+        for s in &mine {
+            let t = &report.last[s];
+            let h = hist.get(s).and_then(|h| h.last()).copied().unwrap_or_default();
+            assert_eq!(
+                (h.bid_px, h.bid_sz, h.ask_px, h.ask_sz, h.last_px, h.last_sz),
+                (
+                    t.bid_px,
+                    u64::from(t.bid_sz),
+                    t.ask_px,
+                    u64::from(t.ask_sz),
+                    t.last_px,
+                    u64::from(t.last_sz)
+                ),
+                "{s}: final value equals the simulator's"
+            );
+        }
+    }
+    gw.stop().await;
+}
