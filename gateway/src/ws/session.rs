@@ -293,8 +293,11 @@ impl Session {
             let resume = from_seq.get(&text).copied();
             if st.subs.insert(sid) {
                 self.shared.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
-            } else if resume.is_none() {
-                // Already subscribed: the stream continues, no new snapshot.
+            } else {
+                // Already subscribed: the stream continues, gapless, with no
+                // new snapshot. A resume point is moot here: replaying from
+                // it would queue old updates behind newer ones already sent
+                // (duplicates, out of order).
                 continue;
             }
             match self.shared.hub.subscribe(sid, &self.mailbox, resume) {

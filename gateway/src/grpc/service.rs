@@ -1,0 +1,207 @@
+//! `quotecast.v1.QuoteService`: snapshots read from the book, streams fed
+//! by the hub. Nothing here writes to the book or waits on the ingest
+//! thread: reads are lock-free `ArcSwap` loads.
+
+use super::config::GrpcConfig;
+use super::error::CallError;
+use super::request::{self, PageToken};
+use super::stream::{self, Pump, PumpConfig, QuoteStream, Subscription};
+use crate::book::SymbolId;
+use crate::hub::encode::{to_proto, Flags};
+use crate::hub::mailbox::Mailbox;
+use crate::ingest::now_ns;
+use crate::server::Core;
+use quotecast_proto::v1::{
+    self, quote_service_server::QuoteService, stream_quotes_response::Body, ErrorCode, GetSnapshotRequest,
+    GetSnapshotResponse, ListSymbolsRequest, ListSymbolsResponse, StreamQuotesRequest, StreamQuotesResponse,
+    SymbolInfo,
+};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status};
+
+/// Flags of a quote read for a snapshot: the current state, not an update.
+const SNAPSHOT: Flags = Flags { snapshot: true, skipped: 0, resume_failed: false };
+
+/// The service. Cheap to clone into tonic; state is shared.
+#[derive(Clone)]
+pub struct QuoteSvc {
+    core: Arc<Core>,
+    cfg: Arc<GrpcConfig>,
+    /// One permit per open StreamQuotes call (`--grpc-max-streams`).
+    streams: Arc<Semaphore>,
+    /// Stream pumps, so shutdown can wait for them to unsubscribe.
+    tasks: TaskTracker,
+    /// Binds page tokens to this instance (see [`PageToken`]).
+    instance: u64,
+}
+
+impl QuoteSvc {
+    /// A service over `core`'s book and hub; pumps are spawned on `tasks`.
+    pub fn new(core: Arc<Core>, cfg: GrpcConfig, tasks: TaskTracker) -> Self {
+        QuoteSvc {
+            core,
+            streams: Arc::new(Semaphore::new(cfg.max_streams)),
+            cfg: Arc::new(cfg),
+            tasks,
+            instance: now_ns() as u64,
+        }
+    }
+
+    fn serving(&self) -> Result<(), CallError> {
+        if self.core.shutdown.is_cancelled() {
+            Err(CallError::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Named symbols: each known one's quote, the others rejected.
+    fn named(&self, texts: &[String], out: &mut GetSnapshotResponse) -> Result<(), CallError> {
+        let book = &self.core.book;
+        for sym in request::symbols(texts, self.cfg.max_symbols_per_call)? {
+            match book.id(&sym).and_then(|id| book.get(id)) {
+                Some(q) => out.quotes.push(to_proto(&q, SNAPSHOT)),
+                None => out.rejected.push(unknown(sym.as_str())),
+            }
+        }
+        Ok(())
+    }
+
+    /// One page of every symbol, in id order.
+    fn page(&self, page_size: u32, token: &str, out: &mut GetSnapshotResponse) -> Result<(), CallError> {
+        let start = if token.is_empty() { 0 } else { PageToken::decode(token, self.instance)?.next };
+        let size = match page_size {
+            0 => self.cfg.default_page_size,
+            n => n.min(self.cfg.max_page_size),
+        };
+        let book = &self.core.book;
+        let len = book.len() as u32;
+        if start > len {
+            // Ids never go away, so this token was not made by us.
+            return Err(CallError::BadPageToken(token.to_string()));
+        }
+        let end = start.saturating_add(size).min(len);
+        out.quotes.reserve((end - start) as usize);
+        out.quotes.extend((start..end).filter_map(|id| book.get(id)).map(|q| to_proto(&q, SNAPSHOT)));
+        if end < len {
+            out.next_page_token = PageToken { instance: self.instance, next: end }.encode();
+        }
+        Ok(())
+    }
+}
+
+fn unknown(symbol: &str) -> v1::Rejection {
+    v1::Rejection {
+        symbol: symbol.to_string(),
+        code: ErrorCode::UnknownSymbol as i32,
+        reason: "not in the feed's symbol directory".into(),
+    }
+}
+
+#[tonic::async_trait]
+impl QuoteService for QuoteSvc {
+    async fn get_snapshot(
+        &self,
+        req: Request<GetSnapshotRequest>,
+    ) -> Result<Response<GetSnapshotResponse>, Status> {
+        self.serving()?;
+        let r = req.into_inner();
+        // Read before the quotes: every quote reflects at least the feed up
+        // to here (each quote's own feed_seq is exact).
+        let mut out = GetSnapshotResponse {
+            feed_seq: self.core.feed.next_seq.load(Ordering::Relaxed),
+            ts: now_ns(),
+            ..Default::default()
+        };
+        if r.symbols.is_empty() {
+            self.page(r.page_size, &r.page_token, &mut out)?;
+        } else if !r.page_token.is_empty() {
+            return Err(CallError::PageTokenWithSymbols.into());
+        } else {
+            self.named(&r.symbols, &mut out)?;
+        }
+        Ok(Response::new(out))
+    }
+
+    async fn list_symbols(
+        &self,
+        _req: Request<ListSymbolsRequest>,
+    ) -> Result<Response<ListSymbolsResponse>, Status> {
+        self.serving()?;
+        let book = &self.core.book;
+        let symbols = (0..book.len() as SymbolId)
+            .filter_map(|id| {
+                let q = book.get(id)?;
+                Some(SymbolInfo {
+                    symbol: q.symbol.as_str().to_string(),
+                    // The book does not keep locate codes (they belong to
+                    // one feed session); 0 = not tracked.
+                    locate: 0,
+                    seq: q.seq,
+                    last_update_ts: q.ts_recv,
+                    update_count: book.update_count(id),
+                    stale: q.stale,
+                })
+            })
+            .collect();
+        Ok(Response::new(ListSymbolsResponse { symbols }))
+    }
+
+    type StreamQuotesStream = QuoteStream;
+
+    async fn stream_quotes(
+        &self,
+        req: Request<StreamQuotesRequest>,
+    ) -> Result<Response<QuoteStream>, Status> {
+        self.serving()?;
+        // tonic's deadline layer only covers the call until the response
+        // starts; the stream itself ends at the caller's deadline here.
+        let timeout = request::grpc_timeout(req.metadata().get("grpc-timeout").and_then(|v| v.to_str().ok()));
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let r = req.into_inner();
+        if r.symbols.is_empty() {
+            return Err(CallError::NoSymbols.into());
+        }
+        let syms = request::symbols(&r.symbols, self.cfg.max_symbols_per_call)?;
+        let permit = self
+            .streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| CallError::TooManyStreams { max: self.cfg.max_streams })?;
+
+        let core = &self.core;
+        let mailbox = Arc::new(Mailbox::new(self.cfg.stream_queue_capacity, 1));
+        let mut sub = Subscription::new(core.hub.clone(), mailbox);
+        let mut ack = v1::Ack::default();
+        for sym in syms {
+            match core.book.id(&sym) {
+                Some(id) if sub.add(id) => ack.accepted.push(sym.as_str().to_string()),
+                _ => ack.rejected.push(unknown(sym.as_str())),
+            }
+        }
+        if ack.accepted.is_empty() {
+            let names: Vec<&str> = ack.rejected.iter().map(|r| r.symbol.as_str()).collect();
+            return Err(CallError::NoKnownSymbols(names.join(", ")).into());
+        }
+        let (tx, end, stream) = stream::channel(self.cfg.stream_channel_capacity);
+        // The ack goes first (the channel is empty, so this cannot fail):
+        // the caller learns what the snapshots that follow are for.
+        let _ = tx.try_send(StreamQuotesResponse { body: Some(Body::Ack(ack)) });
+        let pump = Pump {
+            sub,
+            book: core.book.clone(),
+            shutdown: core.shutdown.clone(),
+            cfg: PumpConfig {
+                max_batch_bytes: self.cfg.max_batch_bytes,
+                slow_client_timeout: self.cfg.slow_client_timeout(),
+                deadline,
+            },
+            permit,
+        };
+        self.tasks.spawn(pump.run(tx, end));
+        Ok(Response::new(stream))
+    }
+}

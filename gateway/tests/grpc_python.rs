@@ -1,0 +1,82 @@
+//! A gRPC client nobody here wrote: Python `grpcio` with stubs generated
+//! from proto/ calls GetSnapshot and StreamQuotes, and the standard health
+//! and reflection clients ask their questions (gateway/tests/python/test_grpc.py).
+//! Requires python3 with grpcio, grpcio-tools, grpcio-health-checking,
+//! grpcio-reflection, protobuf and pytest; fails (never skips) with the
+//! install command when they are missing.
+
+mod common;
+
+use common::*;
+use feed_sim::SimConfig;
+use std::process::Command;
+use tokio_util::sync::CancellationToken;
+
+/// The pip packages the Python gRPC client needs.
+const PIP: &str = "pip install grpcio grpcio-tools grpcio-health-checking grpcio-reflection protobuf pytest";
+
+fn require_python() {
+    let probe =
+        "import grpc, grpc_tools, grpc_health.v1.health_pb2, grpc_reflection.v1alpha.reflection_pb2, \
+                 google.protobuf, pytest";
+    let out = Command::new("python3").args(["-c", probe]).output();
+    match out {
+        Err(e) => {
+            panic!("python3 is required for the Python gRPC client test ({e}); install python3, then {PIP}")
+        }
+        Ok(o) => assert!(
+            o.status.success(),
+            "python3 lacks the gRPC client packages ({}); run scripts/test.sh or {PIP}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_client_snapshot_stream_health_reflection() {
+    require_python();
+    let gw = Gw::start().await;
+    let stop = CancellationToken::new();
+    let sim = SimConfig {
+        group: gw.group,
+        port: gw.port,
+        seed: 9,
+        symbols: 30,
+        rate: 5_000,
+        ..SimConfig::default()
+    };
+    let feed = tokio::spawn(feed_sim::run(sim, stop.clone()));
+    gw.until("directory", |r| r.book.len() == 30).await;
+    gw.until("quotes for every symbol", |r| (0..30).all(|id| r.book.get(id).is_some_and(|q| q.seq > 0)))
+        .await;
+    // Health follows the feed by polling; wait until it says SERVING.
+    tokio::time::sleep(gateway::grpc::HEALTH_POLL * 3).await;
+    let symbols: Vec<String> =
+        gw.running.book.symbols()[..4].iter().map(|s| s.as_str().to_string()).collect();
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let addr = gw.running.grpc_addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args([
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                &format!("{dir}/tests/python/test_grpc.py"),
+            ])
+            .env("QUOTECAST_GRPC_ADDR", addr)
+            .env("QUOTECAST_SYMBOLS", symbols.join(","))
+            .env("QUOTECAST_PROTO_DIR", format!("{dir}/../proto/proto"))
+            .output()
+            .expect("running python3 -m pytest")
+    })
+    .await
+    .unwrap();
+    stop.cancel();
+    feed.await.unwrap().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the Python gRPC client failed:\n{text}");
+    assert!(text.contains("8 passed"), "every Python test must run:\n{text}");
+    gw.stop().await;
+}
