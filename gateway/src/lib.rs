@@ -1,18 +1,18 @@
 //! quotecast gateway: one tick's path from UDP multicast to WebSocket clients.
 //!
 //! # Layout
-//! - [`config`]: every setting (flag + env var + default), validated.
-//! - [`ingest`]: the feed socket thread: decode, sequence tracking (gaps,
+//! - [`config`] — every setting (flag + env var + default), validated.
+//! - [`ingest`] — the feed socket thread: decode, sequence tracking (gaps,
 //!   duplicates, reorders, restarts), the single writer of the book.
-//! - [`book`]: the quote book, one `ArcSwap` per symbol, lock-free readers.
-//! - [`hub`]: per-symbol subscriber lists; each update encoded once and
+//! - [`book`] — the quote book, one `ArcSwap` per symbol, lock-free readers.
+//! - [`hub`] — per-symbol subscriber lists; each update encoded once and
 //!   shared; bounded, conflating per-connection mailboxes.
-//! - [`ws`]: accept, HTTP health, handshake, and the per-connection session
+//! - [`ws`] — accept, HTTP health, handshake, and the per-connection session
 //!   (reader of requests, writer of batched frames).
-//! - [`grpc`]: snapshots and streams over gRPC, read from the side.
-//! - [`metrics`]: Prometheus `/metrics` on its own listener.
-//! - [`server`]: binds everything, starts the stages, runs shutdown.
-//! - [`telemetry`]: logging.
+//! - [`grpc`] — snapshots and streams over gRPC, read from the side.
+//! - [`metrics`] — Prometheus `/metrics` on its own listener.
+//! - [`server`] — binds everything, starts the stages, runs shutdown.
+//! - [`telemetry`] — logging.
 //!
 //! ```text
 //! UDP socket -> ingest (decode, sequence) -> book (ArcSwap per symbol)
