@@ -25,8 +25,13 @@ pub fn bind(
         Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(step("creating UDP socket"))?;
     s.set_reuse_address(true).map_err(step("setting SO_REUSEADDR"))?;
     s.set_multicast_all_v4(false).map_err(step("turning IP_MULTICAST_ALL off"))?;
-    // The kernel caps this at net.core.rmem_max; report what we got.
+    // The kernel caps SO_RCVBUF at net.core.rmem_max (and doubles the value
+    // for bookkeeping); a privileged process may force a larger one, which
+    // is what absorbs a burst while the ingest thread is descheduled.
     let _ = s.set_recv_buffer_size(recv_buffer);
+    if s.recv_buffer_size().unwrap_or(0) < recv_buffer {
+        let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBufForce, &recv_buffer);
+    }
     let granted = s.recv_buffer_size().unwrap_or(0);
     s.bind(&SocketAddrV4::new(group, port).into()).map_err(step("binding the feed port"))?;
     s.join_multicast_v4(&group, &interface).map_err(step("joining the multicast group"))?;
