@@ -305,6 +305,20 @@ pub struct WorkerResult {
     pub snapshot: SnapshotStats,
 }
 
+impl WorkerResult {
+    fn empty() -> WorkerResult {
+        WorkerResult {
+            fast: Group::default(),
+            slow: Group::default(),
+            connect: stats::histogram(),
+            calls: stats::histogram(),
+            outcomes: Vec::new(),
+            failures: BTreeMap::new(),
+            snapshot: SnapshotStats::default(),
+        }
+    }
+}
+
 /// Per-worker state shared by its tasks (single thread: `RefCell`).
 struct Local {
     id: usize,
@@ -375,13 +389,7 @@ impl Local {
         match msg.body {
             Some(Body::Updates(b)) => self.on_batch(conn, &b, now, frame.len()),
             Some(Body::Status(s)) => self.on_status(conn, &s, frame.len()),
-            Some(Body::Ack(a)) => {
-                if !a.rejected.is_empty() {
-                    let names: Vec<String> = a.rejected.into_iter().map(|r| r.symbol).collect();
-                    conn.checker.forget(&names);
-                    conn.rejected.extend(names);
-                }
-            }
+            Some(Body::Ack(a)) => conn.reject(a.rejected),
             Some(Body::Error(e)) => {
                 conn.errors += 1;
                 conn.first_error.get_or_insert(e.message);
@@ -438,6 +446,15 @@ struct ConnState {
 }
 
 impl ConnState {
+    /// Symbols the gateway refused: they get no data, so stop checking them.
+    fn reject(&mut self, rejected: Vec<v1::Rejection>) {
+        if !rejected.is_empty() {
+            let names: Vec<String> = rejected.into_iter().map(|r| r.symbol).collect();
+            self.checker.forget(&names);
+            self.rejected.extend(names);
+        }
+    }
+
     fn new(spec: &ConnSpec) -> ConnState {
         ConnState {
             id: spec.id,
@@ -535,7 +552,14 @@ async fn worker_main(id: usize, shared: Arc<Shared>, mut rx: mpsc::UnboundedRece
     tracker.close();
     tracker.wait().await;
     progress.abort();
-    let l = Rc::try_unwrap(l).ok().expect("every task has finished");
+    // Awaiting the aborted task drops its clone of `l`.
+    let _ = progress.await;
+    let l = match Rc::try_unwrap(l) {
+        Ok(l) => l,
+        // Unreachable: every task holding a clone has finished. Report
+        // nothing rather than panic on a client thread.
+        Err(_) => return WorkerResult::empty(),
+    };
     WorkerResult {
         fast: l.fast.into_inner(),
         slow: l.slow.into_inner(),
@@ -776,14 +800,8 @@ async fn stream_client(l: Rc<Local>, spec: ConnSpec) {
                 match r.body {
                     Some(stream_quotes_response::Body::Updates(b)) => l.on_batch(&mut conn, &b, now, len),
                     Some(stream_quotes_response::Body::Status(s)) => l.on_status(&mut conn, &s, len),
-                    Some(stream_quotes_response::Body::Ack(a)) => {
-                        // Which symbols the stream carries: the rest get no data.
-                        if !a.rejected.is_empty() {
-                            let names: Vec<String> = a.rejected.into_iter().map(|r| r.symbol).collect();
-                            conn.checker.forget(&names);
-                            conn.rejected.extend(names);
-                        }
-                    }
+                    // Which symbols the stream carries: the rest get no data.
+                    Some(stream_quotes_response::Body::Ack(a)) => conn.reject(a.rejected),
                     None => {}
                 }
                 l.track_drain(&mut conn);
@@ -838,7 +856,28 @@ async fn snapshot_caller(l: Rc<Local>, mut spec: CallerSpec) {
             _ = sh.stop.cancelled() => break,
         };
         let took = started.elapsed().as_nanos() as i64;
-        let measuring = sh.measuring.load(Ordering::Relaxed);
+        let unavailable = matches!(&r, Err(s) if s.code() == tonic::Code::Unavailable);
+        l.snapshot_result(&spec, &symbols, &mut seen, r, took);
+        if unavailable {
+            // Do not spin on a dead server.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    l.counters().open.fetch_sub(1, Ordering::Relaxed);
+}
+
+impl Local {
+    /// Checks and records one GetSnapshot result.
+    fn snapshot_result(
+        &self,
+        spec: &CallerSpec,
+        symbols: &[String],
+        seen: &mut HashMap<String, u64>,
+        r: Result<tonic::Response<v1::GetSnapshotResponse>, tonic::Status>,
+        took: i64,
+    ) {
+        let l = self;
+        let measuring = l.shared.measuring.load(Ordering::Relaxed);
         let mut st = l.snapshot.borrow_mut();
         match r {
             Ok(resp) => {
@@ -876,13 +915,7 @@ async fn snapshot_caller(l: Rc<Local>, mut spec: CallerSpec) {
             }
             Err(s) => {
                 *st.errors.entry(code_name(&s)).or_default() += 1;
-                drop(st);
-                if s.code() == tonic::Code::Unavailable {
-                    // Do not spin on a dead server.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
             }
         }
     }
-    l.counters().open.fetch_sub(1, Ordering::Relaxed);
 }

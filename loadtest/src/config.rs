@@ -331,7 +331,7 @@ pub fn parse_target(flag: &'static str, value: &str) -> Result<SocketAddr, Confi
 
 impl Config {
     /// Checks what clap cannot (everything but the open-file limit, which
-    /// [`crate::run`] checks after raising it).
+    /// [`crate::run()`] checks after raising it).
     ///
     /// # Errors
     /// The first [`ConfigError`] found.

@@ -68,7 +68,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunReport, 
         FeedSource::Sim => Some(tokio::spawn(feed_sim::run(cfg.sim_config(0), feed_stop.clone()))),
         FeedSource::External => None,
     };
-    let known = wait_for_symbols(ws_target, &picker.probe(), &mut feed, &shutdown).await;
+    // (With an external feed and gRPC clients there may be no WebSocket
+    // listener to ask; the gRPC clients' rejections tell instead.)
+    let known = if cfg.mode == Mode::Ws || cfg.feed.feed == FeedSource::Sim {
+        wait_for_symbols(ws_target, &picker.probe(), &mut feed, &shutdown).await
+    } else {
+        Ok(())
+    };
     if let Err(e) = known {
         feed_stop.cancel();
         if let Some(f) = feed.take() {
@@ -221,12 +227,20 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunReport, 
     progress.phase("closing");
     shared.stop.cancel();
     let mut results = Vec::with_capacity(threads);
+    let mut lost = 0;
     for w in workers {
-        if let Some(r) = w.finish().await {
-            results.push(r);
+        match w.finish().await {
+            Some(r) => results.push(r),
+            None => lost += 1,
         }
     }
     progress.finish();
+    if lost > 0 {
+        return Err(Error::Io {
+            what: "collecting results",
+            source: std::io::Error::other(format!("{lost} client thread(s) failed")),
+        });
+    }
     let measured = Measured {
         workers: results,
         ramp_secs,

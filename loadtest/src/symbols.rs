@@ -86,7 +86,7 @@ mod tests {
             }
         }
         let mut ranked: Vec<(u16, u64)> = counts.into_iter().collect();
-        ranked.sort_by(|a, b| b.1.cmp(&a.1));
+        ranked.sort_by_key(|r| std::cmp::Reverse(r.1));
         let top3: HashSet<String> =
             ranked[..3].iter().map(|(l, _)| m.symbol(*l).unwrap().as_str().to_string()).collect();
         let mut p = Picker::with(universe(200), None, Pick::Hot, 1);
