@@ -19,7 +19,7 @@ pub enum CallError {
         max: usize,
     },
     /// A symbol that is not syntactically valid.
-    #[error("invalid symbol {symbol:?}: {reason}; a symbol is 1-8 characters of A-Z 0-9 . -")]
+    #[error("invalid symbol {symbol:?}: {reason}")]
     InvalidSymbol {
         /// The text as sent (truncated).
         symbol: String,
