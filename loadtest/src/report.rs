@@ -87,6 +87,8 @@ pub struct Correctness {
     pub final_values: Option<FinalCounts>,
     /// Every normal client received the end of the feed in time.
     pub drained: Option<bool>,
+    /// Seconds from the feed's end until every client drained.
+    pub drain_secs: f64,
 }
 
 /// The whole result of a run.
@@ -142,6 +144,8 @@ pub struct Measured {
     pub feed: Option<feed_sim::Report>,
     /// Whether every normal client drained in time.
     pub drained: Option<bool>,
+    /// Seconds from the feed's end until every client drained (or gave up).
+    pub drain_secs: f64,
     /// CPU use over the window.
     pub cpu: CpuUse,
     /// Gateway RSS.
@@ -176,7 +180,8 @@ impl RunReport {
         outcomes.sort_by_key(|o| o.id);
 
         let truth = m.feed.as_ref().map(|r| &r.last);
-        let correctness = check(&mut outcomes, truth, m.drained, cfg.output.list_violations, &snap);
+        let mut correctness = check(&mut outcomes, truth, m.drained, cfg.output.list_violations, &snap);
+        correctness.drain_secs = m.drain_secs;
         for o in &outcomes {
             let ends = if o.slow { &mut conns.slow_ends } else { &mut conns.ends };
             *ends.entry(o.end.label()).or_default() += 1;
@@ -498,14 +503,14 @@ impl fmt::Display for RunReport {
         if let Some(fv) = &k.final_values {
             writeln!(
                 f,
-                "{:<14}final values vs feed-sim: {} match, {} unverifiable (feed gap), {} untouched by the feed{}",
+                "{:<14}final values vs feed-sim: {} match, {} unverifiable (feed gap), {} untouched by the feed; {}",
                 "",
                 fv.verified,
                 fv.unverifiable,
                 fv.untouched,
                 match k.drained {
-                    Some(false) => "; NOT every client drained in time",
-                    _ => "",
+                    Some(false) => format!("NOT every client drained (gave up after {:.1} s)", k.drain_secs),
+                    _ => format!("drained {:.2} s after the feed ended", k.drain_secs),
                 }
             )?;
         }
@@ -550,10 +555,17 @@ impl fmt::Display for RunReport {
             write!(f, ", gateway RSS {:.1} MiB", rss as f64 / (1 << 20) as f64)?;
         }
         writeln!(f)?;
+        writeln!(f, "{:<14}machine CPU busy {:.0}% (all processes)", "", cpu.machine_busy * 100.0)?;
         if cpu.clients_cores > 0.8 * self.threads as f64 || cpu.process_share > 0.8 {
             writeln!(
                 f,
                 "{:<14}WARNING: loadtest itself was near its CPU limit; it may be the bottleneck",
+                ""
+            )?;
+        } else if cpu.machine_busy > 0.9 {
+            writeln!(
+                f,
+                "{:<14}WARNING: the machine's CPU was saturated; client-side latency (send→client) includes waiting for a core",
                 ""
             )?;
         }

@@ -195,6 +195,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunReport, 
     // End the feed and let every normal client receive its tail.
     let mut feed_report = None;
     let mut drained = None;
+    let mut drain_secs = 0.0;
     if let Some(f) = feed.take() {
         progress.phase("draining");
         feed_stop.cancel();
@@ -204,9 +205,20 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunReport, 
             .map_err(|e| Error::Feed(format!("{e:#}")))?;
         feed_report = Some(report);
         if cfg.mode != Mode::Snapshot {
-            let deadline = Instant::now() + cfg.load.drain_timeout;
+            // A backlogged gateway may still be delivering the feed's tail:
+            // wait as long as frames keep arriving, and give up only after
+            // `--drain-timeout` without any (or 12 times that in all).
+            let t_drain = Instant::now();
+            let cap = t_drain + cfg.load.drain_timeout * 12;
+            let mut deadline = t_drain + cfg.load.drain_timeout;
+            let mut frames = shared.total(|c| &c.frames);
             let mut quiet_since: Option<Instant> = None;
             drained = Some(loop {
+                let now_frames = shared.total(|c| &c.frames);
+                if now_frames != frames {
+                    frames = now_frames;
+                    deadline = (Instant::now() + cfg.load.drain_timeout).min(cap);
+                }
                 if shared.undrained.load(Ordering::Relaxed) <= 0 {
                     // Stay drained a moment: a late update would undo it.
                     let q = *quiet_since.get_or_insert_with(Instant::now);
@@ -221,6 +233,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunReport, 
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             });
+            drain_secs = t_drain.elapsed().as_secs_f64();
         }
     }
 
@@ -250,6 +263,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunReport, 
         slow,
         feed: feed_report,
         drained,
+        drain_secs,
         cpu,
         gateway_rss_bytes,
     };

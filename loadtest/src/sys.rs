@@ -82,6 +82,24 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// `(busy, total)` jiffies of the whole machine from `/proc/stat`'s first
+/// line (idle and iowait count as not busy).
+pub fn parse_proc_stat(text: &str) -> Option<(u64, u64)> {
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    if v.len() < 5 {
+        return None;
+    }
+    // user nice system idle iowait irq softirq steal (guest is in user).
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v[3] + v[4];
+    Some((total - idle, total))
+}
+
+fn machine_jiffies() -> Option<(u64, u64)> {
+    parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
 /// CPU used over a measurement window, in cores (1.0 = one core busy).
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct CpuUse {
@@ -95,6 +113,9 @@ pub struct CpuUse {
     pub process_share: f64,
     /// The gateway (with `--gateway-pid`), cores.
     pub gateway_cores: Option<f64>,
+    /// Share of the whole machine's CPU that was busy (every process):
+    /// near 1.0 the results are CPU-bound, whoever used it.
+    pub machine_busy: f64,
 }
 
 /// CPU counters at one instant, to subtract later.
@@ -104,6 +125,7 @@ pub struct CpuSample {
     clients: f64,
     process: f64,
     gateway: Option<f64>,
+    machine: Option<(u64, u64)>,
 }
 
 impl CpuSample {
@@ -114,6 +136,7 @@ impl CpuSample {
             clients: threads_cpu_secs(client_tids).unwrap_or(0.0),
             process: process_cpu_secs().unwrap_or(0.0),
             gateway: gateway_pid.and_then(pid_cpu_secs),
+            machine: machine_jiffies(),
         }
     }
 
@@ -131,6 +154,10 @@ impl CpuSample {
                 (Some(a), Some(b)) => Some((b - a) / wall),
                 _ => None,
             },
+            machine_busy: match (self.machine, later.machine) {
+                (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => (b1 - b0) as f64 / (t1 - t0) as f64,
+                _ => 0.0,
+            },
         }
     }
 }
@@ -146,6 +173,16 @@ mod tests {
         assert_eq!(parse_stat_cpu(line), Some(175));
         assert_eq!(parse_stat_cpu("garbage"), None);
         assert_eq!(parse_stat_cpu("1 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn machine_busy_share_from_proc_stat() {
+        let text = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4 5\n";
+        assert_eq!(parse_proc_stat(text), Some((150, 1000)));
+        assert_eq!(parse_proc_stat("intr 1 2 3"), None);
+        let a = CpuSample { machine: Some((100, 1000)), ..CpuSample::take(&[], None) };
+        let b = CpuSample { machine: Some((550, 1500)), ..a };
+        assert!((a.until(&b).machine_busy - 0.9).abs() < 1e-9);
     }
 
     #[test]
