@@ -16,6 +16,9 @@ pub struct Config {
     /// WebSocket server settings.
     #[command(flatten)]
     pub ws: WsConfig,
+    /// gRPC limits.
+    #[command(flatten)]
+    pub grpc: crate::grpc::GrpcConfig,
     /// Side services.
     #[command(flatten)]
     pub serve: ServeConfig,
@@ -187,6 +190,7 @@ impl Config {
                 self.ws.idle_timeout_ms, self.ws.ping_interval_ms
             )));
         }
+        self.grpc.validate().map_err(|e| ConfigError::Conflict(e.to_string()))?;
         if self.ws.max_write_buffer_bytes < 2 * self.ws.max_batch_bytes {
             return Err(ConfigError::Conflict(
                 "--ws-max-write-buffer-bytes must be at least twice --max-batch-bytes".into(),

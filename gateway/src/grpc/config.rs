@@ -43,51 +43,51 @@ pub const MAX_QUOTE_BYTES: usize = 192;
 pub struct GrpcConfig {
     /// Largest request message accepted (bytes); a larger one fails with
     /// RESOURCE_EXHAUSTED before it is decoded.
-    #[arg(long = "grpc-max-request-bytes", env = "QUOTECAST_GRPC_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    #[arg(id = "grpc_max_request_bytes", long = "grpc-max-request-bytes", env = "QUOTECAST_GRPC_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
     pub max_request_bytes: usize,
     /// Largest response message sent (bytes). Must hold the largest page and
     /// the whole ListSymbols answer.
-    #[arg(long = "grpc-max-response-bytes", env = "QUOTECAST_GRPC_MAX_RESPONSE_BYTES", default_value_t = DEFAULT_MAX_RESPONSE_BYTES)]
+    #[arg(id = "grpc_max_response_bytes", long = "grpc-max-response-bytes", env = "QUOTECAST_GRPC_MAX_RESPONSE_BYTES", default_value_t = DEFAULT_MAX_RESPONSE_BYTES)]
     pub max_response_bytes: usize,
     /// HTTP/2 concurrent calls per connection (SETTINGS_MAX_CONCURRENT_STREAMS).
-    #[arg(long = "grpc-max-concurrent-streams", env = "QUOTECAST_GRPC_MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS)]
+    #[arg(id = "grpc_max_concurrent_streams", long = "grpc-max-concurrent-streams", env = "QUOTECAST_GRPC_MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS)]
     pub max_concurrent_streams: u32,
     /// Time limit of a unary call (ms); a caller's shorter deadline wins.
     /// StreamQuotes is not limited by it, only by the caller's deadline.
-    #[arg(long = "grpc-request-timeout-ms", env = "QUOTECAST_GRPC_REQUEST_TIMEOUT_MS", default_value_t = DEFAULT_REQUEST_TIMEOUT_MS)]
+    #[arg(id = "grpc_request_timeout_ms", long = "grpc-request-timeout-ms", env = "QUOTECAST_GRPC_REQUEST_TIMEOUT_MS", default_value_t = DEFAULT_REQUEST_TIMEOUT_MS)]
     pub request_timeout_ms: u64,
     /// Most symbols named in one GetSnapshot or StreamQuotes request; more
     /// fail with RESOURCE_EXHAUSTED.
-    #[arg(long = "grpc-max-symbols-per-call", env = "QUOTECAST_GRPC_MAX_SYMBOLS_PER_CALL", default_value_t = DEFAULT_MAX_SYMBOLS_PER_CALL)]
+    #[arg(id = "grpc_max_symbols_per_call", long = "grpc-max-symbols-per-call", env = "QUOTECAST_GRPC_MAX_SYMBOLS_PER_CALL", default_value_t = DEFAULT_MAX_SYMBOLS_PER_CALL)]
     pub max_symbols_per_call: usize,
     /// Page size of the all-symbols GetSnapshot when the caller sets none.
-    #[arg(long = "grpc-default-page-size", env = "QUOTECAST_GRPC_DEFAULT_PAGE_SIZE", default_value_t = DEFAULT_PAGE_SIZE)]
+    #[arg(id = "grpc_default_page_size", long = "grpc-default-page-size", env = "QUOTECAST_GRPC_DEFAULT_PAGE_SIZE", default_value_t = DEFAULT_PAGE_SIZE)]
     pub default_page_size: u32,
     /// Largest page of the all-symbols GetSnapshot; larger requests are capped.
-    #[arg(long = "grpc-max-page-size", env = "QUOTECAST_GRPC_MAX_PAGE_SIZE", default_value_t = DEFAULT_MAX_PAGE_SIZE)]
+    #[arg(id = "grpc_max_page_size", long = "grpc-max-page-size", env = "QUOTECAST_GRPC_MAX_PAGE_SIZE", default_value_t = DEFAULT_MAX_PAGE_SIZE)]
     pub max_page_size: u32,
     /// Most StreamQuotes calls open at once over all connections; more fail
     /// with RESOURCE_EXHAUSTED.
-    #[arg(long = "grpc-max-streams", env = "QUOTECAST_GRPC_MAX_STREAMS", default_value_t = DEFAULT_MAX_STREAMS)]
+    #[arg(id = "grpc_max_streams", long = "grpc-max-streams", env = "QUOTECAST_GRPC_MAX_STREAMS", default_value_t = DEFAULT_MAX_STREAMS)]
     pub max_streams: usize,
     /// Updates queued per stream before it conflates (latest value per
     /// symbol, with a skip count).
-    #[arg(long = "grpc-stream-queue-capacity", env = "QUOTECAST_GRPC_STREAM_QUEUE_CAPACITY", default_value_t = DEFAULT_STREAM_QUEUE_CAPACITY)]
+    #[arg(id = "grpc_stream_queue_capacity", long = "grpc-stream-queue-capacity", env = "QUOTECAST_GRPC_STREAM_QUEUE_CAPACITY", default_value_t = DEFAULT_STREAM_QUEUE_CAPACITY)]
     pub stream_queue_capacity: usize,
     /// Responses buffered per stream between the stream's pump and the
     /// transport (bounded; when full the pump waits and the queue conflates).
-    #[arg(long = "grpc-stream-channel-capacity", env = "QUOTECAST_GRPC_STREAM_CHANNEL_CAPACITY", default_value_t = DEFAULT_STREAM_CHANNEL_CAPACITY)]
+    #[arg(id = "grpc_stream_channel_capacity", long = "grpc-stream-channel-capacity", env = "QUOTECAST_GRPC_STREAM_CHANNEL_CAPACITY", default_value_t = DEFAULT_STREAM_CHANNEL_CAPACITY)]
     pub stream_channel_capacity: usize,
     /// A stream that stays behind (conflating, or unable to hand over a
     /// response) this long is ended with RESOURCE_EXHAUSTED (ms).
-    #[arg(long = "grpc-slow-client-timeout-ms", env = "QUOTECAST_GRPC_SLOW_CLIENT_TIMEOUT_MS", default_value_t = DEFAULT_SLOW_CLIENT_TIMEOUT_MS)]
+    #[arg(id = "grpc_slow_client_timeout_ms", long = "grpc-slow-client-timeout-ms", env = "QUOTECAST_GRPC_SLOW_CLIENT_TIMEOUT_MS", default_value_t = DEFAULT_SLOW_CLIENT_TIMEOUT_MS)]
     pub slow_client_timeout_ms: u64,
     /// Largest batch of updates in one StreamQuotes response (bytes).
-    #[arg(long = "grpc-max-batch-bytes", env = "QUOTECAST_GRPC_MAX_BATCH_BYTES", default_value_t = DEFAULT_MAX_BATCH_BYTES)]
+    #[arg(id = "grpc_max_batch_bytes", long = "grpc-max-batch-bytes", env = "QUOTECAST_GRPC_MAX_BATCH_BYTES", default_value_t = DEFAULT_MAX_BATCH_BYTES)]
     pub max_batch_bytes: usize,
     /// HTTP/2 keepalive ping interval (ms; 0 = off): finds callers that
     /// vanished without closing, so their streams end.
-    #[arg(long = "grpc-keepalive-ms", env = "QUOTECAST_GRPC_KEEPALIVE_MS", default_value_t = DEFAULT_KEEPALIVE_MS)]
+    #[arg(id = "grpc_keepalive_ms", long = "grpc-keepalive-ms", env = "QUOTECAST_GRPC_KEEPALIVE_MS", default_value_t = DEFAULT_KEEPALIVE_MS)]
     pub keepalive_ms: u64,
 }
 

@@ -81,7 +81,8 @@ pub enum ServeError {
 /// # Errors
 /// When the server fails (see [`serve_with`]).
 pub async fn serve(listener: tokio::net::TcpListener, core: Arc<Core>) -> anyhow::Result<()> {
-    serve_with(listener, core, GrpcConfig::default()).await?;
+    let cfg = core.config.grpc.clone();
+    serve_with(listener, core, cfg).await?;
     Ok(())
 }
 

@@ -29,6 +29,8 @@ struct Topic {
     /// Recent shared entries by per-symbol sequence, for resumes.
     recent: VecDeque<(u64, Encoded)>,
     subs: Vec<Arc<Mailbox>>,
+    /// Why the symbol last went stale (told to clients that resume).
+    stale_reason: Option<Reason>,
 }
 
 /// Mailboxes to wake once the publisher is done with a datagram.
@@ -85,6 +87,7 @@ impl Hub {
     pub fn status(&self, id: SymbolId, q: &Arc<Quote>, state: State, reason: Reason, wakes: &mut Wakes) {
         let mut t = self.topics[id as usize].lock();
         t.last = Some(q.clone());
+        t.stale_reason = (state == State::Stale).then_some(reason);
         for m in &t.subs {
             if m.push_status(id, state, reason) {
                 wakes.push(m.clone());
@@ -116,6 +119,11 @@ impl Hub {
         };
         let mut wake = false;
         if start == Start::Resumed {
+            // A stale flag change does not move seq: a resuming client must
+            // still hear that the value it holds cannot be vouched for.
+            if last.stale {
+                wake |= m.push_status(id, State::Stale, t.stale_reason.unwrap_or(Reason::Unspecified));
+            }
             let from = from_seq.unwrap_or(0);
             for (_, e) in t.recent.iter().filter(|(seq, _)| *seq > from) {
                 wake |= m.push_update(id, e, false);
@@ -233,6 +241,24 @@ mod tests {
         assert_eq!(seen(&m3), vec![(5, true, true)]);
         let m4 = Arc::new(Mailbox::new(64, 4));
         assert_eq!(h.subscribe(0, &m4, Some(9)), Some(Start::ResumeFailed), "ahead of the book");
+    }
+
+    #[test]
+    fn resuming_a_stale_symbol_is_told_it_is_stale() {
+        let h = Hub::new(1, 8);
+        h.init(0, quote(0));
+        publish(&h, 1);
+        let mut q = (*quote(1)).clone();
+        q.stale = true;
+        h.status(0, &Arc::new(q), State::Stale, Reason::FeedGap, &mut Vec::new());
+        let m = Arc::new(Mailbox::new(64, 4));
+        assert_eq!(h.subscribe(0, &m, Some(1)), Some(Start::Resumed));
+        let mut d = Drained::default();
+        m.drain(&mut d);
+        assert!(matches!(
+            d.entries.front(),
+            Some(Entry::Status { state: State::Stale, reason: Reason::FeedGap, .. })
+        ));
     }
 
     #[test]
