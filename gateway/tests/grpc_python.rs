@@ -12,29 +12,16 @@ use feed_sim::SimConfig;
 use std::process::Command;
 use tokio_util::sync::CancellationToken;
 
-/// The pip packages the Python gRPC client needs.
-const PIP: &str = "pip install grpcio grpcio-tools grpcio-health-checking grpcio-reflection protobuf pytest";
-
-fn require_python() {
-    let probe =
-        "import grpc, grpc_tools, grpc_health.v1.health_pb2, grpc_reflection.v1alpha.reflection_pb2, \
-                 google.protobuf, pytest";
-    let out = Command::new("python3").args(["-c", probe]).output();
-    match out {
-        Err(e) => {
-            panic!("python3 is required for the Python gRPC client test ({e}); install python3, then {PIP}")
-        }
-        Ok(o) => assert!(
-            o.status.success(),
-            "python3 lacks the gRPC client packages ({}); run scripts/test.sh or {PIP}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpcio_client_snapshot_stream_health_reflection() {
-    require_python();
+    require_python(&[
+        "grpc",
+        "grpc_tools",
+        "grpc_health.v1.health_pb2",
+        "grpc_reflection.v1alpha.reflection_pb2",
+        "google.protobuf",
+        "pytest",
+    ]);
     let gw = Gw::start().await;
     let stop = CancellationToken::new();
     let sim = SimConfig {

@@ -10,17 +10,6 @@ use feed_sim::SimConfig;
 use std::process::Command;
 use tokio_util::sync::CancellationToken;
 
-/// Fails the test with an actionable message when a Python module is missing.
-pub fn require_python(modules: &[&str]) {
-    let probe = format!("import {}", modules.join(", "));
-    let ok = Command::new("python3").args(["-c", &probe]).status().map(|s| s.success()).unwrap_or(false);
-    assert!(
-        ok,
-        "python3 with modules {modules:?} is required: run scripts/test.sh, or \
-         pip install websockets protobuf grpcio grpcio-tools grpcio-health-checking grpcio-reflection pytest"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_websockets_client_subscribes_and_decodes() {
     require_python(&["websockets", "google.protobuf", "grpc_tools", "pytest"]);

@@ -231,3 +231,22 @@ impl Client {
         }
     }
 }
+
+/// pip packages of the Python client tests (installed by scripts/test.sh).
+pub const PYTHON_PACKAGES: &str =
+    "websockets protobuf grpcio grpcio-tools grpcio-health-checking grpcio-reflection pytest";
+
+/// Fails (never skips) with the install command when python3 or one of
+/// `modules` is missing.
+pub fn require_python(modules: &[&str]) {
+    let probe = format!("import {}", modules.join(", "));
+    let out = std::process::Command::new("python3").args(["-c", &probe]).output();
+    match out {
+        Err(e) => panic!("python3 is required ({e}); install it, then pip install {PYTHON_PACKAGES}"),
+        Ok(o) => assert!(
+            o.status.success(),
+            "python3 lacks test packages ({}); run scripts/test.sh or pip install {PYTHON_PACKAGES}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+    }
+}
