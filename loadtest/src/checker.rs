@@ -249,6 +249,9 @@ pub struct Totals {
     pub seq_span: u64,
     /// Gaps a stale status accounted for.
     pub excused_gaps: u64,
+    /// `Status{STALE, FEED_GAP}` notices received (per symbol): the gateway
+    /// lost feed data and said so.
+    pub feed_gap_notices: u64,
 }
 
 impl Totals {
@@ -259,6 +262,7 @@ impl Totals {
         self.skipped += o.skipped;
         self.seq_span += o.seq_span;
         self.excused_gaps += o.excused_gaps;
+        self.feed_gap_notices += o.feed_gap_notices;
     }
 }
 
@@ -295,6 +299,7 @@ pub struct ConnChecker {
     violations: u64,
     drained: usize,
     excused_gaps: u64,
+    feed_gap_notices: u64,
     snapshots: u64,
 }
 
@@ -312,6 +317,7 @@ impl ConnChecker {
             violations: 0,
             drained: 0,
             excused_gaps: 0,
+            feed_gap_notices: 0,
             snapshots: 0,
         }
     }
@@ -417,6 +423,9 @@ impl ConnChecker {
                 self.violate(name, Problem::NotSubscribed);
                 continue;
             };
+            if state == status::State::Stale && reason == status::Reason::FeedGap {
+                self.feed_gap_notices += 1;
+            }
             self.update_sym(i, |s| {
                 match state {
                     status::State::Stale => {
@@ -509,8 +518,12 @@ impl ConnChecker {
 
     /// What this connection received.
     pub fn totals(&self) -> Totals {
-        let mut t =
-            Totals { snapshots: self.snapshots, excused_gaps: self.excused_gaps, ..Totals::default() };
+        let mut t = Totals {
+            snapshots: self.snapshots,
+            excused_gaps: self.excused_gaps,
+            feed_gap_notices: self.feed_gap_notices,
+            ..Totals::default()
+        };
         for s in self.syms.iter().filter(|s| s.started) {
             t.received += s.received;
             t.skipped += s.skipped;
@@ -748,6 +761,7 @@ mod tests {
         // After a reported feed gap a mismatch is unverifiable, not wrong.
         t.insert("AAPL".to_string(), truth(999, 0, 4));
         let mut c = ended(vec![Stale("AAPL", FeedGap, 61), U("AAPL", 7, 0, false)]);
+        assert_eq!(c.totals().feed_gap_notices, 1);
         assert_eq!(c.check_final(&t).unverifiable, 1);
         assert_eq!(c.violations().1, 0);
 

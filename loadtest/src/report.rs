@@ -499,6 +499,13 @@ impl fmt::Display for RunReport {
                 thousands(t.seq_span as f64),
                 t.excused_gaps
             )?;
+            if t.feed_gap_notices > 0 {
+                writeln!(
+                    f,
+                    "{:<14}the gateway reported feed gaps ({} stale notices): it lost feed data",
+                    "", t.feed_gap_notices
+                )?;
+            }
         }
         if let Some(fv) = &k.final_values {
             writeln!(
