@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# One load-test scenario against a fresh release gateway on loopback:
+#   scripts/bench-run.sh [loadtest flags...]
+# e.g. scripts/bench-run.sh -c 1000 -s 10 --feed-rate 100000 -d 10s --json out.json
+#
+# Starts target/release/gateway on private ports (its own feed group and
+# port, so it never mixes with another running feed), waits for it, runs
+# target/release/loadtest (which sends the feed itself, in-process, on
+# 127.0.0.1 with TTL 0) with --gateway-pid so the report shows the
+# gateway's CPU and RSS, then stops the gateway. Exits with loadtest's
+# status (0 ok, 2 violation, 3 threshold, 1 failure, 64 usage).
+# Extra gateway flags: BENCH_GATEWAY_ARGS="--queue-capacity 1024 ...".
+# Skip the build with BENCH_NO_BUILD=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ -z "${BENCH_NO_BUILD:-}" ]]; then
+  cargo build --release -q -p quotecast-gateway -p loadtest
+fi
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pick_port() {
+  local p
+  for _ in $(seq 50); do
+    p=$((20000 + RANDOM % 20000))
+    if port_free "$p"; then echo "$p"; return; fi
+  done
+  echo "bench-run: no free port found" >&2
+  exit 1
+}
+ws_port=$(pick_port)
+grpc_port=$(pick_port)
+metrics_port=$(pick_port)
+feed_port=$(pick_port)
+group="239.255.$((RANDOM % 200 + 50)).$((RANDOM % 250 + 1))"
+log=$(mktemp -t bench-gateway.XXXXXX.log)
+# shellcheck disable=SC2086
+target/release/gateway --ws-addr "127.0.0.1:$ws_port" --grpc-addr "127.0.0.1:$grpc_port" \
+  --metrics-addr "127.0.0.1:$metrics_port" --group "$group" --feed-port "$feed_port" \
+  --log warn ${BENCH_GATEWAY_ARGS:-} >"$log" 2>&1 &
+gw=$!
+stop() {
+  if kill -0 "$gw" 2>/dev/null; then
+    kill -INT "$gw" 2>/dev/null || true
+    wait "$gw" 2>/dev/null || true
+  fi
+}
+trap stop EXIT INT TERM
+for _ in $(seq 100); do
+  if ! port_free "$ws_port"; then break; fi
+  if ! kill -0 "$gw" 2>/dev/null; then
+    echo "bench-run: gateway did not start:" >&2
+    cat "$log" >&2
+    exit 1
+  fi
+  sleep 0.05
+done
+echo "bench-run: gateway pid $gw ws 127.0.0.1:$ws_port grpc 127.0.0.1:$grpc_port feed $group:$feed_port (log $log)" >&2
+set +e
+target/release/loadtest --ws-addr "127.0.0.1:$ws_port" --grpc-addr "127.0.0.1:$grpc_port" \
+  --feed-group "$group" --feed-port "$feed_port" --gateway-pid "$gw" "$@"
+status=$?
+set -e
+exit "$status"
