@@ -10,7 +10,8 @@
 # gateway's CPU and RSS, then stops the gateway. Exits with loadtest's
 # status (0 ok, 2 violation, 3 threshold, 1 failure, 64 usage).
 # Extra gateway flags: BENCH_GATEWAY_ARGS="--queue-capacity 1024 ...".
-# Skip the build with BENCH_NO_BUILD=1.
+# Skip the build with BENCH_NO_BUILD=1. Pin to cores with
+# BENCH_GATEWAY_CPUS=0 BENCH_LOADTEST_CPUS=1 (taskset lists).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ -z "${BENCH_NO_BUILD:-}" ]]; then
@@ -33,7 +34,7 @@ feed_port=$(pick_port)
 group="239.255.$((RANDOM % 200 + 50)).$((RANDOM % 250 + 1))"
 log=$(mktemp -t bench-gateway.XXXXXX.log)
 # shellcheck disable=SC2086
-target/release/gateway --ws-addr "127.0.0.1:$ws_port" --grpc-addr "127.0.0.1:$grpc_port" \
+${BENCH_GATEWAY_CPUS:+taskset -c "$BENCH_GATEWAY_CPUS"} target/release/gateway --ws-addr "127.0.0.1:$ws_port" --grpc-addr "127.0.0.1:$grpc_port" \
   --metrics-addr "127.0.0.1:$metrics_port" --group "$group" --feed-port "$feed_port" \
   --log warn ${BENCH_GATEWAY_ARGS:-} >"$log" 2>&1 &
 gw=$!
@@ -55,7 +56,7 @@ for _ in $(seq 100); do
 done
 echo "bench-run: gateway pid $gw ws 127.0.0.1:$ws_port grpc 127.0.0.1:$grpc_port feed $group:$feed_port (log $log)" >&2
 set +e
-target/release/loadtest --ws-addr "127.0.0.1:$ws_port" --grpc-addr "127.0.0.1:$grpc_port" \
+${BENCH_LOADTEST_CPUS:+taskset -c "$BENCH_LOADTEST_CPUS"} target/release/loadtest --ws-addr "127.0.0.1:$ws_port" --grpc-addr "127.0.0.1:$grpc_port" \
   --feed-group "$group" --feed-port "$feed_port" --gateway-pid "$gw" "$@"
 status=$?
 set -e

@@ -83,7 +83,7 @@ pub struct WsConfig {
     pub max_requests_per_sec: u32,
     /// Updates queued per connection before it is conflated (latest value
     /// per symbol, with a skip count).
-    #[arg(long, env = "QUOTECAST_QUEUE_CAPACITY", default_value_t = 4096)]
+    #[arg(long, env = "QUOTECAST_QUEUE_CAPACITY", default_value_t = 1024)]
     pub queue_capacity: usize,
     /// A connection that stays behind (conflating, or unable to take a frame)
     /// this long is closed with code 4008 (ms).
@@ -112,7 +112,7 @@ pub struct WsConfig {
     /// Kernel send buffer per connection (SO_SNDBUF, bytes; 0 = kernel
     /// autotuning). Smaller bounds kernel memory per slow client and
     /// detects it sooner; larger absorbs bursts to distant clients.
-    #[arg(long, env = "QUOTECAST_WS_SEND_BUFFER_BYTES", default_value_t = 0)]
+    #[arg(long, env = "QUOTECAST_WS_SEND_BUFFER_BYTES", default_value_t = 256 * 1024)]
     pub send_buffer_bytes: usize,
     /// Time a client has to finish the WebSocket handshake (ms).
     #[arg(long, env = "QUOTECAST_HANDSHAKE_TIMEOUT_MS", default_value_t = 10000)]

@@ -69,7 +69,9 @@ fn history(recorded: &[(u64, Message)]) -> HashMap<String, Vec<Truth>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_see_exactly_what_the_simulator_sent() {
-    let gw = Gw::start().await;
+    // Deep queues: this test is about values, and a debug build on a busy
+    // CI machine must not turn a burst into conflation.
+    let gw = Gw::start_with(|c| c.ws.queue_capacity = 1 << 16).await;
     let sim = SimConfig {
         group: gw.group,
         port: gw.port,

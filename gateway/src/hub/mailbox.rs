@@ -43,8 +43,9 @@ pub enum Entry {
         /// Why.
         reason: Reason,
     },
-    /// A reply to a client request, sent as is.
-    Control(Message),
+    /// A reply to a client request, sent as is. Boxed: replies are rare and
+    /// a `Message` would double the size of every queued update.
+    Control(Box<Message>),
 }
 
 /// The latest pending value of a symbol while conflating.
@@ -173,7 +174,7 @@ impl Mailbox {
                 return Err(ControlOverflow(self.control_capacity));
             }
             g.control += 1;
-            g.queue.push_back(Entry::Control(msg));
+            g.queue.push_back(Entry::Control(Box::new(msg)));
             std::mem::take(&mut g.armed)
         };
         if wake {
@@ -292,6 +293,12 @@ mod tests {
         m.drain(&mut d);
         assert_eq!(d.entries.len(), 3);
         assert!(d.pending.is_empty());
+    }
+
+    #[test]
+    fn queued_entries_stay_small() {
+        // Memory per connection under load is capacity x this size.
+        assert!(std::mem::size_of::<Entry>() <= 48, "{}", std::mem::size_of::<Entry>());
     }
 
     #[test]

@@ -394,6 +394,11 @@ impl Session {
                 }
             }
             out.clear();
+            // A burst may have grown the swap buffer far beyond what the
+            // connection usually needs; give the memory back.
+            if drained.entries.capacity() > 1024 {
+                drained.entries.shrink_to(64);
+            }
             if let Some(code) = closing {
                 return code;
             }
@@ -455,12 +460,12 @@ impl Session {
                 Entry::Control(m) => {
                     flush(&mut batch, &mut batch_len, out);
                     self.flush_statuses(&mut statuses, out);
-                    if let Message::Close(f) = &m {
+                    if let Message::Close(f) = &*m {
                         close = Some(f.as_ref().map_or(close_code::NORMAL, |f| u16::from(f.code)));
-                        out.push(m);
+                        out.push(*m);
                         return (close, oldest);
                     }
-                    out.push(m);
+                    out.push(*m);
                 }
             }
         }
