@@ -99,14 +99,16 @@ pub fn entry(q: &Quote, f: Flags, buf: &mut BytesMut) {
     }
 }
 
-/// Encodes one entry for `q` and splits it off `arena` as shared bytes.
-/// Reusing one arena makes many small updates share few allocations.
-pub fn shared_entry(q: &Quote, f: Flags, arena: &mut BytesMut) -> Bytes {
-    if arena.capacity() - arena.len() < 256 {
-        arena.reserve(64 * 1024);
-    }
-    entry(q, f, arena);
-    arena.split().freeze()
+/// Encodes one entry for `q` into its own exactly-sized buffer.
+///
+/// Not carved from a shared arena on purpose: one queued entry of a stalled
+/// connection would keep its whole arena chunk alive, so memory would follow
+/// the feed rate times the slow-client timeout instead of the entries held.
+pub fn shared_entry(q: &Quote, f: Flags) -> Bytes {
+    let body = body_len(q, f);
+    let mut buf = BytesMut::with_capacity(1 + encoded_len_varint(body as u64) + body);
+    entry(q, f, &mut buf);
+    buf.freeze()
 }
 
 /// Re-encodes a shared entry with per-subscriber flags appended. Protobuf
@@ -228,8 +230,7 @@ mod tests {
 
     #[test]
     fn flags_appended_to_a_shared_entry_override() {
-        let mut arena = BytesMut::new();
-        let shared = shared_entry(&quote(), Flags::default(), &mut arena);
+        let shared = shared_entry(&quote(), Flags::default());
         let f = Flags { snapshot: true, skipped: 12, resume_failed: true };
         let mut e = BytesMut::new();
         with_flags(&shared, f, &mut e);

@@ -26,8 +26,10 @@ use std::sync::Arc;
 struct Topic {
     /// The last published state; `None` until the symbol is known.
     last: Option<Arc<Quote>>,
-    /// Recent shared entries by per-symbol sequence, for resumes.
-    recent: VecDeque<(u64, Encoded)>,
+    /// Recent states, oldest first, for resumes. Quotes, not encoded
+    /// entries: they are allocated per update anyway (the book holds them)
+    /// and a resume, rare, can afford to encode again.
+    recent: VecDeque<Arc<Quote>>,
     subs: Vec<Arc<Mailbox>>,
     /// Why the symbol last went stale (told to clients that resume).
     stale_reason: Option<Reason>,
@@ -72,8 +74,7 @@ impl Hub {
             if t.recent.len() == self.replay_depth {
                 t.recent.pop_front();
             }
-            // Replays are not fresh ticks: no latency sample for them.
-            t.recent.push_back((q.seq, Encoded { bytes: entry.bytes.clone(), ts_recv: 0 }));
+            t.recent.push_back(q.clone());
         }
         for m in &t.subs {
             if m.push_update(id, entry, false) {
@@ -112,7 +113,7 @@ impl Hub {
         let start = match from_seq {
             None => Start::Snapshot,
             Some(s) if s == last.seq => Start::Resumed,
-            Some(s) if s < last.seq && t.recent.front().is_some_and(|(first, _)| *first <= s + 1) => {
+            Some(s) if s < last.seq && t.recent.front().is_some_and(|first| first.seq <= s + 1) => {
                 Start::Resumed
             }
             Some(_) => Start::ResumeFailed,
@@ -125,8 +126,11 @@ impl Hub {
                 wake |= m.push_status(id, State::Stale, t.stale_reason.unwrap_or(Reason::Unspecified));
             }
             let from = from_seq.unwrap_or(0);
-            for (_, e) in t.recent.iter().filter(|(seq, _)| *seq > from) {
-                wake |= m.push_update(id, e, false);
+            for q in t.recent.iter().filter(|q| q.seq > from) {
+                let mut buf = BytesMut::new();
+                encode::entry(q, Flags::default(), &mut buf);
+                // A replay is not a fresh tick: no latency sample (ts_recv 0).
+                wake |= m.push_update(id, &Encoded { bytes: buf.freeze(), ts_recv: 0 }, false);
             }
         } else {
             let mut buf = BytesMut::new();

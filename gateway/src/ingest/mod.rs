@@ -19,7 +19,6 @@ use crate::book::{Book, Quote, SymbolId, UpdateKind};
 use crate::hub::encode::{self, Flags};
 use crate::hub::mailbox::Encoded;
 use crate::hub::{Hub, Wakes};
-use bytes::BytesMut;
 use quotecast_proto::feed::{DecodeError, Message, Packet};
 use quotecast_proto::v1::status::{Reason, State};
 use sequencer::{Decision, Sequencer, SessionChange};
@@ -129,7 +128,6 @@ pub struct Ingest {
     /// Feed locate code -> symbol id, for the current session.
     locates: Vec<Option<SymbolId>>,
     syms: Vec<SymState>,
-    arena: BytesMut,
     wakes: Wakes,
     feed_down: bool,
     session_ended: bool,
@@ -154,7 +152,6 @@ impl Ingest {
             cfg,
             locates: vec![None; 1 << 16],
             syms: Vec::new(),
-            arena: BytesMut::with_capacity(64 * 1024),
             wakes: Vec::with_capacity(1024),
             // Until the first packet nothing is known, but nothing is stale
             // either: there are no symbols.
@@ -373,7 +370,7 @@ impl Ingest {
             self.stats.stale_symbols.fetch_sub(1, Ordering::Relaxed);
             self.hub.status(id, &q, State::Ok, Reason::Recovered, &mut self.wakes);
         }
-        let entry = Encoded { bytes: encode::shared_entry(&q, Flags::default(), &mut self.arena), ts_recv };
+        let entry = Encoded { bytes: encode::shared_entry(&q, Flags::default()), ts_recv };
         self.hub.publish(id, &q, &entry, &mut self.wakes);
         self.book.publish(id, q, true);
     }
