@@ -1,6 +1,7 @@
 //! `bench-plot`: draws the benchmark report's picture, end-to-end latency
 //! percentiles (p50, p99, p99.9) against delivered updates/s, from the
-//! `--json` results of a series of `loadtest` runs (one file per feed rate).
+//! `--json` results of a series of `loadtest` runs (one file per feed rate,
+//! in the order the rates were offered).
 //!
 //! ```text
 //! bench-plot --out docs/latency-vs-rate.png step1.json step2.json ...
@@ -143,11 +144,12 @@ fn draw(args: &Args, points: &[Point], text: bool) -> Result<()> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let mut points = args.files.iter().map(|f| read_point(f)).collect::<Result<Vec<_>>>()?;
+    let points = args.files.iter().map(|f| read_point(f)).collect::<Result<Vec<_>>>()?;
     if points.is_empty() {
         bail!("no points");
     }
-    points.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+    // Points stay in file (offered load) order: past saturation the
+    // delivered rate can fall again, and the line should show that turn.
     let text = load_font(&args.font);
     if !text {
         eprintln!("bench-plot: no usable font at {}; drawing without text", args.font.display());
