@@ -348,6 +348,17 @@ impl Local {
         self.counters().open.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The checker state of a connection that just connected; a normal
+    /// (not slow) one is counted among those the run waits to drain.
+    fn start_conn(&self, spec: &ConnSpec) -> ConnState {
+        let mut conn = ConnState::new(spec);
+        if !spec.slow {
+            conn.counted = true;
+            self.shared.undrained.fetch_add(1, Ordering::Relaxed);
+        }
+        conn
+    }
+
     /// Checks and measures one batch of updates received at `now`.
     fn on_batch(&self, conn: &mut ConnState, batch: &UpdateBatch, now: i64, len: usize) {
         let measuring = self.shared.measuring.load(Ordering::Relaxed);
@@ -471,10 +482,14 @@ impl ConnState {
     }
 }
 
+/// Jobs a worker may have queued but not yet started.
+const JOB_QUEUE: usize = 1024;
+
 /// A running worker thread.
 pub struct Worker {
-    /// Where to send jobs; dropping it lets the worker finish.
-    pub jobs: mpsc::UnboundedSender<Job>,
+    /// Where to send jobs; dropping it lets the worker finish. Bounded: the
+    /// controller waits when a worker is this far behind on starting clients.
+    pub jobs: mpsc::Sender<Job>,
     result: oneshot::Receiver<WorkerResult>,
     thread: std::thread::JoinHandle<()>,
 }
@@ -485,7 +500,7 @@ impl Worker {
     /// # Errors
     /// When the thread or its runtime cannot be started.
     pub fn start(id: usize, shared: Arc<Shared>) -> std::io::Result<Worker> {
-        let (jobs, rx) = mpsc::unbounded_channel();
+        let (jobs, rx) = mpsc::channel(JOB_QUEUE);
         let (tx, result) = oneshot::channel();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let thread = std::thread::Builder::new().name(format!("loadtest-{id}")).spawn(move || {
@@ -509,7 +524,7 @@ impl Worker {
     }
 }
 
-async fn worker_main(id: usize, shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Job>) -> WorkerResult {
+async fn worker_main(id: usize, shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) -> WorkerResult {
     let l = Rc::new(Local {
         id,
         shared: shared.clone(),
@@ -665,11 +680,7 @@ async fn ws_client(l: Rc<Local>, spec: ConnSpec) {
         Err(_) => return l.fail("timed out".into()),
     };
     l.connected(t0);
-    let mut conn = ConnState::new(&spec);
-    if !spec.slow {
-        conn.counted = true;
-        sh.undrained.fetch_add(1, Ordering::Relaxed);
-    }
+    let mut conn = l.start_conn(&spec);
     if let Err(e) = ws.send(subscribe_message(&spec.symbols)).await {
         return l.finish(conn, End::Lost(ws_reason(&e)));
     }
@@ -782,11 +793,7 @@ async fn stream_client(l: Rc<Local>, spec: ConnSpec) {
         Err(_) => return l.fail("timed out".into()),
     };
     l.connected(t0);
-    let mut conn = ConnState::new(&spec);
-    if !spec.slow {
-        conn.counted = true;
-        sh.undrained.fetch_add(1, Ordering::Relaxed);
-    }
+    let mut conn = l.start_conn(&spec);
     let end = loop {
         let msg = tokio::select! {
             biased;

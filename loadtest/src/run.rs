@@ -140,7 +140,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunReport, 
                 source,
             }),
         };
-        let _ = workers[i % threads].jobs.send(job);
+        let _ = workers[i % threads].jobs.send(job).await;
     }
     // Wait until every attempt has resolved (or the connect timeout passed).
     let ramp_deadline = Instant::now() + cfg.load.connect_timeout + Duration::from_secs(1);
