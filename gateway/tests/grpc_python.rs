@@ -9,7 +9,6 @@ mod common;
 
 use common::*;
 use feed_sim::SimConfig;
-use std::process::Command;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,30 +39,14 @@ async fn python_grpcio_client_snapshot_stream_health_reflection() {
     tokio::time::sleep(gateway::grpc::HEALTH_POLL * 3).await;
     let symbols: Vec<String> =
         gw.running.book.symbols()[..4].iter().map(|s| s.as_str().to_string()).collect();
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let addr = gw.running.grpc_addr.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args([
-                "-m",
-                "pytest",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                &format!("{dir}/tests/python/test_grpc.py"),
-            ])
-            .env("QUOTECAST_GRPC_ADDR", addr)
-            .env("QUOTECAST_SYMBOLS", symbols.join(","))
-            .env("QUOTECAST_PROTO_DIR", format!("{dir}/../proto/proto"))
-            .output()
-            .expect("running python3 -m pytest")
-    })
-    .await
-    .unwrap();
+    let env = vec![
+        ("QUOTECAST_GRPC_ADDR", gw.running.grpc_addr.to_string()),
+        ("QUOTECAST_SYMBOLS", symbols.join(",")),
+    ];
+    let (ok, text) = run_pytest("test_grpc.py", env).await;
     stop.cancel();
     feed.await.unwrap().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the Python gRPC client failed:\n{text}");
+    assert!(ok, "the Python gRPC client failed:\n{text}");
     assert!(text.contains("8 passed"), "every Python test must run:\n{text}");
     gw.stop().await;
 }

@@ -7,7 +7,6 @@ mod common;
 
 use common::*;
 use feed_sim::SimConfig;
-use std::process::Command;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,33 +26,11 @@ async fn python_websockets_client_subscribes_and_decodes() {
     gw.until("directory", |r| r.book.len() == 20).await;
     let symbols: Vec<String> =
         gw.running.book.symbols().iter().take(5).map(|s| s.as_str().to_string()).collect();
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let out = tokio::task::spawn_blocking({
-        let url = gw.ws_url("");
-        let symbols = symbols.join(",");
-        move || {
-            Command::new("python3")
-                .args([
-                    "-m",
-                    "pytest",
-                    "-q",
-                    "-p",
-                    "no:cacheprovider",
-                    &format!("{dir}/tests/python/test_ws.py"),
-                ])
-                .env("QUOTECAST_WS_URL", url)
-                .env("QUOTECAST_SYMBOLS", symbols)
-                .env("QUOTECAST_PROTO_DIR", format!("{dir}/../proto/proto"))
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let env = vec![("QUOTECAST_WS_URL", gw.ws_url("")), ("QUOTECAST_SYMBOLS", symbols.join(","))];
+    let (ok, text) = run_pytest("test_ws.py", env).await;
     token.cancel();
     sim_task.await.unwrap().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "python client failed:\n{text}");
+    assert!(ok, "python client failed:\n{text}");
     assert!(text.contains("2 passed"), "{text}");
     gw.stop().await;
 }

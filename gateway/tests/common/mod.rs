@@ -250,3 +250,23 @@ pub fn require_python(modules: &[&str]) {
         ),
     }
 }
+
+/// Runs `gateway/tests/python/<script>` under pytest with `env` set (plus
+/// the proto directory) on a blocking thread; returns whether it passed and
+/// everything it printed.
+pub async fn run_pytest(script: &str, env: Vec<(&'static str, String)>) -> (bool, String) {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let path = format!("{dir}/tests/python/{script}");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", &path])
+            .envs(env)
+            .env("QUOTECAST_PROTO_DIR", format!("{dir}/../proto/proto"))
+            .output()
+            .expect("running python3 -m pytest")
+    })
+    .await
+    .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
