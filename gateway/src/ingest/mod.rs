@@ -196,12 +196,13 @@ impl Ingest {
 
     /// Timers: held packets that waited too long, feed silence.
     fn on_tick(&mut self, now: Instant) {
-        if self.seq.holding() || self.seq.deadline().is_some() {
+        if self.seq.holding() {
             let lost = self.seq.expire(now);
             if lost > 0 {
                 self.on_gap();
             }
             self.release_held(now_ns());
+            self.sync_seq_stats();
         }
         if !self.feed_down && self.last_packet.is_some_and(|t| now.duration_since(t) > self.cfg.feed_timeout)
         {
@@ -286,7 +287,6 @@ impl Ingest {
                 self.apply_packet(&p, skip, ts_recv);
             }
         }
-        self.sync_seq_stats();
     }
 
     fn sync_seq_stats(&self) {
@@ -377,7 +377,6 @@ impl Ingest {
 
     fn on_gap(&mut self) {
         tracing::warn!(missed = self.seq.stats().missed_messages, "feed gap: marking every symbol stale");
-        self.stats.gaps.store(self.seq.stats().gaps, Ordering::Relaxed);
         self.mark_all_stale(Reason::FeedGap);
     }
 

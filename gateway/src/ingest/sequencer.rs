@@ -219,11 +219,6 @@ impl Sequencer {
         lost
     }
 
-    /// When the caller should call [`Sequencer::expire`] next, if holding.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.held_since.map(|t| t + self.max_hold)
-    }
-
     fn record_gap(&mut self, missed: u64) {
         self.stats.gaps += 1;
         self.stats.missed_messages += missed;
