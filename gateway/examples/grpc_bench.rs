@@ -136,8 +136,8 @@ fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let gw = server_rt.block_on(gateway::start(cfg.clone(), Bound::bind(&cfg)?, shutdown.clone()))?;
     let grpc = gw.grpc_addr;
-    let feed = gw.feed.clone();
-    let book = gw.book.clone();
+    let feed = gw.core.feed.clone();
+    let book = gw.core.book.clone();
 
     let client_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     client_rt.block_on(async move {

@@ -5,7 +5,7 @@ use crate::book::Book;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::ingest::{self, FeedStats, Ingest, IngestConfig};
-use crate::ws::{self, Shared, Workers, WsStats};
+use crate::ws::{self, Workers, WsStats};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,8 +82,9 @@ impl Bound {
     }
 }
 
-/// What the side services (gRPC, metrics) read. They never write to the
-/// book or the hub except through a subscription, like a client.
+/// What the WebSocket sessions and the side services (gRPC, metrics) read.
+/// None of them writes to the book or the hub except through a
+/// subscription, like a client; only the ingest thread writes.
 pub struct Core {
     /// The quote book.
     pub book: Arc<Book>,
@@ -111,16 +112,8 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     /// Where Prometheus scrapes.
     pub metrics_addr: SocketAddr,
-    /// Shared state of the side services.
+    /// The shared state: book, hub, counters, config, shutdown token.
     pub core: Arc<Core>,
-    /// The quote book.
-    pub book: Arc<Book>,
-    /// The hub.
-    pub hub: Arc<Hub>,
-    /// Feed counters.
-    pub feed: Arc<FeedStats>,
-    /// WebSocket counters.
-    pub ws: Arc<WsStats>,
     done: tokio::task::JoinHandle<()>,
 }
 
@@ -178,14 +171,6 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
     let tracker = TaskTracker::new();
     let ws_listener = tokio::net::TcpListener::from_std(bound.ws)?;
     let ws_addr = ws_listener.local_addr()?;
-    let shared = Arc::new(Shared {
-        book: book.clone(),
-        hub: hub.clone(),
-        feed: feed.clone(),
-        cfg: cfg.ws.clone(),
-        stats: ws_stats.clone(),
-        shutdown: shutdown.clone(),
-    });
     let grpc_listener = tokio::net::TcpListener::from_std(bound.grpc)?;
     let grpc_addr = grpc_listener.local_addr()?;
     let metrics_listener = tokio::net::TcpListener::from_std(bound.metrics)?;
@@ -220,8 +205,9 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
     tracing::info!(%ws_addr, %grpc_addr, %metrics_addr, group = %cfg.feed.group, port = cfg.feed.port, "gateway started");
 
     let grace = Duration::from_millis(cfg.serve.shutdown_grace_ms);
+    let ws_core = core.clone();
     let done = tokio::spawn(async move {
-        ws::serve(ws_listener, shared, &workers, tracker.clone()).await;
+        ws::serve(ws_listener, ws_core, &workers, tracker.clone()).await;
         // serve returns once shutdown is cancelled; sessions are closing.
         tracker.close();
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -238,5 +224,5 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
         .await;
         tracing::info!("gateway stopped");
     });
-    Ok(Running { ws_addr, grpc_addr, metrics_addr, core, book, hub, feed, ws: ws_stats, done })
+    Ok(Running { ws_addr, grpc_addr, metrics_addr, core, done })
 }

@@ -16,7 +16,7 @@ async fn with_symbols(f: impl FnOnce(&mut gateway::Config)) -> (Gw, FeedSender) 
     let gw = Gw::start_with(f).await;
     let mut feed = gw.sender("S1");
     feed.send(&[dir(1, "AAPL"), dir(2, "MSFT"), dir(3, "IBM"), quote(1, 1_000_000)]);
-    gw.until("directory", |r| r.book.len() == 3).await;
+    gw.until("directory", |r| r.core.book.len() == 3).await;
     (gw, feed)
 }
 
@@ -84,7 +84,7 @@ async fn malformed_requests_get_error_replies_and_the_connection_stays() {
     assert_eq!(a["rejected"][0]["code"], "NOT_SUBSCRIBED");
 
     bystander_keeps_pace(&mut feed, &mut by, 2, 20).await;
-    assert!(gw.running.ws.bad_requests.load(Relaxed) >= 3);
+    assert!(gw.running.core.ws.bad_requests.load(Relaxed) >= 3);
     gw.stop().await;
 }
 

@@ -16,7 +16,7 @@ async fn setup(f: impl FnOnce(&mut gateway::Config)) -> (Gw, FeedSender, Client)
     let gw = Gw::start_with(f).await;
     let mut feed = gw.sender("S1");
     feed.send(&[dir(1, "AAPL"), dir(2, "MSFT"), quote(1, 1_000_000), quote(2, 2_000_000)]);
-    gw.until("first packet applied", |r| r.feed.messages.load(Relaxed) == 4).await;
+    gw.until("first packet applied", |r| r.core.feed.messages.load(Relaxed) == 4).await;
     let mut c = Client::connect(&gw.ws_url("")).await;
     c.send_json(json!({"op":"subscribe","symbols":["AAPL","MSFT"]})).await;
     assert_eq!(c.json().await["accepted"], json!(["AAPL", "MSFT"]));
@@ -50,8 +50,8 @@ async fn lost_packet_is_a_gap_that_marks_symbols_stale_until_a_fresh_quote() {
     assert_eq!((state, reason), (State::Stale, Reason::FeedGap));
     assert_eq!(symbols, vec!["AAPL", "MSFT"]);
     assert!(before.is_empty(), "nothing from after the hole is applied before the gap is declared");
-    assert_eq!(gw.running.feed.gaps.load(Relaxed), 1);
-    assert_eq!(gw.running.feed.missed_messages.load(Relaxed), 2);
+    assert_eq!(gw.running.core.feed.gaps.load(Relaxed), 1);
+    assert_eq!(gw.running.core.feed.missed_messages.load(Relaxed), 2);
     // The trade after the hole is applied but stays stale (a trade does not
     // refresh the top of book).
     let u = c.updates().await;
@@ -62,7 +62,7 @@ async fn lost_packet_is_a_gap_that_marks_symbols_stale_until_a_fresh_quote() {
     assert_eq!((state, reason, symbols), (State::Ok, Reason::Recovered, vec!["AAPL".to_string()]));
     let u = c.updates().await;
     assert_eq!((u[0].seq, u[0].stale, u[0].bid_px), (3, false, 1_000_200));
-    assert_eq!(gw.running.feed.stale_symbols.load(Relaxed), 1, "MSFT still stale");
+    assert_eq!(gw.running.core.feed.stale_symbols.load(Relaxed), 1, "MSFT still stale");
     gw.stop().await;
 }
 
@@ -77,8 +77,8 @@ async fn duplicate_packet_is_dropped_and_counted() {
         seqs.extend(c.updates().await.into_iter().map(|u| u.seq));
     }
     assert_eq!(seqs, vec![2, 3], "the duplicate produced no update");
-    gw.until("duplicate counted", |r| r.feed.duplicate_packets.load(Relaxed) == 1).await;
-    assert_eq!(gw.running.feed.gaps.load(Relaxed), 0);
+    gw.until("duplicate counted", |r| r.core.feed.duplicate_packets.load(Relaxed) == 1).await;
+    assert_eq!(gw.running.core.feed.gaps.load(Relaxed), 0);
     gw.stop().await;
 }
 
@@ -96,8 +96,8 @@ async fn reordered_packets_are_put_back_in_order_without_a_gap() {
         got.extend(c.updates().await.into_iter().map(|u| (u.seq, u.bid_px)));
     }
     assert_eq!(got, vec![(2, 1_000_100), (3, 1_000_200), (4, 1_000_300)]);
-    assert_eq!(gw.running.feed.reordered_packets.load(Relaxed), 1);
-    assert_eq!(gw.running.feed.gaps.load(Relaxed), 0);
+    assert_eq!(gw.running.core.feed.reordered_packets.load(Relaxed), 1);
+    assert_eq!(gw.running.core.feed.gaps.load(Relaxed), 0);
     gw.stop().await;
 }
 
@@ -113,7 +113,7 @@ async fn sender_restart_is_detected_and_symbols_recover_on_fresh_quotes() {
     // The new session's locate codes are used; per-symbol sequence goes on.
     let u = c.updates().await;
     assert_eq!((u[0].symbol.as_str(), u[0].seq, u[0].bid_px), ("AAPL", 2, 1_100_000));
-    assert_eq!(gw.running.feed.restarts.load(Relaxed), 1);
+    assert_eq!(gw.running.core.feed.restarts.load(Relaxed), 1);
     gw.stop().await;
 }
 
@@ -126,8 +126,8 @@ async fn malformed_packets_are_counted_and_skipped() {
     feed.raw(&good);
     let u = c.updates().await;
     assert_eq!((u[0].seq, u[0].bid_px), (2, 1_000_100));
-    gw.until("errors counted", |r| r.feed.decode_errors_total() == 2).await;
-    assert_eq!(gw.running.feed.gaps.load(Relaxed), 0);
+    gw.until("errors counted", |r| r.core.feed.decode_errors_total() == 2).await;
+    assert_eq!(gw.running.core.feed.gaps.load(Relaxed), 0);
     gw.stop().await;
 }
 
@@ -136,7 +136,7 @@ async fn silent_feed_goes_stale_and_recovers_when_packets_flow() {
     let (gw, feed, mut c) = setup(|cfg| cfg.feed.feed_timeout_ms = 300).await;
     let ((state, reason, symbols), _) = next_status(&mut c).await;
     assert_eq!((state, reason, symbols.len()), (State::Stale, Reason::FeedDown, 2));
-    assert!(!gw.running.feed.up.load(Relaxed));
+    assert!(!gw.running.core.feed.up.load(Relaxed));
     feed.heartbeat();
     let ((state, reason, symbols), _) = next_status(&mut c).await;
     assert_eq!((state, reason, symbols.len()), (State::Ok, Reason::Recovered, 2));
@@ -150,6 +150,6 @@ async fn end_of_session_marks_stale() {
     feed.end_of_session();
     let ((state, reason, symbols), _) = next_status(&mut c).await;
     assert_eq!((state, reason, symbols.len()), (State::Stale, Reason::SessionEnd, 2));
-    gw.until("end counted", |r| r.feed.sessions_ended.load(Relaxed) == 1).await;
+    gw.until("end counted", |r| r.core.feed.sessions_ended.load(Relaxed) == 1).await;
     gw.stop().await;
 }

@@ -58,10 +58,12 @@ fn stream_req(symbols: &[String]) -> StreamQuotesRequest {
 /// Waits until the gateway applied every message the simulator sent and
 /// saw its end of session.
 async fn caught_up(gw: &Gw, report: &feed_sim::Report) {
-    gw.until("every feed message applied", |r| r.feed.messages.load(Ordering::Relaxed) == report.messages)
-        .await;
-    gw.until("end of session", |r| r.feed.sessions_ended.load(Ordering::Relaxed) == 1).await;
-    assert_eq!(gw.running.feed.gaps.load(Ordering::Relaxed), 0, "loopback feed lost packets");
+    gw.until("every feed message applied", |r| {
+        r.core.feed.messages.load(Ordering::Relaxed) == report.messages
+    })
+    .await;
+    gw.until("end of session", |r| r.core.feed.sessions_ended.load(Ordering::Relaxed) == 1).await;
+    assert_eq!(gw.running.core.feed.gaps.load(Ordering::Relaxed), 0, "loopback feed lost packets");
 }
 
 fn assert_truth(q: &v1::QuoteUpdate, t: &feed_sim::SymbolTruth) {
@@ -166,9 +168,9 @@ async fn stream_delivers_ack_snapshot_then_every_update_in_order() {
     let gw = Gw::start().await;
     let mut c = client(gw.running.grpc_addr).await;
     let feed = tokio::spawn(feed_sim::run(sim(&gw, 7, 40, 20_000, 60_000), CancellationToken::new()));
-    gw.until("directory", |r| r.book.len() == 40).await;
+    gw.until("directory", |r| r.core.book.len() == 40).await;
     let symbols: Vec<String> =
-        gw.running.book.symbols()[..10].iter().map(|s| s.as_str().to_string()).collect();
+        gw.running.core.book.symbols()[..10].iter().map(|s| s.as_str().to_string()).collect();
     let mut req = stream_req(&symbols);
     req.symbols.push("NOPE9".into());
     let mut s = c.stream_quotes(req).await.unwrap().into_inner();
@@ -223,8 +225,8 @@ async fn stream_delivers_ack_snapshot_then_every_update_in_order() {
     }
     drop(s);
     // Dropping the stream unsubscribes it.
-    let ids: Vec<u32> = symbols.iter().map(|s| gw.running.book.id(&s.parse_sym()).unwrap()).collect();
-    gw.until("unsubscribed", |r| ids.iter().all(|id| r.hub.subscribers(*id) == 0)).await;
+    let ids: Vec<u32> = symbols.iter().map(|s| gw.running.core.book.id(&s.parse_sym()).unwrap()).collect();
+    gw.until("unsubscribed", |r| ids.iter().all(|id| r.core.hub.subscribers(*id) == 0)).await;
     gw.stop().await;
 }
 
@@ -262,8 +264,8 @@ async fn grpc_snapshot_then_websocket_from_seq_hands_off_at_speed() {
     let mut c = client(gw.running.grpc_addr).await;
     let stop = CancellationToken::new();
     let feed = tokio::spawn(feed_sim::run(sim(&gw, 11, 20, 50_000, 400_000), stop.clone()));
-    gw.until("directory", |r| r.book.len() == 20).await;
-    gw.until("ticks flowing", |r| r.feed.messages.load(Ordering::Relaxed) > 5_000).await;
+    gw.until("directory", |r| r.core.book.len() == 20).await;
+    gw.until("ticks flowing", |r| r.core.feed.messages.load(Ordering::Relaxed) > 5_000).await;
     // Hottest symbols: the most updates so far.
     let list = c.list_symbols(ListSymbolsRequest {}).await.unwrap().into_inner().symbols;
     let mut hot: Vec<_> = list.iter().map(|s| (s.update_count, s.symbol.clone())).collect();
@@ -295,7 +297,7 @@ async fn grpc_snapshot_then_websocket_from_seq_hands_off_at_speed() {
     let report = feed.await.unwrap().unwrap();
     assert!(report.ticks_per_sec() > 10_000.0, "feed at speed: {:.0} ticks/s", report.ticks_per_sec());
     assert_eq!(handoffs, 40);
-    assert_eq!(gw.running.ws.resume_failed.load(Ordering::Relaxed), 0);
+    assert_eq!(gw.running.core.ws.resume_failed.load(Ordering::Relaxed), 0);
     gw.stop().await;
 }
 
@@ -305,13 +307,13 @@ async fn websocket_resume_exact_replay_or_flagged_snapshot() {
     let mut c = client(gw.running.grpc_addr).await;
     let mut feed = gw.sender("R1");
     feed.send(&[dir(1, "AAPL"), quote(1, 1_000_000)]);
-    gw.until("first quote", |r| r.book.get(0).is_some_and(|q| q.seq == 1)).await;
+    gw.until("first quote", |r| r.core.book.get(0).is_some_and(|q| q.seq == 1)).await;
     let s = c.get_snapshot(snapshot_req(&["AAPL"])).await.unwrap().into_inner().quotes[0].seq;
     assert_eq!(s, 1);
     for i in 1..=10 {
         feed.send(&[quote(1, 1_000_000 + i)]);
     }
-    gw.until("ten more", |r| r.book.get(0).is_some_and(|q| q.seq == 11)).await;
+    gw.until("ten more", |r| r.core.book.get(0).is_some_and(|q| q.seq == 11)).await;
     let from = |seq: u64| BTreeMap::from([("AAPL".to_string(), seq)]);
 
     // 1 is older than the ring (8..=11): a fresh snapshot, flagged.
@@ -347,7 +349,7 @@ async fn websocket_resume_exact_replay_or_flagged_snapshot() {
     feed.send(&[quote(1, 2_000_000)]);
     let u = ws4.updates().await;
     assert_eq!((u.len(), u[0].seq, u[0].snapshot), (1, 12, false), "{u:?}");
-    assert_eq!(gw.running.ws.resume_failed.load(Ordering::Relaxed), 2);
+    assert_eq!(gw.running.core.ws.resume_failed.load(Ordering::Relaxed), 2);
     gw.stop().await;
 }
 
@@ -361,7 +363,7 @@ async fn bad_requests_get_documented_codes_and_the_server_keeps_serving() {
     let gw = Gw::start().await;
     let mut feed = gw.sender("B1");
     feed.send(&[dir(1, "AAPL"), dir(2, "MSFT"), quote(1, 1_000_000)]);
-    gw.until("directory", |r| r.book.len() == 2).await;
+    gw.until("directory", |r| r.core.book.len() == 2).await;
     let cfg = GrpcConfig {
         max_symbols_per_call: 5,
         max_request_bytes: 1024,
@@ -467,11 +469,12 @@ async fn slow_stream_is_ended_with_resource_exhausted_and_unsubscribed() {
     let mut c = QuoteServiceClient::new(ch);
     let stop = CancellationToken::new();
     let feed = tokio::spawn(feed_sim::run(sim(&gw, 5, 10, 20_000, 1_000_000), stop.clone()));
-    gw.until("directory", |r| r.book.len() == 10).await;
-    let symbols: Vec<String> = gw.running.book.symbols().iter().map(|s| s.as_str().to_string()).collect();
+    gw.until("directory", |r| r.core.book.len() == 10).await;
+    let symbols: Vec<String> =
+        gw.running.core.book.symbols().iter().map(|s| s.as_str().to_string()).collect();
     let mut s = c.stream_quotes(stream_req(&symbols)).await.unwrap().into_inner();
     // Not reading: the window fills, the channel fills, the mailbox conflates.
-    gw.until("stream ended by the server", |r| (0..10).all(|id| r.hub.subscribers(id) == 0)).await;
+    gw.until("stream ended by the server", |r| (0..10).all(|id| r.core.hub.subscribers(id) == 0)).await;
     stop.cancel();
     let _ = feed.await;
     let mut updates = 0;
@@ -493,7 +496,7 @@ async fn stream_honours_the_callers_deadline() {
     let gw = Gw::start().await;
     let mut feed = gw.sender("D1");
     feed.send(&[dir(1, "AAPL"), quote(1, 1_000_000)]);
-    gw.until("directory", |r| r.book.len() == 1).await;
+    gw.until("directory", |r| r.core.book.len() == 1).await;
     let mut c = client(gw.running.grpc_addr).await;
     let mut req = tonic::Request::new(stream_req(&["AAPL".into()]));
     req.set_timeout(Duration::from_millis(300));
@@ -506,7 +509,7 @@ async fn stream_honours_the_callers_deadline() {
         }
     };
     assert_eq!(end.code(), Code::DeadlineExceeded, "{end}");
-    gw.until("server side ended too", |r| r.hub.subscribers(0) == 0).await;
+    gw.until("server side ended too", |r| r.core.hub.subscribers(0) == 0).await;
     gw.stop().await;
 }
 
@@ -585,7 +588,7 @@ async fn shutdown_ends_streams_with_unavailable_and_refuses_new_calls() {
     let gw = Gw::start().await;
     let mut feed = gw.sender("X1");
     feed.send(&[dir(1, "AAPL"), quote(1, 1_000_000)]);
-    gw.until("directory", |r| r.book.len() == 1).await;
+    gw.until("directory", |r| r.core.book.len() == 1).await;
     let addr = gw.running.grpc_addr;
     let mut c = client(addr).await;
     let mut s = c.stream_quotes(stream_req(&["AAPL".into()])).await.unwrap().into_inner();

@@ -32,13 +32,13 @@ async fn python_grpcio_client_snapshot_stream_health_reflection() {
         ..SimConfig::default()
     };
     let feed = tokio::spawn(feed_sim::run(sim, stop.clone()));
-    gw.until("directory", |r| r.book.len() == 30).await;
-    gw.until("quotes for every symbol", |r| (0..30).all(|id| r.book.get(id).is_some_and(|q| q.seq > 0)))
+    gw.until("directory", |r| r.core.book.len() == 30).await;
+    gw.until("quotes for every symbol", |r| (0..30).all(|id| r.core.book.get(id).is_some_and(|q| q.seq > 0)))
         .await;
     // Health follows the feed by polling; wait until it says SERVING.
     tokio::time::sleep(gateway::grpc::HEALTH_POLL * 3).await;
     let symbols: Vec<String> =
-        gw.running.book.symbols()[..4].iter().map(|s| s.as_str().to_string()).collect();
+        gw.running.core.book.symbols()[..4].iter().map(|s| s.as_str().to_string()).collect();
     let env = vec![
         ("QUOTECAST_GRPC_ADDR", gw.running.grpc_addr.to_string()),
         ("QUOTECAST_SYMBOLS", symbols.join(",")),

@@ -73,7 +73,7 @@ async fn scraped_counters_equal_what_was_sent_and_received() {
     // Directory: 3 messages.
     let p = feed.build(&[dir(1, "AAPL"), dir(2, "MSFT"), dir(3, "IBM")]);
     send(&p, 3);
-    gw.until("directory", |r| r.book.len() == 3).await;
+    gw.until("directory", |r| r.core.book.len() == 3).await;
 
     // Two clients: JSON subscribe to AAPL+MSFT (plus one bad request), and
     // URL subscribe to AAPL (binary protocol).
@@ -81,7 +81,7 @@ async fn scraped_counters_equal_what_was_sent_and_received() {
     a.send_json(json!({"op":"subscribe","id":"s","symbols":["AAPL","MSFT"]})).await;
     a.ws.send(Message::text("{oops")).await.unwrap();
     let mut b = Client::connect(&gw.ws_url("?symbols=AAPL")).await;
-    gw.until("subscriptions", |r| r.ws.subscriptions.load(Relaxed) == 3).await;
+    gw.until("subscriptions", |r| r.core.ws.subscriptions.load(Relaxed) == 3).await;
 
     // 20 data packets of [quote AAPL, quote MSFT, trade IBM]: #5 is sent
     // twice, #10 never (a hole of 3 messages).
@@ -107,8 +107,8 @@ async fn scraped_counters_equal_what_was_sent_and_received() {
     let hb = header(feed.builder.session(), feed.builder.next_seq(), 0);
     send(&hb, 0);
     let next_seq = feed.builder.next_seq();
-    gw.until("every datagram ingested", |r| r.feed.packets.load(Relaxed) == packets).await;
-    gw.until("the hole declared lost", |r| r.feed.gaps.load(Relaxed) == 1).await;
+    gw.until("every datagram ingested", |r| r.core.feed.packets.load(Relaxed) == packets).await;
+    gw.until("the hole declared lost", |r| r.core.feed.gaps.load(Relaxed) == 1).await;
 
     // After the gap every symbol went stale; the packets held behind the
     // hole then refreshed AAPL and MSFT with quotes, IBM only traded.
@@ -169,7 +169,7 @@ async fn scraped_counters_equal_what_was_sent_and_received() {
     // A normal close is counted under its reason; the gauges follow.
     a.ws.close(None).await.unwrap();
     assert!(matches!(a.closed().await, Some((1000, _)) | None));
-    gw.until("close counted", |r| r.ws.closed_with("normal") == 1).await;
+    gw.until("close counted", |r| r.core.ws.closed_with("normal") == 1).await;
     let s = scrape(metrics).await;
     assert_eq!(s.count("quotecast_ws_connections_closed_total{reason=\"normal\"}"), 1);
     assert_eq!(s.count("quotecast_ws_connections_closed_total{reason=\"slow_consumer\"}"), 0);
@@ -203,7 +203,7 @@ async fn grpc_calls_are_counted_by_method_and_code() {
     let gw = Gw::start().await;
     let mut feed = gw.sender("GRPC");
     feed.send(&[dir(1, "AAPL"), quote(1, 1_000_000)]);
-    gw.until("directory", |r| r.book.len() == 1).await;
+    gw.until("directory", |r| r.core.book.len() == 1).await;
     let mut c = QuoteServiceClient::connect(format!("http://{}", gw.running.grpc_addr)).await.unwrap();
     for _ in 0..3 {
         c.get_snapshot(GetSnapshotRequest { symbols: vec!["AAPL".into()], ..Default::default() })

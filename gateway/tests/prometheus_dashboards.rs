@@ -347,8 +347,9 @@ async fn every_panel_and_alert_query_returns_data_on_a_real_prometheus() {
         ..feed_sim::SimConfig::default()
     };
     let sim = tokio::spawn(feed_sim::run(sim_cfg, stop.clone()));
-    gw.until("feed-sim directory", |r| r.book.len() == 20).await;
-    let symbols: Vec<String> = gw.running.book.symbols().iter().map(|s| s.as_str().to_string()).collect();
+    gw.until("feed-sim directory", |r| r.core.book.len() == 20).await;
+    let symbols: Vec<String> =
+        gw.running.core.book.symbols().iter().map(|s| s.as_str().to_string()).collect();
 
     let mut tasks = ws_traffic(&gw, symbols.clone(), stop.clone()).await;
     tasks.push(grpc_traffic(gw.running.grpc_addr, symbols[0].clone(), stop.clone()).await);
@@ -356,9 +357,9 @@ async fn every_panel_and_alert_query_returns_data_on_a_real_prometheus() {
     gw.sender("JUNK").raw(b"\x01\x02\x03");
     assert_eq!(http_get(gw.running.ws_addr, "/healthz").await.0, 200);
 
-    gw.until("a slow consumer closed", |r| r.ws.slow_closes.load(Relaxed) >= 1).await;
-    gw.until("conflation", |r| r.ws.conflated.load(Relaxed) > 0).await;
-    gw.until("a feed gap", |r| r.feed.gaps.load(Relaxed) > 0).await;
+    gw.until("a slow consumer closed", |r| r.core.ws.slow_closes.load(Relaxed) >= 1).await;
+    gw.until("conflation", |r| r.core.ws.conflated.load(Relaxed) > 0).await;
+    gw.until("a feed gap", |r| r.core.feed.gaps.load(Relaxed) > 0).await;
     prom.until_data("quotecast_ws_slow_consumer_closes_total > 0", Duration::from_secs(20)).await;
     prom.until_data("quotecast_grpc_requests_total{code=\"INVALID_ARGUMENT\"} > 0", Duration::from_secs(20))
         .await;

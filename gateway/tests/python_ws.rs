@@ -23,9 +23,9 @@ async fn python_websockets_client_subscribes_and_decodes() {
         ..SimConfig::default()
     };
     let sim_task = tokio::spawn(feed_sim::run(sim, token.clone()));
-    gw.until("directory", |r| r.book.len() == 20).await;
+    gw.until("directory", |r| r.core.book.len() == 20).await;
     let symbols: Vec<String> =
-        gw.running.book.symbols().iter().take(5).map(|s| s.as_str().to_string()).collect();
+        gw.running.core.book.symbols().iter().take(5).map(|s| s.as_str().to_string()).collect();
     let env = vec![("QUOTECAST_WS_URL", gw.ws_url("")), ("QUOTECAST_SYMBOLS", symbols.join(","))];
     let (ok, text) = run_pytest("test_ws.py", env).await;
     token.cancel();

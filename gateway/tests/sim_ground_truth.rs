@@ -92,7 +92,7 @@ async fn clients_see_exactly_what_the_simulator_sent() {
         .collect();
     let token = CancellationToken::new();
     let sim_task = tokio::spawn(feed_sim::run(sim, token));
-    gw.until("directory", |r| r.book.len() == 60).await;
+    gw.until("directory", |r| r.core.book.len() == 60).await;
 
     // Five clients over both encodings, with overlapping symbol sets; they
     // subscribe while the feed runs, so each starts at a different point.
@@ -118,9 +118,13 @@ async fn clients_see_exactly_what_the_simulator_sent() {
 
     let report = sim_task.await.unwrap().unwrap();
     assert_eq!(report.dropped_packets, 0);
-    gw.until("all messages applied", |r| r.feed.messages.load(Relaxed) >= report.messages).await;
-    assert_eq!(gw.running.feed.messages.load(Relaxed), report.messages, "gateway applied every message once");
-    assert_eq!(gw.running.feed.gaps.load(Relaxed), 0, "no kernel drop on loopback at this rate");
+    gw.until("all messages applied", |r| r.core.feed.messages.load(Relaxed) >= report.messages).await;
+    assert_eq!(
+        gw.running.core.feed.messages.load(Relaxed),
+        report.messages,
+        "gateway applied every message once"
+    );
+    assert_eq!(gw.running.core.feed.gaps.load(Relaxed), 0, "no kernel drop on loopback at this rate");
     let hist = history(&report.recorded);
 
     for (mut c, mine) in clients {

@@ -34,7 +34,7 @@ async fn slow_reader_is_conflated_then_closed_while_fast_reader_keeps_pace() {
     let names: Vec<String> = (1..=SYMBOLS).map(|i| format!("S{i}")).collect();
     let dirs: Vec<_> = (1..=SYMBOLS).map(|i| dir(i, &names[i as usize - 1])).collect();
     feed.send(&dirs);
-    gw.until("directory", |r| r.book.len() == SYMBOLS as usize).await;
+    gw.until("directory", |r| r.core.book.len() == SYMBOLS as usize).await;
 
     let subscribe = json!({"op":"subscribe","symbols":names});
     let mut fast = Client::connect(&gw.ws_url("")).await;
@@ -121,8 +121,8 @@ async fn slow_reader_is_conflated_then_closed_while_fast_reader_keeps_pace() {
     assert!(reason.contains("slow consumer"), "{reason}");
 
     // The stopped client never read: the gateway dropped it as slow.
-    gw.until("stopped client dropped", |r| r.ws.slow_closes.load(Relaxed) >= 2).await;
-    assert!(gw.running.ws.conflated.load(Relaxed) > 0);
+    gw.until("stopped client dropped", |r| r.core.ws.slow_closes.load(Relaxed) >= 2).await;
+    assert!(gw.running.core.ws.conflated.load(Relaxed) > 0);
     drop(stopped.ws.next());
     // Per-connection queues are bounded: memory grew by far less than the
     // 120,000 updates x 3 clients it would take to queue everything.

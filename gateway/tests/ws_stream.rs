@@ -12,7 +12,7 @@ async fn json_subscribe_gets_ack_snapshot_then_updates_in_order() {
     let mut feed = gw.sender("S1");
     feed.send(&[dir(1, "AAPL"), dir(2, "MSFT"), quote(1, 1_000_000)]);
     gw.until("directory", |r| {
-        r.book.len() == 2 && r.feed.messages.load(std::sync::atomic::Ordering::Relaxed) == 3
+        r.core.book.len() == 2 && r.core.feed.messages.load(std::sync::atomic::Ordering::Relaxed) == 3
     })
     .await;
 
@@ -51,7 +51,7 @@ async fn url_symbols_subscribe_in_binary_and_shutdown_closes_with_1001() {
     let gw = Gw::start().await;
     let mut feed = gw.sender("S1");
     feed.send(&[dir(1, "IBM"), quote(1, 1_234_500)]);
-    gw.until("directory", |r| r.book.len() == 1).await;
+    gw.until("directory", |r| r.core.book.len() == 1).await;
     let mut c = Client::connect(&gw.ws_url("?symbols=IBM")).await;
     match c.server().await {
         Body::Ack(a) => assert_eq!(a.accepted, vec!["IBM".to_string()]),

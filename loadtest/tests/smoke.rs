@@ -74,7 +74,7 @@ async fn fifty_clients_see_every_update_in_order_and_the_final_values() {
     let feed = report.feed.as_ref().unwrap();
     assert!(feed.ticks > 8_000, "{text}");
     // The gateway wrote at least what the clients counted.
-    let written = gw.ws.updates.load(std::sync::atomic::Ordering::Relaxed);
+    let written = gw.core.ws.updates.load(std::sync::atomic::Ordering::Relaxed);
     assert!(written >= t.received + t.snapshots, "gateway wrote {written}: {text}");
     assert_eq!(report.exit_code(), 0, "{text}");
 

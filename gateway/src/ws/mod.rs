@@ -9,10 +9,8 @@ pub mod handshake;
 pub mod protocol;
 pub mod session;
 
-use crate::book::Book;
 use crate::config::WsConfig;
-use crate::hub::Hub;
-use crate::ingest::FeedStats;
+use crate::server::Core;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -157,23 +155,8 @@ impl WsStats {
     }
 }
 
-/// What every session reads.
-pub struct Shared {
-    /// The quote book (symbol names, lookups).
-    pub book: Arc<Book>,
-    /// The fan-out hub.
-    pub hub: Arc<Hub>,
-    /// Feed health, for /readyz.
-    pub feed: Arc<FeedStats>,
-    /// Limits and timeouts.
-    pub cfg: WsConfig,
-    /// Counters.
-    pub stats: Arc<WsStats>,
-    /// Cancelled on shutdown: sessions close with 1001.
-    pub shutdown: CancellationToken,
-}
-
-impl handshake::Health for Shared {
+/// `/readyz`: ready once the feed is up and symbols are known.
+impl handshake::Health for Core {
     fn ready(&self) -> (bool, String) {
         let up = self.feed.up.load(Ordering::Relaxed);
         let symbols = self.book.len();
@@ -222,8 +205,8 @@ impl Workers {
 
 /// Accepts connections until `shutdown` is cancelled, spreading them over
 /// `workers`; each connection task is tracked by `tracker`.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, workers: &Workers, tracker: TaskTracker) {
-    let limit = Arc::new(Semaphore::new(shared.cfg.max_connections));
+pub async fn serve(listener: TcpListener, shared: Arc<Core>, workers: &Workers, tracker: TaskTracker) {
+    let limit = Arc::new(Semaphore::new(shared.config.ws.max_connections));
     let mut next = 0usize;
     loop {
         let (stream, peer) = tokio::select! {
@@ -240,8 +223,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, workers: &Workers
         };
         let permit = limit.clone().try_acquire_owned().ok();
         let _ = stream.set_nodelay(true);
-        if shared.cfg.send_buffer_bytes > 0 {
-            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(shared.cfg.send_buffer_bytes);
+        if shared.config.ws.send_buffer_bytes > 0 {
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(shared.config.ws.send_buffer_bytes);
         }
         let std = match stream.into_std() {
             Ok(s) => s,
@@ -276,10 +259,10 @@ pub fn ws_config(cfg: &WsConfig) -> WebSocketConfig {
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<Core>,
     permit: Option<OwnedSemaphorePermit>,
 ) {
-    let timeout = Duration::from_millis(shared.cfg.handshake_timeout_ms);
+    let timeout = Duration::from_millis(shared.config.ws.handshake_timeout_ms);
     let outcome = match tokio::time::timeout(timeout, handshake::accept(&mut stream, shared.as_ref())).await {
         Ok(Ok(o)) => o,
         Ok(Err(e)) => {
@@ -294,28 +277,33 @@ async fn connection(
     let (symbols, leftover) = match outcome {
         handshake::Outcome::Upgraded { symbols, leftover } => (symbols, leftover),
         handshake::Outcome::Answered => {
-            shared.stats.http_requests.fetch_add(1, Ordering::Relaxed);
+            shared.ws.http_requests.fetch_add(1, Ordering::Relaxed);
             return;
         }
         handshake::Outcome::Closed => return,
     };
-    let mut ws =
-        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ws_config(&shared.cfg)))
-            .await;
+    let mut ws = WebSocketStream::from_partially_read(
+        stream,
+        leftover,
+        Role::Server,
+        Some(ws_config(&shared.config.ws)),
+    )
+    .await;
     let Some(_permit) = permit else {
         use futures_util::SinkExt;
-        let reason = format!("connection limit {} reached; retry after 5 s", shared.cfg.max_connections);
+        let reason =
+            format!("connection limit {} reached; retry after 5 s", shared.config.ws.max_connections);
         let _ = tokio::time::timeout(
             Duration::from_secs(1),
             ws.send(session::close_message(close_code::TRY_AGAIN_LATER, &reason)),
         )
         .await;
-        shared.stats.record_close("connection_limit");
+        shared.ws.record_close("connection_limit");
         return;
     };
-    shared.stats.open.fetch_add(1, Ordering::Relaxed);
-    shared.stats.opened.fetch_add(1, Ordering::Relaxed);
+    shared.ws.open.fetch_add(1, Ordering::Relaxed);
+    shared.ws.opened.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(%peer, "connection opened");
     session::Session::new(shared.clone(), peer).run(ws, symbols).await;
-    shared.stats.open.fetch_sub(1, Ordering::Relaxed);
+    shared.ws.open.fetch_sub(1, Ordering::Relaxed);
 }

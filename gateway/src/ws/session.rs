@@ -2,13 +2,14 @@
 //! drains the connection's [`Mailbox`] into batched frames. Both run in one
 //! task; when either ends, the session ends and unsubscribes everything.
 
+use super::close_code;
 use super::protocol::{self, BadRequest, Envelope, Format, Reply, Request};
-use super::{close_code, Shared};
 use crate::book::SymbolId;
 use crate::hub::encode::{self, Flags};
 use crate::hub::mailbox::{Drained, Encoded, Entry, Mailbox};
 use crate::hub::Start;
 use crate::ingest::now_ns;
+use crate::server::Core;
 use bytes::{Bytes, BytesMut};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use prost::Message as _;
@@ -72,7 +73,7 @@ struct State {
 
 /// A connected, upgraded client.
 pub struct Session {
-    shared: Arc<Shared>,
+    shared: Arc<Core>,
     mailbox: Arc<Mailbox>,
     state: parking_lot::Mutex<State>,
     peer: SocketAddr,
@@ -80,8 +81,8 @@ pub struct Session {
 
 impl Session {
     /// A session for `peer`.
-    pub fn new(shared: Arc<Shared>, peer: SocketAddr) -> Self {
-        let cfg = &shared.cfg;
+    pub fn new(shared: Arc<Core>, peer: SocketAddr) -> Self {
+        let cfg = &shared.config.ws;
         Session {
             mailbox: Arc::new(Mailbox::new(cfg.queue_capacity, 64)),
             state: parking_lot::Mutex::new(State {
@@ -150,19 +151,19 @@ impl Session {
         }
         self.mailbox.close();
         let subs = std::mem::take(&mut self.state.lock().subs);
-        self.shared.stats.subscriptions.fetch_sub(subs.len() as i64, Ordering::Relaxed);
+        self.shared.ws.subscriptions.fetch_sub(subs.len() as i64, Ordering::Relaxed);
         for id in subs {
             self.shared.hub.unsubscribe(id, &self.mailbox);
         }
         tracing::debug!(reason, "session ended");
-        self.shared.stats.record_close(reason);
+        self.shared.ws.record_close(reason);
     }
 
     async fn read_loop<R>(&self, stream: &mut R) -> ReadEnd
     where
         R: Stream<Item = Result<Message, WsError>> + Unpin,
     {
-        let idle = self.shared.cfg.idle_timeout();
+        let idle = self.shared.config.ws.idle_timeout();
         loop {
             let msg = match tokio::time::timeout(idle, stream.next()).await {
                 Err(_) => {
@@ -172,7 +173,7 @@ impl Session {
                     )
                 }
                 Ok(None) => return ReadEnd::Gone,
-                Ok(Some(Err(e))) => return classify_read_error(e, self.shared.cfg.max_request_bytes),
+                Ok(Some(Err(e))) => return classify_read_error(e, self.shared.config.ws.max_request_bytes),
                 Ok(Some(Ok(m))) => m,
             };
             let parsed = match msg {
@@ -181,19 +182,19 @@ impl Session {
                 Message::Close(_) => return ReadEnd::PeerClosed,
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             };
-            self.shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+            self.shared.ws.requests.fetch_add(1, Ordering::Relaxed);
             let allowed = self.state.lock().limit.take();
             let overflow = match (parsed, allowed) {
                 (Err(BadRequest { id, message, format }), _) => {
-                    self.shared.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
+                    self.shared.ws.bad_requests.fetch_add(1, Ordering::Relaxed);
                     self.reply(&Reply::error(&id, ErrorCode::BadRequest, message, 0), format)
                 }
                 (Ok(env), Err(wait)) => {
-                    self.shared.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    self.shared.ws.rate_limited.fetch_add(1, Ordering::Relaxed);
                     let ms = wait.as_millis().max(1) as u64;
                     let msg = format!(
                         "more than {} requests per second; retry after {ms} ms",
-                        self.shared.cfg.max_requests_per_sec
+                        self.shared.config.ws.max_requests_per_sec
                     );
                     self.reply(&Reply::error(&env.id, ErrorCode::RateLimited, msg, ms), env.format)
                 }
@@ -256,7 +257,7 @@ impl Session {
         from_seq: &BTreeMap<String, u64>,
         format: Format,
     ) -> bool {
-        let max = self.shared.cfg.max_symbols_per_connection;
+        let max = self.shared.config.ws.max_symbols_per_connection;
         let mut rejected = Vec::new();
         if symbols.len() > max {
             let msg = format!("{} symbols in one request; at most {max}", symbols.len());
@@ -292,7 +293,7 @@ impl Session {
         for (text, sid) in accepted {
             let resume = from_seq.get(&text).copied();
             if st.subs.insert(sid) {
-                self.shared.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
+                self.shared.ws.subscriptions.fetch_add(1, Ordering::Relaxed);
             } else {
                 // Already subscribed: the stream continues, gapless, with no
                 // new snapshot. A resume point is moot here: replaying from
@@ -302,7 +303,7 @@ impl Session {
             }
             match self.shared.hub.subscribe(sid, &self.mailbox, resume) {
                 Some(Start::ResumeFailed) => {
-                    self.shared.stats.resume_failed.fetch_add(1, Ordering::Relaxed);
+                    self.shared.ws.resume_failed.fetch_add(1, Ordering::Relaxed);
                 }
                 Some(_) => {}
                 None => tracing::warn!(symbol = %text, "symbol known to the book but not the hub"),
@@ -320,7 +321,7 @@ impl Session {
             for (text, sid) in resolved {
                 if st.subs.remove(&sid) {
                     self.shared.hub.unsubscribe(sid, &self.mailbox);
-                    self.shared.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                    self.shared.ws.subscriptions.fetch_sub(1, Ordering::Relaxed);
                     accepted.push(text);
                 } else {
                     rejected.push(rejection(&text, ErrorCode::NotSubscribed, "not subscribed".into()));
@@ -336,7 +337,7 @@ impl Session {
     where
         W: Sink<Message, Error = WsError> + Unpin,
     {
-        let cfg = &self.shared.cfg;
+        let cfg = &self.shared.config.ws;
         let shutdown = self.shared.shutdown.clone();
         let mut drained = Drained::default();
         let mut out: Vec<Message> = Vec::new();
@@ -359,7 +360,7 @@ impl Session {
             }
             if let Some(since) = drained.behind_since {
                 if since.elapsed() > cfg.slow_client_timeout() {
-                    self.shared.stats.slow_closes.fetch_add(1, Ordering::Relaxed);
+                    self.shared.ws.slow_closes.fetch_add(1, Ordering::Relaxed);
                     let reason =
                         format!("slow consumer: behind for more than {} ms", cfg.slow_client_timeout_ms);
                     return self.close(sink, close_code::SLOW_CONSUMER, &reason).await;
@@ -375,11 +376,11 @@ impl Session {
             };
             match tokio::time::timeout(cfg.slow_client_timeout(), send).await {
                 Ok(Ok(())) => {
-                    self.shared.stats.frames.fetch_add(n as u64, Ordering::Relaxed);
+                    self.shared.ws.frames.fetch_add(n as u64, Ordering::Relaxed);
                     if oldest > 0 {
                         // Worst tick-to-send latency of this write.
                         let secs = (now_ns() - oldest).max(0) as f64 * 1e-9;
-                        self.shared.stats.send_latency.record(secs);
+                        self.shared.ws.send_latency.record(secs);
                     }
                 }
                 Ok(Err(e)) => {
@@ -387,7 +388,7 @@ impl Session {
                     return close_code::ABNORMAL;
                 }
                 Err(_) => {
-                    self.shared.stats.slow_closes.fetch_add(1, Ordering::Relaxed);
+                    self.shared.ws.slow_closes.fetch_add(1, Ordering::Relaxed);
                     let reason =
                         format!("slow consumer: could not take a frame in {} ms", cfg.slow_client_timeout_ms);
                     return self.close(sink, close_code::SLOW_CONSUMER, &reason).await;
@@ -421,11 +422,11 @@ impl Session {
     /// updates (0 if none was a fresh tick).
     fn frames(&self, d: &mut Drained, out: &mut Vec<Message>) -> (Option<u16>, i64) {
         let mut oldest = 0i64;
-        let max = self.shared.cfg.max_batch_bytes;
+        let max = self.shared.config.ws.max_batch_bytes;
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batch_len = 0usize;
         let mut close = None;
-        let stats = &self.shared.stats;
+        let stats = &self.shared.ws;
         let flush = |batch: &mut Vec<Bytes>, batch_len: &mut usize, out: &mut Vec<Message>| {
             if batch.is_empty() {
                 return;
