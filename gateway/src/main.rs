@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use gateway::{Bound, Config};
 use std::process::ExitCode;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 /// BSD `EX_USAGE`: the command was used incorrectly.
@@ -49,25 +50,20 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         .build()
         .context("building the control runtime")?;
     rt.block_on(async {
+        // Handlers first: a SIGTERM right after the "ready" line below must
+        // start a graceful shutdown, not kill the process.
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         let bound = Bound::bind(&cfg).context("binding sockets")?;
         let shutdown = CancellationToken::new();
         let gw = gateway::start(cfg, bound, shutdown.clone()).await?;
         println!("quotecast gateway: WebSocket ws://{}/  health http://{}/healthz", gw.ws_addr, gw.ws_addr);
-        wait_for_signal().await;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
         tracing::info!("shutdown requested");
         shutdown.cancel();
         gw.wait().await
     })
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
