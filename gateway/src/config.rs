@@ -59,6 +59,13 @@ pub struct FeedConfig {
     /// sequence (Subscribe.from_seq) without a fresh snapshot.
     #[arg(long, env = "QUOTECAST_REPLAY_DEPTH", default_value_t = 256)]
     pub replay_depth: usize,
+    /// Memory ceiling of all replay rings together (bytes). Without it the
+    /// rings would hold --replay-depth x active symbols x ~200 B (about
+    /// 0.8 GiB at the defaults with 16,384 active symbols); at the ceiling a
+    /// symbol recycles its own oldest entries instead of growing, and a
+    /// resume too old for what is kept gets a fresh snapshot.
+    #[arg(long, env = "QUOTECAST_REPLAY_MAX_BYTES", default_value_t = 128 << 20)]
+    pub replay_max_bytes: usize,
 }
 
 /// WebSocket listener, per-connection limits and timeouts.
@@ -72,9 +79,19 @@ pub struct WsConfig {
     /// (0 = one per core).
     #[arg(long = "ws-threads", env = "QUOTECAST_WS_THREADS", default_value_t = 0)]
     pub threads: usize,
-    /// Most concurrent connections; more are closed with 1013 and a retry hint.
+    /// Most concurrent connections (a slot is taken at upgrade); more are
+    /// closed with 1013 and a retry hint.
     #[arg(long, env = "QUOTECAST_MAX_CONNECTIONS", default_value_t = 16384)]
     pub max_connections: usize,
+    /// Most TCP connections still in their HTTP handshake, bounded apart
+    /// from --max-connections so that sockets that never finish cannot keep
+    /// real clients out; more get HTTP 503 with Retry-After.
+    #[arg(long, env = "QUOTECAST_MAX_PENDING_HANDSHAKES", default_value_t = 1024)]
+    pub max_pending_handshakes: usize,
+    /// Most handshakes in progress from one source address; more get HTTP
+    /// 503 with Retry-After.
+    #[arg(long, env = "QUOTECAST_MAX_PENDING_HANDSHAKES_PER_IP", default_value_t = 64)]
+    pub max_pending_handshakes_per_ip: usize,
     /// Most symbols one connection may subscribe to.
     #[arg(long, env = "QUOTECAST_MAX_SYMBOLS_PER_CONNECTION", default_value_t = 1024)]
     pub max_symbols_per_connection: usize,
@@ -104,19 +121,26 @@ pub struct WsConfig {
     pub max_batch_bytes: usize,
     /// tungstenite read buffer per connection (bytes); small keeps idle
     /// connections cheap.
-    #[arg(long, env = "QUOTECAST_WS_READ_BUFFER_BYTES", default_value_t = 1024)]
+    #[arg(long = "ws-read-buffer-bytes", env = "QUOTECAST_WS_READ_BUFFER_BYTES", default_value_t = 1024)]
     pub read_buffer_bytes: usize,
-    /// Cap of unsent bytes buffered per connection by the WebSocket layer.
-    #[arg(long, env = "QUOTECAST_WS_MAX_WRITE_BUFFER_BYTES", default_value_t = 1 << 20)]
+    /// Cap of unsent bytes buffered per connection by the WebSocket layer;
+    /// at least twice --max-batch-bytes.
+    #[arg(long = "ws-max-write-buffer-bytes", env = "QUOTECAST_WS_MAX_WRITE_BUFFER_BYTES", default_value_t = 1 << 20)]
     pub max_write_buffer_bytes: usize,
     /// Kernel send buffer per connection (SO_SNDBUF, bytes; 0 = kernel
     /// autotuning). Smaller bounds kernel memory per slow client and
-    /// detects it sooner; larger absorbs bursts to distant clients.
-    #[arg(long, env = "QUOTECAST_WS_SEND_BUFFER_BYTES", default_value_t = 256 * 1024)]
+    /// detects it sooner, and a closing slow client reads its close frame
+    /// sooner; larger absorbs bursts to distant clients.
+    #[arg(long = "ws-send-buffer-bytes", env = "QUOTECAST_WS_SEND_BUFFER_BYTES", default_value_t = 256 * 1024)]
     pub send_buffer_bytes: usize,
     /// Time a client has to finish the WebSocket handshake (ms).
     #[arg(long, env = "QUOTECAST_HANDSHAKE_TIMEOUT_MS", default_value_t = 10000)]
     pub handshake_timeout_ms: u64,
+    /// Longest time a closing connection is kept to deliver its Close frame
+    /// (behind what is already in the socket) and read the client's reply,
+    /// before the socket is dropped (ms).
+    #[arg(long, env = "QUOTECAST_CLOSE_LINGER_MS", default_value_t = 5000)]
+    pub close_linger_ms: u64,
 }
 
 /// Side services and lifecycle.
@@ -170,7 +194,16 @@ impl Config {
             ("--ws-read-buffer-bytes", self.ws.read_buffer_bytes),
             ("--ping-interval-ms", self.ws.ping_interval_ms as usize),
             ("--slow-client-timeout-ms", self.ws.slow_client_timeout_ms as usize),
+            ("--handshake-timeout-ms", self.ws.handshake_timeout_ms as usize),
+            ("--close-linger-ms", self.ws.close_linger_ms as usize),
+            ("--max-pending-handshakes", self.ws.max_pending_handshakes),
+            ("--max-pending-handshakes-per-ip", self.ws.max_pending_handshakes_per_ip),
+            ("--ws-max-write-buffer-bytes", self.ws.max_write_buffer_bytes),
+            ("--max-batch-bytes", self.ws.max_batch_bytes),
             ("--feed-timeout-ms", self.feed.feed_timeout_ms as usize),
+            ("--reorder-hold-us", self.feed.reorder_hold_us as usize),
+            ("--recv-buffer-bytes", self.feed.recv_buffer_bytes),
+            ("--shutdown-grace-ms", self.serve.shutdown_grace_ms as usize),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Zero(name));
@@ -179,6 +212,18 @@ impl Config {
             return Err(ConfigError::Conflict(format!(
                 "--max-symbols {} exceeds the feed's 65535 locate codes",
                 self.feed.max_symbols
+            )));
+        }
+        if self.ws.max_pending_handshakes_per_ip > self.ws.max_pending_handshakes {
+            return Err(ConfigError::Conflict(format!(
+                "--max-pending-handshakes-per-ip ({}) exceeds --max-pending-handshakes ({})",
+                self.ws.max_pending_handshakes_per_ip, self.ws.max_pending_handshakes
+            )));
+        }
+        if self.ws.max_request_bytes > 16 << 20 {
+            return Err(ConfigError::Conflict(format!(
+                "--max-request-bytes {} is over 16 MiB; a subscribe needs a few KiB",
+                self.ws.max_request_bytes
             )));
         }
         if self.ws.max_batch_bytes < 1024 {
@@ -192,9 +237,10 @@ impl Config {
         }
         self.grpc.validate().map_err(|e| ConfigError::Conflict(e.to_string()))?;
         if self.ws.max_write_buffer_bytes < 2 * self.ws.max_batch_bytes {
-            return Err(ConfigError::Conflict(
-                "--ws-max-write-buffer-bytes must be at least twice --max-batch-bytes".into(),
-            ));
+            return Err(ConfigError::Conflict(format!(
+                "--ws-max-write-buffer-bytes ({}) must be at least twice --max-batch-bytes ({})",
+                self.ws.max_write_buffer_bytes, self.ws.max_batch_bytes
+            )));
         }
         Ok(())
     }
@@ -226,6 +272,10 @@ impl WsConfig {
     /// Idle timeout as a duration.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
+    }
+    /// Close linger as a duration.
+    pub fn close_linger(&self) -> Duration {
+        Duration::from_millis(self.close_linger_ms)
     }
     /// Number of connection threads, resolving 0 to the core count.
     pub fn thread_count(&self) -> usize {
@@ -265,6 +315,14 @@ mod tests {
             (&["--feed-port", "x"][..], "--feed-port"),
             (&["--idle-timeout-ms", "10", "--ping-interval-ms", "20"][..], "must exceed"),
             (&["--max-symbols", "70000"][..], "65535"),
+            (&["--handshake-timeout-ms", "0"][..], "--handshake-timeout-ms must be greater than 0"),
+            (&["--close-linger-ms", "0"][..], "--close-linger-ms"),
+            (&["--max-pending-handshakes", "10"][..], "--max-pending-handshakes-per-ip (64) exceeds"),
+            (
+                &["--ws-max-write-buffer-bytes", "4096"][..],
+                "--ws-max-write-buffer-bytes (4096) must be at least twice",
+            ),
+            (&["--ws-read-buffer-bytes", "0"][..], "--ws-read-buffer-bytes must be"),
         ] {
             let err = parse(args).unwrap_err();
             assert!(err.contains(want), "{args:?}: {err}");

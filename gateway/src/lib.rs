@@ -25,6 +25,7 @@ pub mod grpc;
 pub mod hub;
 pub mod ingest;
 pub mod metrics;
+pub mod ratelog;
 pub mod server;
 pub mod telemetry;
 pub mod ws;

@@ -103,6 +103,9 @@ pub struct ControlOverflow(pub usize);
 pub struct Mailbox {
     inner: Mutex<Inner>,
     notify: Notify,
+    /// Signalled when the writer takes queued replies out, so a reader
+    /// holding back a pipelined request can go on.
+    control_room: Notify,
     closed: AtomicBool,
     /// Updates queued before conflation starts.
     capacity: usize,
@@ -117,6 +120,7 @@ impl Mailbox {
         Mailbox {
             inner: Mutex::new(Inner::default()),
             notify: Notify::new(),
+            control_room: Notify::new(),
             closed: AtomicBool::new(false),
             capacity: capacity.max(1),
             control_capacity,
@@ -202,7 +206,9 @@ impl Mailbox {
             return false;
         }
         std::mem::swap(&mut g.queue, &mut out.entries);
-        g.control = 0;
+        if std::mem::take(&mut g.control) > 0 {
+            self.control_room.notify_waiters();
+        }
         out.pending.extend(g.pending.drain());
         if out.pending.is_empty() {
             // Caught up: whatever lag there was is over.
@@ -218,10 +224,37 @@ impl Mailbox {
         self.notify.notified().await;
     }
 
-    /// Marks the mailbox closed: later pushes are dropped. The session
-    /// calls this before unsubscribing so the hub stops queueing at once.
+    /// True while another reply can be queued without overflowing.
+    pub fn has_control_room(&self) -> bool {
+        self.inner.lock().control < self.control_capacity
+    }
+
+    /// Reader: waits until another reply can be queued. A client that
+    /// pipelines requests is thus read no faster than it reads its
+    /// replies (TCP pushes back), instead of being closed. Cancel-safe.
+    pub async fn control_room(&self) {
+        loop {
+            let room = self.control_room.notified();
+            tokio::pin!(room);
+            // Registered before the check, so a drain in between is seen.
+            room.as_mut().enable();
+            if self.has_control_room() {
+                return;
+            }
+            room.await;
+        }
+    }
+
+    /// Marks the mailbox closed and drops whatever is queued: later pushes
+    /// are dropped too. The session calls this before unsubscribing so the
+    /// hub stops queueing at once and a closing connection holds no data.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
+        let mut g = self.inner.lock();
+        g.queue = VecDeque::new();
+        g.pending = HashMap::new();
+        g.control = 0;
+        g.conflating = false;
     }
 
     /// Entries currently queued (for tests and metrics).
@@ -233,6 +266,7 @@ impl Mailbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn b(x: u8) -> Encoded {
         Encoded { bytes: Bytes::from(vec![x]), ts_recv: 0 }
@@ -293,6 +327,35 @@ mod tests {
         m.drain(&mut d);
         assert_eq!(d.entries.len(), 3);
         assert!(d.pending.is_empty());
+    }
+
+    #[tokio::test]
+    async fn reader_waits_for_control_room_until_the_writer_drains() {
+        let m = Arc::new(Mailbox::new(4, 1));
+        m.push_control(Message::text("a")).unwrap();
+        assert!(!m.has_control_room());
+        let waiter = tokio::spawn({
+            let m = m.clone();
+            async move { m.control_room().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        let mut d = Drained::default();
+        assert!(m.drain(&mut d));
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.unwrap().unwrap();
+        assert!(m.has_control_room());
+    }
+
+    #[test]
+    fn closing_drops_what_is_queued() {
+        let m = Mailbox::new(1, 4);
+        for i in 0..4 {
+            m.push_update(0, &b(i), false);
+        }
+        m.push_control(Message::text("a")).unwrap();
+        m.close();
+        let mut d = Drained::default();
+        assert!(!m.drain(&mut d));
     }
 
     #[test]

@@ -112,6 +112,10 @@ pub mod names {
     pub const WS_SLOW_CLOSES: &str = "quotecast_ws_slow_consumer_closes_total";
     /// Plain HTTP requests (health checks) answered on the WebSocket port.
     pub const WS_HTTP_REQUESTS: &str = "quotecast_ws_http_requests_total";
+    /// Connections refused before their handshake (pending bounds).
+    pub const WS_HANDSHAKES_REFUSED: &str = "quotecast_ws_handshakes_refused_total";
+    /// Handshakes not finished within the handshake timeout.
+    pub const WS_HANDSHAKE_TIMEOUTS: &str = "quotecast_ws_handshake_timeouts_total";
     /// Tick-to-send latency histogram.
     pub const WS_SEND_LATENCY: &str = "quotecast_ws_tick_to_send_seconds";
     /// gRPC requests finished, by service, method, code.
@@ -178,6 +182,8 @@ struct WsHandles {
     conflated: Counter,
     slow_closes: Counter,
     http_requests: Counter,
+    handshakes_refused: Counter,
+    handshake_timeouts: Counter,
 }
 
 /// One gateway's metrics: its own Prometheus recorder, the handles a
@@ -261,6 +267,16 @@ fn describe() {
         Unit::Count,
         "Plain HTTP requests (health checks) on the WebSocket port."
     );
+    describe_counter!(
+        WS_HANDSHAKES_REFUSED,
+        Unit::Count,
+        "TCP connections answered 503 because --max-pending-handshakes(-per-ip) was reached."
+    );
+    describe_counter!(
+        WS_HANDSHAKE_TIMEOUTS,
+        Unit::Count,
+        "Connections dropped for not finishing the HTTP handshake within --handshake-timeout-ms."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; labels carry the build version.");
 }
 
@@ -311,6 +327,8 @@ impl Telemetry {
                 conflated: counter!(WS_CONFLATED),
                 slow_closes: counter!(WS_SLOW_CLOSES),
                 http_requests: counter!(WS_HTTP_REQUESTS),
+                handshakes_refused: counter!(WS_HANDSHAKES_REFUSED),
+                handshake_timeouts: counter!(WS_HANDSHAKE_TIMEOUTS),
             };
             (feed, ws)
         });
@@ -391,6 +409,8 @@ impl Telemetry {
         w.conflated.absolute(l(&s.conflated));
         w.slow_closes.absolute(l(&s.slow_closes));
         w.http_requests.absolute(l(&s.http_requests));
+        w.handshakes_refused.absolute(l(&s.handshakes_refused));
+        w.handshake_timeouts.absolute(l(&s.handshake_timeouts));
     }
 
     /// The Prometheus text exposition of `core`'s gateway, counters read

@@ -10,6 +10,9 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 /// Largest request head accepted (bytes).
 const MAX_HEAD: usize = 8192;
 
+/// Most header lines accepted; more get 431 (browsers send ~15).
+pub const MAX_HEADERS: usize = 64;
+
 /// What the request asked for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -45,7 +48,8 @@ pub async fn accept(stream: &mut TcpStream, health: &(dyn Health + Sync)) -> io:
             break end;
         }
         if buf.len() >= MAX_HEAD {
-            respond(stream, "431 Request Header Fields Too Large", "request head too large\n").await?;
+            let body = format!("request head over {MAX_HEAD} bytes\n");
+            respond(stream, "431 Request Header Fields Too Large", &[], &body, false).await?;
             return Ok(Outcome::Answered);
         }
         let mut chunk = [0u8; 1024];
@@ -55,12 +59,30 @@ pub async fn accept(stream: &mut TcpStream, health: &(dyn Health + Sync)) -> io:
         }
         buf.extend_from_slice(&chunk[..n]);
     };
-    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    if req.parse(&buf[..head_len]).is_err() || req.method != Some("GET") {
-        respond(stream, "400 Bad Request", "expected a GET request\n").await?;
-        return Ok(Outcome::Answered);
+    match req.parse(&buf[..head_len]) {
+        Ok(_) => {}
+        Err(httparse::Error::TooManyHeaders) => {
+            let body = format!("more than {MAX_HEADERS} header lines\n");
+            respond(stream, "431 Request Header Fields Too Large", &[], &body, false).await?;
+            return Ok(Outcome::Answered);
+        }
+        Err(e) => {
+            respond(stream, "400 Bad Request", &[], &format!("malformed HTTP request: {e}\n"), false).await?;
+            return Ok(Outcome::Answered);
+        }
     }
+    let head = match req.method {
+        Some("GET") => false,
+        Some("HEAD") => true,
+        _ => {
+            let allow = [("Allow", "GET, HEAD")];
+            respond(stream, "405 Method Not Allowed", &allow, "only GET and HEAD are served\n", false)
+                .await?;
+            return Ok(Outcome::Answered);
+        }
+    };
     let target = req.path.unwrap_or("/");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let header = |name: &str| {
@@ -71,46 +93,99 @@ pub async fn accept(stream: &mut TcpStream, health: &(dyn Health + Sync)) -> io:
     };
     let upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     match (path, upgrade) {
-        ("/healthz", false) => respond(stream, "200 OK", "ok\n").await?,
-        ("/readyz", false) => {
+        ("/healthz", _) => respond(stream, "200 OK", &[], "ok\n", head).await?,
+        ("/readyz", _) => {
             let (ok, why) = health.ready();
             let status = if ok { "200 OK" } else { "503 Service Unavailable" };
-            respond(stream, status, &format!("{why}\n")).await?;
+            respond(stream, status, &[], &format!("{why}\n"), head).await?;
         }
-        ("/" | "/ws", true) => {
-            let key = header("sec-websocket-key");
-            let version_ok = header("sec-websocket-version") == Some("13");
-            let connection_ok = header("connection")
-                .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
-            let Some(key) = key.filter(|_| version_ok && connection_ok) else {
-                respond(stream, "400 Bad Request", "invalid WebSocket upgrade request\n").await?;
-                return Ok(Outcome::Answered);
-            };
-            let accept = derive_accept_key(key.as_bytes());
-            let symbols = query_symbols(query);
-            let resp = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-            );
-            stream.write_all(resp.as_bytes()).await?;
-            return Ok(Outcome::Upgraded { symbols, leftover: buf[head_len..].to_vec() });
-        }
+        ("/" | "/ws", true) => match check_upgrade(head, req.version, &header) {
+            Err(refusal) => {
+                respond(stream, "400 Bad Request", refusal.headers, refusal.body, false).await?;
+            }
+            Ok(key) => {
+                let accept = derive_accept_key(key.as_bytes());
+                let symbols = query_symbols(query);
+                let resp = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                );
+                stream.write_all(resp.as_bytes()).await?;
+                return Ok(Outcome::Upgraded { symbols, leftover: buf[head_len..].to_vec() });
+            }
+        },
         ("/" | "/ws", false) => {
-            respond(stream, "426 Upgrade Required", "this is a WebSocket endpoint; see README.md\n").await?
+            let upgrade = [("Upgrade", "websocket")];
+            respond(
+                stream,
+                "426 Upgrade Required",
+                &upgrade,
+                "this is a WebSocket endpoint; see README.md\n",
+                head,
+            )
+            .await?
         }
-        _ => respond(stream, "404 Not Found", "try / (WebSocket), /healthz or /readyz\n").await?,
+        _ => respond(stream, "404 Not Found", &[], "try / (WebSocket), /healthz or /readyz\n", head).await?,
     }
     Ok(Outcome::Answered)
+}
+
+/// Why an upgrade request is refused with 400.
+#[derive(Debug, PartialEq, Eq)]
+struct Refusal {
+    body: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+}
+
+/// Checks an upgrade request (RFC 6455 §4.2.1) and returns its key.
+fn check_upgrade<'h>(
+    head: bool,
+    version: Option<u8>,
+    header: &dyn Fn(&str) -> Option<&'h str>,
+) -> Result<&'h str, Refusal> {
+    let refuse = |body| Refusal { body, headers: &[] };
+    if head || version != Some(1) {
+        return Err(refuse("a WebSocket upgrade needs an HTTP/1.1 GET request\n"));
+    }
+    let connection_ok =
+        header("connection").is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    if !connection_ok {
+        return Err(refuse("a WebSocket upgrade needs \"Connection: Upgrade\"\n"));
+    }
+    if header("sec-websocket-version").map(str::trim) != Some("13") {
+        // §4.2.2: say which version the server speaks.
+        return Err(Refusal {
+            body: "unsupported Sec-WebSocket-Version; this server speaks 13\n",
+            headers: &[("Sec-WebSocket-Version", "13")],
+        });
+    }
+    match header("sec-websocket-key").map(str::trim) {
+        Some(k) if data_encoding::BASE64.decode(k.as_bytes()).is_ok_and(|raw| raw.len() == 16) => Ok(k),
+        _ => Err(refuse("Sec-WebSocket-Key must be 16 bytes in base64\n")),
+    }
 }
 
 fn find_head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
 }
 
-async fn respond(stream: &mut TcpStream, status: &str, body: &str) -> io::Result<()> {
-    let resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+/// Writes a whole plain-text response (headers only for HEAD) and ends
+/// the write side.
+async fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    extra: &[(&str, &str)],
+    body: &str,
+    head: bool,
+) -> io::Result<()> {
+    let mut resp =
+        format!("HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in extra {
+        resp.push_str(&format!("{k}: {v}\r\n"));
+    }
+    resp.push_str("Connection: close\r\n\r\n");
+    if !head {
+        resp.push_str(body);
+    }
     stream.write_all(resp.as_bytes()).await?;
     stream.shutdown().await
 }
@@ -136,6 +211,28 @@ mod tests {
         assert_eq!(query_symbols("symbols=AAPL,MSFT&x=1"), vec!["AAPL", "MSFT"]);
         assert_eq!(query_symbols("symbols=AAPL%2CBRK.B"), vec!["AAPL", "BRK.B"]);
         assert!(query_symbols("").is_empty());
+    }
+
+    #[test]
+    fn upgrade_checks() {
+        let ok = |name: &str| match name {
+            "connection" => Some("keep-alive, Upgrade"),
+            "sec-websocket-version" => Some("13"),
+            "sec-websocket-key" => Some("dGhlIHNhbXBsZSBub25jZQ=="),
+            _ => None,
+        };
+        assert_eq!(check_upgrade(false, Some(1), &ok), Ok("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(check_upgrade(false, Some(0), &ok).is_err(), "HTTP/1.0");
+        assert!(check_upgrade(true, Some(1), &ok).is_err(), "HEAD");
+        let v8 = |name: &str| if name == "sec-websocket-version" { Some("8") } else { ok(name) };
+        let r = check_upgrade(false, Some(1), &v8).unwrap_err();
+        assert_eq!(r.headers, &[("Sec-WebSocket-Version", "13")]);
+        for key in
+            ["", "abc", "dGhlIHNhbXBsZSBub25jZQ", "dGhlIHNhbXBsZSBub25jZXg=", "!!!!!!!!!!!!!!!!!!!!!!=="]
+        {
+            let k = |name: &str| if name == "sec-websocket-key" { Some(key) } else { ok(name) };
+            assert!(check_upgrade(false, Some(1), &k).is_err(), "{key:?}");
+        }
     }
 
     #[test]

@@ -5,11 +5,14 @@
 //! a thousand of them at once; per-core current-thread runtimes with
 //! connections spread round-robin keep each wake-up cheap and local.
 
+pub mod admission;
+pub mod close;
 pub mod handshake;
 pub mod protocol;
 pub mod session;
 
 use crate::config::WsConfig;
+use crate::ratelog::RateLog;
 use crate::server::Core;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -17,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +34,10 @@ pub mod close_code {
     pub const GOING_AWAY: u16 = 1001;
     /// Connection lost without a close frame (never sent, used as a label).
     pub const ABNORMAL: u16 = 1006;
+    /// Malformed framing or an invalid close code from the client.
+    pub const PROTOCOL: u16 = 1002;
+    /// A text message that is not UTF-8.
+    pub const INVALID_UTF8: u16 = 1007;
     /// Policy violation (e.g. requests sent faster than replies are read).
     pub const POLICY: u16 = 1008;
     /// A client message exceeded `--max-request-bytes`.
@@ -53,8 +60,8 @@ pub mod close_code {
             TRY_AGAIN_LATER => "connection_limit",
             SLOW_CONSUMER => "slow_consumer",
             IDLE => "idle_timeout",
-            1002 => "protocol_error",
-            1007 => "invalid_utf8",
+            PROTOCOL => "protocol_error",
+            INVALID_UTF8 => "invalid_utf8",
             _ => "other",
         }
     }
@@ -110,6 +117,10 @@ pub struct WsStats {
     pub slow_closes: AtomicU64,
     /// Plain HTTP requests answered.
     pub http_requests: AtomicU64,
+    /// Connections refused before their handshake (pending bounds reached).
+    pub handshakes_refused: AtomicU64,
+    /// Handshakes that did not finish within `--handshake-timeout-ms`.
+    pub handshake_timeouts: AtomicU64,
 }
 
 impl Default for WsStats {
@@ -137,6 +148,8 @@ impl WsStats {
             conflated: AtomicU64::new(0),
             slow_closes: AtomicU64::new(0),
             http_requests: AtomicU64::new(0),
+            handshakes_refused: AtomicU64::new(0),
+            handshake_timeouts: AtomicU64::new(0),
         }
     }
 
@@ -161,7 +174,9 @@ impl handshake::Health for Core {
         let up = self.feed.up.load(Ordering::Relaxed);
         let symbols = self.book.len();
         let stale = self.feed.stale_symbols.load(Ordering::Relaxed);
-        let ready = up && symbols > 0;
+        // A feed whose every symbol is stale serves nothing a client can
+        // trust: a balancer should send clients elsewhere.
+        let ready = up && symbols > 0 && (stale as usize) < symbols;
         (ready, format!("feed_up={up} symbols={symbols} stale={stale}"))
     }
 }
@@ -206,7 +221,14 @@ impl Workers {
 /// Accepts connections until `shutdown` is cancelled, spreading them over
 /// `workers`; each connection task is tracked by `tracker`.
 pub async fn serve(listener: TcpListener, shared: Arc<Core>, workers: &Workers, tracker: TaskTracker) {
-    let limit = Arc::new(Semaphore::new(shared.config.ws.max_connections));
+    let cfg = &shared.config.ws;
+    let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let pending =
+        Arc::new(admission::Pending::new(cfg.max_pending_handshakes, cfg.max_pending_handshakes_per_ip));
+    // Refused sockets linger briefly so the 503 is not destroyed by a reset;
+    // beyond this many at once they are just dropped.
+    let refusing = Arc::new(Semaphore::new(256));
+    let mut accept_errors = RateLog::new(Duration::from_secs(10));
     let mut next = 0usize;
     loop {
         let (stream, peer) = tokio::select! {
@@ -214,17 +236,33 @@ pub async fn serve(listener: TcpListener, shared: Arc<Core>, workers: &Workers, 
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    // EMFILE and friends: back off instead of spinning, and
+                    // say so once per interval, not per attempt.
+                    if let Some(suppressed) = accept_errors.hit(std::time::Instant::now()) {
+                        tracing::warn!(error = %e, suppressed, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
             },
         };
-        let permit = limit.clone().try_acquire_owned().ok();
+        let slot = match pending.enter(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                shared.ws.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                let _ = stream.try_write(refused.response().as_bytes());
+                if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                    tracker.spawn(async move {
+                        drain_and_drop(stream, Duration::from_secs(1)).await;
+                        drop(permit);
+                    });
+                }
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
-        if shared.config.ws.send_buffer_bytes > 0 {
-            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(shared.config.ws.send_buffer_bytes);
+        if cfg.send_buffer_bytes > 0 {
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(cfg.send_buffer_bytes);
         }
         let std = match stream.into_std() {
             Ok(s) => s,
@@ -236,14 +274,31 @@ pub async fn serve(listener: TcpListener, shared: Arc<Core>, workers: &Workers, 
         let h = &workers.handles[next % workers.handles.len()];
         next = next.wrapping_add(1);
         let shared = shared.clone();
+        let slots = slots.clone();
         h.spawn(tracker.track_future(async move {
             match TcpStream::from_std(std) {
-                Ok(s) => connection(s, peer, shared, permit).await,
+                Ok(s) => connection(s, peer, shared, slot, slots).await,
                 Err(e) => tracing::debug!(error = %e, "could not register socket"),
             }
         }));
     }
     tracing::info!("stopped accepting WebSocket connections");
+}
+
+/// Ends the write side, then reads and discards what the peer still sends
+/// for at most `linger`, so closing does not reset the connection.
+async fn drain_and_drop(mut stream: TcpStream, linger: Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.shutdown().await;
+    let mut scratch = [0u8; 1024];
+    let _ = tokio::time::timeout(linger, async {
+        while let Ok(n) = stream.read(&mut scratch).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// The tungstenite limits derived from the config.
@@ -260,7 +315,8 @@ async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Core>,
-    permit: Option<OwnedSemaphorePermit>,
+    handshaking: admission::Slot,
+    slots: Arc<Semaphore>,
 ) {
     let timeout = Duration::from_millis(shared.config.ws.handshake_timeout_ms);
     let outcome = match tokio::time::timeout(timeout, handshake::accept(&mut stream, shared.as_ref())).await {
@@ -271,34 +327,34 @@ async fn connection(
         }
         Err(_) => {
             tracing::debug!(%peer, "handshake timed out");
+            shared.ws.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
             return;
         }
     };
+    drop(handshaking);
     let (symbols, leftover) = match outcome {
         handshake::Outcome::Upgraded { symbols, leftover } => (symbols, leftover),
         handshake::Outcome::Answered => {
             shared.ws.http_requests.fetch_add(1, Ordering::Relaxed);
+            drain_and_drop(stream, Duration::from_secs(1)).await;
             return;
         }
         handshake::Outcome::Closed => return,
     };
-    let mut ws = WebSocketStream::from_partially_read(
+    let ws = WebSocketStream::from_partially_read(
         stream,
         leftover,
         Role::Server,
         Some(ws_config(&shared.config.ws)),
     )
     .await;
-    let Some(_permit) = permit else {
-        use futures_util::SinkExt;
-        let reason =
-            format!("connection limit {} reached; retry after 5 s", shared.config.ws.max_connections);
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            ws.send(session::close_message(close_code::TRY_AGAIN_LATER, &reason)),
-        )
-        .await;
-        shared.ws.record_close("connection_limit");
+    let cfg = &shared.config.ws;
+    // The connection slot is taken at upgrade, not at accept.
+    let Ok(_slot) = slots.try_acquire_owned() else {
+        let reason = format!("connection limit {} reached; retry after 5 s", cfg.max_connections);
+        let end = close::End::Close(close_code::TRY_AGAIN_LATER, reason);
+        let label = close::finish(ws, end, cfg.close_linger()).await;
+        shared.ws.record_close(label);
         return;
     };
     shared.ws.open.fetch_add(1, Ordering::Relaxed);

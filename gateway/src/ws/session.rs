@@ -2,6 +2,7 @@
 //! drains the connection's [`Mailbox`] into batched frames. Both run in one
 //! task; when either ends, the session ends and unsubscribes everything.
 
+use super::close::{self, End};
 use super::close_code;
 use super::protocol::{self, BadRequest, Envelope, Format, Reply, Request};
 use crate::book::SymbolId;
@@ -20,20 +21,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-
-/// Why the reader stopped.
-#[derive(Debug)]
-enum ReadEnd {
-    /// The peer is gone; nothing more to say.
-    Gone,
-    /// The peer sent a close frame.
-    PeerClosed,
-    /// Close with this code and reason.
-    Close(u16, String),
-}
+use tokio_tungstenite::WebSocketStream;
 
 /// Token bucket for requests per second.
 #[derive(Debug)]
@@ -95,12 +85,11 @@ impl Session {
     }
 
     /// Runs the session until the client leaves, is closed, or the gateway
-    /// shuts down. `initial` are symbols from the URL (`?symbols=`).
+    /// shuts down, then ends the connection so the client learns why (see
+    /// [`close`](super::close)). `initial` are symbols from the URL
+    /// (`?symbols=`).
     #[tracing::instrument(name = "session", skip_all, fields(peer = %self.peer))]
-    pub async fn run<S>(self, ws: S, initial: Vec<String>)
-    where
-        S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
-    {
+    pub async fn run(self, ws: WebSocketStream<TcpStream>, initial: Vec<String>) {
         let (mut sink, mut stream) = ws.split();
         if !initial.is_empty() {
             self.handle(Envelope {
@@ -109,77 +98,65 @@ impl Session {
                 format: Format::Binary,
             });
         }
-        let (reason, linger) = {
-            let reader = self.read_loop(&mut stream);
-            let writer = self.write_loop(&mut sink);
-            tokio::pin!(reader, writer);
-            tokio::select! {
-                end = &mut reader => {
-                    let (label, linger) = match end {
-                        ReadEnd::Close(code, reason) => {
-                            let _ = self.mailbox.push_control(close_message(code, &reason));
-                            (close_code::label(code), true)
-                        }
-                        ReadEnd::PeerClosed => {
-                            // tungstenite queued the close reply; a Close
-                            // control makes the writer flush it.
-                            let _ = self.mailbox.push_control(Message::Close(None));
-                            ("normal", false)
-                        }
-                        ReadEnd::Gone => ("client_gone", false),
-                    };
-                    if label != "client_gone" {
-                        // Let the writer send what is queued, briefly.
-                        let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
-                    }
-                    (label, linger)
-                }
-                code = &mut writer => (close_code::label(code), code != close_code::ABNORMAL),
-            }
+        let end = tokio::select! {
+            end = self.read_loop(&mut stream) => end,
+            end = self.write_loop(&mut sink) => end,
         };
-        if linger {
-            // We sent a close frame: wait briefly for the peer's close reply
-            // so that a reset does not destroy the frame before it is read.
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                while let Some(Ok(m)) = stream.next().await {
-                    if m.is_close() {
-                        break;
-                    }
-                }
-            })
-            .await;
-        }
+        // Nothing queued is sent after this: a closing connection holds no
+        // data, and its Close frame comes right after what is in the socket.
         self.mailbox.close();
         let subs = std::mem::take(&mut self.state.lock().subs);
         self.shared.ws.subscriptions.fetch_sub(subs.len() as i64, Ordering::Relaxed);
         for id in subs {
             self.shared.hub.unsubscribe(id, &self.mailbox);
         }
-        tracing::debug!(reason, "session ended");
-        self.shared.ws.record_close(reason);
+        let mut linger = self.shared.config.ws.close_linger();
+        if self.shared.shutdown.is_cancelled() {
+            // Every connection closes at once: stay within the grace period.
+            linger = linger.min(Duration::from_millis(self.shared.config.serve.shutdown_grace_ms) / 2);
+        }
+        let label = match sink.reunite(stream) {
+            Ok(ws) => close::finish(ws, end, linger).await,
+            Err(_) => end.label(),
+        };
+        tracing::debug!(reason = label, "session ended");
+        self.shared.ws.record_close(label);
     }
 
-    async fn read_loop<R>(&self, stream: &mut R) -> ReadEnd
+    /// Reads and serves requests until the connection must end.
+    async fn read_loop<R>(&self, stream: &mut R) -> End
     where
         R: Stream<Item = Result<Message, WsError>> + Unpin,
     {
-        let idle = self.shared.config.ws.idle_timeout();
+        let cfg = &self.shared.config.ws;
+        let idle = cfg.idle_timeout();
         loop {
+            if !self.mailbox.has_control_room() {
+                // Pipelined requests: read the next one only once its reply
+                // has room. TCP pushes back on the client meanwhile; only a
+                // client that stops reading its replies is closed.
+                let waited =
+                    tokio::time::timeout(cfg.slow_client_timeout(), self.mailbox.control_room()).await;
+                if waited.is_err() {
+                    let reason = format!("replies not read for {} ms", cfg.slow_client_timeout_ms);
+                    return End::Close(close_code::POLICY, reason);
+                }
+            }
             let msg = match tokio::time::timeout(idle, stream.next()).await {
                 Err(_) => {
-                    return ReadEnd::Close(
+                    return End::Close(
                         close_code::IDLE,
                         format!("nothing received for {} ms (no pong)", idle.as_millis()),
                     )
                 }
-                Ok(None) => return ReadEnd::Gone,
-                Ok(Some(Err(e))) => return classify_read_error(e, self.shared.config.ws.max_request_bytes),
+                Ok(None) => return End::Gone,
+                Ok(Some(Err(e))) => return classify_read_error(e, cfg.max_request_bytes),
                 Ok(Some(Ok(m))) => m,
             };
             let parsed = match msg {
                 Message::Text(t) => protocol::parse_text(&t),
                 Message::Binary(b) => protocol::parse_binary(&b),
-                Message::Close(_) => return ReadEnd::PeerClosed,
+                Message::Close(f) => return End::peer_closed(f.as_ref()),
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             };
             self.shared.ws.requests.fetch_add(1, Ordering::Relaxed);
@@ -201,7 +178,7 @@ impl Session {
                 (Ok(env), Ok(())) => self.handle(env),
             };
             if overflow {
-                return ReadEnd::Close(1008, "too many unanswered requests".into());
+                return End::Close(close_code::POLICY, "too many unanswered requests".into());
             }
         }
     }
@@ -331,9 +308,8 @@ impl Session {
         self.reply(&Reply::Ack(v1::Ack { id: id.to_string(), accepted, rejected }), format)
     }
 
-    /// Drains the mailbox into frames until the connection must end;
-    /// returns the close code it ended with.
-    async fn write_loop<W>(&self, sink: &mut W) -> u16
+    /// Drains the mailbox into frames until the connection must end.
+    async fn write_loop<W>(&self, sink: &mut W) -> End
     where
         W: Sink<Message, Error = WsError> + Unpin,
     {
@@ -346,7 +322,7 @@ impl Session {
         ping.tick().await;
         loop {
             if shutdown.is_cancelled() {
-                return self.close(sink, close_code::GOING_AWAY, "server shutting down").await;
+                return End::Close(close_code::GOING_AWAY, "server shutting down".into());
             }
             if !self.mailbox.drain(&mut drained) {
                 tokio::select! {
@@ -363,10 +339,10 @@ impl Session {
                     self.shared.ws.slow_closes.fetch_add(1, Ordering::Relaxed);
                     let reason =
                         format!("slow consumer: behind for more than {} ms", cfg.slow_client_timeout_ms);
-                    return self.close(sink, close_code::SLOW_CONSUMER, &reason).await;
+                    return End::Close(close_code::SLOW_CONSUMER, reason);
                 }
             }
-            let (closing, oldest) = self.frames(&mut drained, &mut out);
+            let oldest = self.frames(&mut drained, &mut out);
             let n = out.len();
             let send = async {
                 for m in out.drain(..) {
@@ -385,13 +361,13 @@ impl Session {
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "write failed");
-                    return close_code::ABNORMAL;
+                    return End::Gone;
                 }
                 Err(_) => {
                     self.shared.ws.slow_closes.fetch_add(1, Ordering::Relaxed);
                     let reason =
                         format!("slow consumer: could not take a frame in {} ms", cfg.slow_client_timeout_ms);
-                    return self.close(sink, close_code::SLOW_CONSUMER, &reason).await;
+                    return End::Close(close_code::SLOW_CONSUMER, reason);
                 }
             }
             out.clear();
@@ -400,32 +376,16 @@ impl Session {
             if drained.entries.capacity() > 1024 {
                 drained.entries.shrink_to(64);
             }
-            if let Some(code) = closing {
-                return code;
-            }
         }
     }
 
-    /// Best-effort close frame, bounded in time.
-    async fn close<W>(&self, sink: &mut W, code: u16, reason: &str) -> u16
-    where
-        W: Sink<Message, Error = WsError> + Unpin,
-    {
-        tracing::debug!(code, reason, "closing connection");
-        // A slow client may still be reading what is ahead of the close frame.
-        let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(close_message(code, reason))).await;
-        code
-    }
-
-    /// Turns drained entries into messages. Returns a close code if a close
-    /// was queued (by the reader), and the oldest receive time of the
-    /// updates (0 if none was a fresh tick).
-    fn frames(&self, d: &mut Drained, out: &mut Vec<Message>) -> (Option<u16>, i64) {
+    /// Turns drained entries into messages. Returns the oldest receive
+    /// time of the updates (0 if none was a fresh tick).
+    fn frames(&self, d: &mut Drained, out: &mut Vec<Message>) -> i64 {
         let mut oldest = 0i64;
         let max = self.shared.config.ws.max_batch_bytes;
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batch_len = 0usize;
-        let mut close = None;
         let stats = &self.shared.ws;
         let flush = |batch: &mut Vec<Bytes>, batch_len: &mut usize, out: &mut Vec<Message>| {
             if batch.is_empty() {
@@ -461,11 +421,6 @@ impl Session {
                 Entry::Control(m) => {
                     flush(&mut batch, &mut batch_len, out);
                     self.flush_statuses(&mut statuses, out);
-                    if let Message::Close(f) = &*m {
-                        close = Some(f.as_ref().map_or(close_code::NORMAL, |f| u16::from(f.code)));
-                        out.push(*m);
-                        return (close, oldest);
-                    }
                     out.push(*m);
                 }
             }
@@ -503,7 +458,7 @@ impl Session {
         if skipped_total > 0 {
             stats.conflated.fetch_add(skipped_total, Ordering::Relaxed);
         }
-        (close, oldest)
+        oldest
     }
 
     /// Emits queued status changes, one `Status` message per run of the
@@ -549,25 +504,22 @@ fn rejection(symbol: &str, code: ErrorCode, reason: String) -> v1::Rejection {
     v1::Rejection { symbol: symbol.to_string(), code: code as i32, reason }
 }
 
-/// A close message with `code` and `reason` (truncated to fit a control frame).
-pub fn close_message(code: u16, reason: &str) -> Message {
-    let mut r = reason.to_string();
-    while r.len() > 120 {
-        r.pop();
-    }
-    Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: r.into() }))
-}
-
-fn classify_read_error(e: WsError, max: usize) -> ReadEnd {
+/// The close answer to a read error (RFC 6455 §7.4.1 codes).
+fn classify_read_error(e: WsError, max: usize) -> End {
     use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
     match e {
-        WsError::Capacity(CapacityError::MessageTooLong { size, .. }) => {
-            ReadEnd::Close(close_code::TOO_BIG, format!("message of {size} bytes exceeds {max}"))
+        // §5.2: the most significant bit of a 64-bit length MUST be 0; such
+        // a length is malformed framing, not a large message.
+        WsError::Capacity(CapacityError::MessageTooLong { size, .. }) if size as u64 > i64::MAX as u64 => {
+            End::Close(close_code::PROTOCOL, "frame length has its most significant bit set".into())
         }
-        WsError::Capacity(c) => ReadEnd::Close(close_code::TOO_BIG, c.to_string()),
-        WsError::Utf8(_) => ReadEnd::Close(1007, "text frame is not valid UTF-8".into()),
-        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => ReadEnd::Gone,
-        WsError::Protocol(p) => ReadEnd::Close(1002, p.to_string()),
-        _ => ReadEnd::Gone,
+        WsError::Capacity(CapacityError::MessageTooLong { size, .. }) => {
+            End::Close(close_code::TOO_BIG, format!("message of {size} bytes exceeds {max}"))
+        }
+        WsError::Capacity(c) => End::Close(close_code::TOO_BIG, c.to_string()),
+        WsError::Utf8(_) => End::Close(close_code::INVALID_UTF8, "text frame is not valid UTF-8".into()),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Gone,
+        WsError::Protocol(p) => End::Close(close_code::PROTOCOL, p.to_string()),
+        _ => End::Gone,
     }
 }
