@@ -92,7 +92,14 @@ pub async fn finish(mut ws: WebSocketStream<TcpStream>, end: End, linger: Durati
         // The client does not take even the close frame: nothing more to do.
         return label;
     }
-    let tcp = ws.get_mut();
+    shut_and_drain(ws.get_mut(), deadline).await;
+    label
+}
+
+/// Ends the write side (FIN), then reads and discards what the peer still
+/// sends until it closes its side or `deadline` passes, so that dropping
+/// the socket afterwards does not reset the connection.
+pub async fn shut_and_drain(tcp: &mut TcpStream, deadline: Instant) {
     let _ = tcp.shutdown().await;
     let mut scratch = [0u8; 2048];
     let _ = tokio::time::timeout_at(deadline, async {
@@ -103,7 +110,6 @@ pub async fn finish(mut ws: WebSocketStream<TcpStream>, end: End, linger: Durati
         }
     })
     .await;
-    label
 }
 
 #[cfg(test)]

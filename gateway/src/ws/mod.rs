@@ -285,20 +285,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Core>, workers: &Workers, 
     tracing::info!("stopped accepting WebSocket connections");
 }
 
-/// Ends the write side, then reads and discards what the peer still sends
-/// for at most `linger`, so closing does not reset the connection.
+/// Closes a socket that was answered in plain HTTP without resetting it.
 async fn drain_and_drop(mut stream: TcpStream, linger: Duration) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let _ = stream.shutdown().await;
-    let mut scratch = [0u8; 1024];
-    let _ = tokio::time::timeout(linger, async {
-        while let Ok(n) = stream.read(&mut scratch).await {
-            if n == 0 {
-                break;
-            }
-        }
-    })
-    .await;
+    close::shut_and_drain(&mut stream, tokio::time::Instant::now() + linger).await;
 }
 
 /// The tungstenite limits derived from the config.
