@@ -106,6 +106,11 @@ pub struct WsConfig {
     /// this long is closed with code 4008 (ms).
     #[arg(long, env = "QUOTECAST_SLOW_CLIENT_TIMEOUT_MS", default_value_t = 5000)]
     pub slow_client_timeout_ms: u64,
+    /// Least time between two frames to a client that is behind
+    /// (conflating, or whose socket made the writer wait), so that each
+    /// frame carries everything pending instead of many tiny ones (ms).
+    #[arg(long, env = "QUOTECAST_SLOW_CLIENT_PACE_MS", default_value_t = 100)]
+    pub slow_client_pace_ms: u64,
     /// Interval of server pings (ms).
     #[arg(long, env = "QUOTECAST_PING_INTERVAL_MS", default_value_t = 15000)]
     pub ping_interval_ms: u64,
@@ -133,6 +138,12 @@ pub struct WsConfig {
     /// sooner; larger absorbs bursts to distant clients.
     #[arg(long = "ws-send-buffer-bytes", env = "QUOTECAST_WS_SEND_BUFFER_BYTES", default_value_t = 256 * 1024)]
     pub send_buffer_bytes: usize,
+    /// Unsent bytes the kernel may hold per connection before the socket
+    /// stops taking writes (TCP_NOTSENT_LOWAT; 0 = no limit). Keeps a slow
+    /// client's backlog in the gateway, where it is conflated, instead of
+    /// in the kernel, where it is stale and delays a close frame.
+    #[arg(long = "ws-notsent-lowat-bytes", env = "QUOTECAST_WS_NOTSENT_LOWAT_BYTES", default_value_t = 16384)]
+    pub notsent_lowat_bytes: u32,
     /// Time a client has to finish the WebSocket handshake (ms).
     #[arg(long, env = "QUOTECAST_HANDSHAKE_TIMEOUT_MS", default_value_t = 10000)]
     pub handshake_timeout_ms: u64,
@@ -272,6 +283,10 @@ impl WsConfig {
     /// Idle timeout as a duration.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
+    }
+    /// Slow-client pacing interval as a duration.
+    pub fn slow_client_pace(&self) -> Duration {
+        Duration::from_millis(self.slow_client_pace_ms)
     }
     /// Close linger as a duration.
     pub fn close_linger(&self) -> Duration {

@@ -261,8 +261,12 @@ pub async fn serve(listener: TcpListener, shared: Arc<Core>, workers: &Workers, 
             }
         };
         let _ = stream.set_nodelay(true);
+        let sock = socket2::SockRef::from(&stream);
         if cfg.send_buffer_bytes > 0 {
-            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(cfg.send_buffer_bytes);
+            let _ = sock.set_send_buffer_size(cfg.send_buffer_bytes);
+        }
+        if cfg.notsent_lowat_bytes > 0 {
+            let _ = sock.set_tcp_notsent_lowat(cfg.notsent_lowat_bytes);
         }
         let std = match stream.into_std() {
             Ok(s) => s,

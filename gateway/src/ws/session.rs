@@ -320,9 +320,20 @@ impl Session {
         let mut ping = tokio::time::interval(cfg.ping_interval());
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
+        // While the client is behind, frames are paced: each then carries
+        // everything pending (bigger, fewer frames), so a slow reader has
+        // few frames in flight, catches up sooner, and if it is closed its
+        // Close frame is not queued behind thousands of tiny ones.
+        let mut paced_until: Option<tokio::time::Instant> = None;
         loop {
             if shutdown.is_cancelled() {
                 return End::Close(close_code::GOING_AWAY, "server shutting down".into());
+            }
+            if let Some(t) = paced_until.take() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(t) => {}
+                    _ = shutdown.cancelled() => continue,
+                }
             }
             if !self.mailbox.drain(&mut drained) {
                 tokio::select! {
@@ -342,8 +353,10 @@ impl Session {
                     return End::Close(close_code::SLOW_CONSUMER, reason);
                 }
             }
+            let behind = drained.behind_since.is_some();
             let oldest = self.frames(&mut drained, &mut out);
             let n = out.len();
+            let started = tokio::time::Instant::now();
             let send = async {
                 for m in out.drain(..) {
                     sink.feed(m).await?;
@@ -352,6 +365,11 @@ impl Session {
             };
             match tokio::time::timeout(cfg.slow_client_timeout(), send).await {
                 Ok(Ok(())) => {
+                    let pace = cfg.slow_client_pace();
+                    if behind || started.elapsed() >= pace / 4 {
+                        // Behind, or the socket made us wait.
+                        paced_until = Some(started + pace);
+                    }
                     self.shared.ws.frames.fetch_add(n as u64, Ordering::Relaxed);
                     if oldest > 0 {
                         // Worst tick-to-send latency of this write.
