@@ -2,7 +2,7 @@
 //! default, shown in `--help`, and validated before anything binds.
 
 use clap::{Args, Parser};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 /// quotecast gateway: joins a UDP multicast market feed, keeps a lock-free
@@ -59,6 +59,25 @@ pub struct FeedConfig {
     /// sequence (Subscribe.from_seq) without a fresh snapshot.
     #[arg(long, env = "QUOTECAST_REPLAY_DEPTH", default_value_t = 256)]
     pub replay_depth: usize,
+    /// Consecutive in-order packets another session (a restarted sender),
+    /// or a sequence beyond --max-seq-jump, must show before it is
+    /// followed. A single stray datagram never is.
+    #[arg(long = "feed-confirm-packets", env = "QUOTECAST_FEED_CONFIRM_PACKETS", default_value_t = 3)]
+    pub confirm_packets: u32,
+    /// A proven new session (or confirmed sequence jump) takes over only
+    /// after the followed one sent end of session or was silent this long
+    /// (ms); keep it above the sender's heartbeat interval.
+    #[arg(long = "feed-takeover-silence-ms", env = "QUOTECAST_FEED_TAKEOVER_SILENCE_MS", default_value_t = 2000)]
+    pub takeover_silence_ms: u64,
+    /// Largest distance (messages) from the expected sequence believed at
+    /// once; a farther packet is suspect until confirmed (see
+    /// --feed-confirm-packets).
+    #[arg(long, env = "QUOTECAST_MAX_SEQ_JUMP", default_value_t = 100_000)]
+    pub max_seq_jump: u64,
+    /// Accept feed datagrams only from these source addresses
+    /// (comma-separated, e.g. 10.0.0.5,10.0.0.6); default: any source.
+    #[arg(long = "feed-source", env = "QUOTECAST_FEED_SOURCE", value_delimiter = ',')]
+    pub sources: Vec<IpAddr>,
 }
 
 /// WebSocket listener, per-connection limits and timeouts.
@@ -171,6 +190,9 @@ impl Config {
             ("--ping-interval-ms", self.ws.ping_interval_ms as usize),
             ("--slow-client-timeout-ms", self.ws.slow_client_timeout_ms as usize),
             ("--feed-timeout-ms", self.feed.feed_timeout_ms as usize),
+            ("--feed-confirm-packets", self.feed.confirm_packets as usize),
+            ("--feed-takeover-silence-ms", self.feed.takeover_silence_ms as usize),
+            ("--max-seq-jump", self.feed.max_seq_jump as usize),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Zero(name));
@@ -179,6 +201,12 @@ impl Config {
             return Err(ConfigError::Conflict(format!(
                 "--max-symbols {} exceeds the feed's 65535 locate codes",
                 self.feed.max_symbols
+            )));
+        }
+        if self.feed.confirm_packets > 1000 {
+            return Err(ConfigError::Conflict(format!(
+                "--feed-confirm-packets {} is above 1000: a restarted sender would wait that many packets",
+                self.feed.confirm_packets
             )));
         }
         if self.ws.max_batch_bytes < 1024 {
@@ -255,6 +283,15 @@ mod tests {
         assert!(c.serve.grpc_addr.ip().is_loopback());
         assert!(c.serve.metrics_addr.ip().is_loopback());
         assert!(c.feed.interface.is_loopback());
+        assert_eq!((c.feed.confirm_packets, c.feed.takeover_silence_ms, c.feed.max_seq_jump), (3, 2000, 100_000));
+        assert!(c.feed.sources.is_empty(), "any source by default");
+    }
+
+    #[test]
+    fn feed_sources_are_a_list() {
+        let c = parse(&["--feed-source", "127.0.0.1,10.1.2.3", "--feed-source", "::1"]).unwrap();
+        let want: Vec<IpAddr> = ["127.0.0.1", "10.1.2.3", "::1"].iter().map(|a| a.parse().unwrap()).collect();
+        assert_eq!(c.feed.sources, want);
     }
 
     #[test]
@@ -265,6 +302,11 @@ mod tests {
             (&["--feed-port", "x"][..], "--feed-port"),
             (&["--idle-timeout-ms", "10", "--ping-interval-ms", "20"][..], "must exceed"),
             (&["--max-symbols", "70000"][..], "65535"),
+            (&["--feed-confirm-packets", "0"][..], "--feed-confirm-packets must be greater than 0"),
+            (&["--feed-confirm-packets", "5000"][..], "above 1000"),
+            (&["--feed-takeover-silence-ms", "0"][..], "--feed-takeover-silence-ms must be"),
+            (&["--max-seq-jump", "0"][..], "--max-seq-jump must be greater than 0"),
+            (&["--feed-source", "nope"][..], "--feed-source"),
         ] {
             let err = parse(args).unwrap_err();
             assert!(err.contains(want), "{args:?}: {err}");
