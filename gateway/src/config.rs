@@ -67,7 +67,11 @@ pub struct FeedConfig {
     /// A proven new session (or confirmed sequence jump) takes over only
     /// after the followed one sent end of session or was silent this long
     /// (ms); keep it above the sender's heartbeat interval.
-    #[arg(long = "feed-takeover-silence-ms", env = "QUOTECAST_FEED_TAKEOVER_SILENCE_MS", default_value_t = 2000)]
+    #[arg(
+        long = "feed-takeover-silence-ms",
+        env = "QUOTECAST_FEED_TAKEOVER_SILENCE_MS",
+        default_value_t = 2000
+    )]
     pub takeover_silence_ms: u64,
     /// Largest distance (messages) from the expected sequence believed at
     /// once; a farther packet is suspect until confirmed (see
@@ -283,7 +287,10 @@ mod tests {
         assert!(c.serve.grpc_addr.ip().is_loopback());
         assert!(c.serve.metrics_addr.ip().is_loopback());
         assert!(c.feed.interface.is_loopback());
-        assert_eq!((c.feed.confirm_packets, c.feed.takeover_silence_ms, c.feed.max_seq_jump), (3, 2000, 100_000));
+        assert_eq!(
+            (c.feed.confirm_packets, c.feed.takeover_silence_ms, c.feed.max_seq_jump),
+            (3, 2000, 100_000)
+        );
         assert!(c.feed.sources.is_empty(), "any source by default");
     }
 

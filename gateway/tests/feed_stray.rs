@@ -38,7 +38,8 @@ async fn setup(f: impl FnOnce(&mut gateway::Config)) -> (Gw, FeedSender, Client)
 async fn expect_update(c: &mut Client, symbol: &str, seq: u64, bid: i64) {
     match c.server().await {
         Body::Updates(b) => {
-            let got: Vec<_> = b.updates.iter().map(|u| (u.symbol.as_str(), u.seq, u.stale, u.bid_px)).collect();
+            let got: Vec<_> =
+                b.updates.iter().map(|u| (u.symbol.as_str(), u.seq, u.stale, u.bid_px)).collect();
             assert_eq!(got, vec![(symbol, seq, false, bid)]);
         }
         other => panic!("bystander got {other:?} instead of {symbol} #{seq}"),

@@ -62,7 +62,11 @@ impl Default for TrustConfig {
     /// The flag defaults (`--feed-confirm-packets`,
     /// `--feed-takeover-silence-ms`, `--max-seq-jump`).
     fn default() -> Self {
-        TrustConfig { confirm_packets: 3, takeover_silence: Duration::from_millis(2000), max_seq_jump: 100_000 }
+        TrustConfig {
+            confirm_packets: 3,
+            takeover_silence: Duration::from_millis(2000),
+            max_seq_jump: 100_000,
+        }
     }
 }
 
@@ -363,7 +367,9 @@ impl Sequencer {
     fn ready(&mut self, now: Instant) -> Option<Takeover> {
         let c = self.candidate.as_ref()?;
         let silent = self.ended
-            || self.last_trusted.is_none_or(|t| now.saturating_duration_since(t) >= self.trust.takeover_silence);
+            || self
+                .last_trusted
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.trust.takeover_silence);
         if c.run < self.trust.confirm_packets || !silent {
             return None;
         }

@@ -502,7 +502,10 @@ mod tests {
         );
         assert_eq!(value(&text, "quotecast_feed_decode_errors_total{reason=\"short_header\"}"), Some(0.0));
         assert_eq!(value(&text, "quotecast_feed_suspect_packets_total{reason=\"seq_jump\"}"), Some(3.0));
-        assert_eq!(value(&text, "quotecast_feed_suspect_packets_total{reason=\"foreign_session\"}"), Some(0.0));
+        assert_eq!(
+            value(&text, "quotecast_feed_suspect_packets_total{reason=\"foreign_session\"}"),
+            Some(0.0)
+        );
         assert_eq!(value(&text, "quotecast_feed_up"), Some(1.0));
         let age = value(&text, "quotecast_feed_last_packet_age_seconds").unwrap();
         assert!((3.0..60.0).contains(&age), "age {age}");
