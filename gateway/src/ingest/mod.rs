@@ -434,6 +434,10 @@ impl Ingest {
     fn handle(&mut self, p: &Packet<'_>, decision: Decision, ts_recv: i64) {
         match decision {
             Decision::Apply { skip } => {
+                if self.seq.take_pending_gap() > 0 {
+                    // No reorder window: the hole before this packet.
+                    self.on_gap();
+                }
                 self.apply_packet(p, skip, ts_recv);
                 self.release_held(ts_recv);
             }
@@ -636,6 +640,74 @@ mod tests {
         let t = FeedTrust::from_config(&c.feed);
         assert_eq!(t.sequencer, TrustConfig::default());
         assert!(t.sources.is_empty());
+    }
+
+    /// Log lines written while `f` runs, at warn and above.
+    fn warnings(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || out.clone())
+            .finish();
+        tracing::subscriber::with_default(sub, f);
+        let text = buf.0.lock().unwrap().clone();
+        String::from_utf8(text).unwrap()
+    }
+
+    fn ingest(reorder_window: usize) -> (Ingest, Arc<FeedStats>) {
+        let stats = Arc::new(FeedStats::default());
+        let ing = Ingest::new(
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            Arc::new(Book::new(8)),
+            Arc::new(Hub::new(8, 4)),
+            stats.clone(),
+            IngestConfig {
+                feed_timeout: Duration::from_secs(60),
+                reorder_window,
+                reorder_hold: Duration::from_millis(2),
+            },
+        );
+        (ing, stats)
+    }
+
+    #[test]
+    fn a_lossy_feed_logs_one_gap_line_per_second_and_counts_every_gap() {
+        use quotecast_proto::feed::{PacketBuilder, SessionId, Symbol};
+        let (mut ing, stats) = ingest(0);
+        let mut b = PacketBuilder::new(SessionId::from_text("L"), 1, 1400);
+        let mut build = |m: Message| {
+            b.push(&m);
+            b.finish().to_vec()
+        };
+        let t0 = Instant::now();
+        let aapl = Symbol::new("AAPL").unwrap();
+        let dir = build(Message::SymbolDirectory { locate: 1, symbol: aapl });
+        let logs = warnings(|| {
+            ing.on_datagram(&dir, t0, 1);
+            for i in 0..50 {
+                let _lost = build(Message::Trade { locate: 1, ts: i, px: 1, sz: 1 });
+                let next = build(Message::Trade { locate: 1, ts: i, px: 2, sz: 1 });
+                ing.on_datagram(&next, t0, 1);
+            }
+        });
+        assert_eq!(logs.matches("feed gap").count(), 1, "{logs}");
+        assert_eq!(stats.gaps.load(Ordering::Relaxed), 50);
+        assert_eq!(stats.missed_messages.load(Ordering::Relaxed), 50);
+        assert_eq!(stats.stale_symbols.load(Ordering::Relaxed), 1, "a gap without a window marks stale too");
+        assert_eq!(ing.book.locate(0), Some(1));
     }
 
     #[test]

@@ -437,7 +437,9 @@ impl Sequencer {
                     }
                     Decision::Apply { skip }
                 } else if self.max_held == 0 {
-                    self.record_gap(p.seq - self.next);
+                    // A gap at once: the caller takes it (and marks the
+                    // book stale) before applying this packet.
+                    self.pending_gap += p.seq - self.next;
                     self.next = end;
                     Decision::Apply { skip: 0 }
                 } else {
@@ -467,10 +469,7 @@ impl Sequencer {
     /// long or too many are held; returns the number of messages lost (0 if
     /// none). Afterwards [`Sequencer::pop_ready`] releases the held packets.
     pub fn expire(&mut self, now: Instant) -> u64 {
-        let mut lost = std::mem::take(&mut self.pending_gap);
-        if lost > 0 {
-            self.record_gap(lost);
-        }
+        let mut lost = self.take_pending_gap();
         let overdue = self.held_since.is_some_and(|t| now.duration_since(t) >= self.max_hold);
         if self.held.len() > self.max_held || (overdue && !self.held.is_empty()) {
             if let Some((&first, _)) = self.held.first_key_value() {
@@ -482,6 +481,18 @@ impl Sequencer {
                 }
             }
             self.held_since = Some(now);
+        }
+        lost
+    }
+
+    /// A gap found by [`Sequencer::offer`] itself (a heartbeat ahead, or
+    /// any hole without a reorder window), counted now; returns the
+    /// messages lost (0 if none). Take it before applying the packet that
+    /// revealed it, so the book is marked stale before, not after, it.
+    pub fn take_pending_gap(&mut self) -> u64 {
+        let lost = std::mem::take(&mut self.pending_gap);
+        if lost > 0 {
+            self.record_gap(lost);
         }
         lost
     }
@@ -620,7 +631,9 @@ mod tests {
         let mut s = Sequencer::new(0, Duration::ZERO);
         let p = packets("A", 3);
         assert_eq!(run(&mut s, &[p[0].clone(), p[2].clone()], Instant::now()), vec![1, 3]);
-        assert_eq!(s.stats().missed_messages, 1);
+        assert_eq!(s.take_pending_gap(), 1, "reported before the caller applies 3");
+        assert_eq!((s.stats().gaps, s.stats().missed_messages), (1, 1));
+        assert_eq!(s.take_pending_gap(), 0);
     }
 
     #[test]
