@@ -31,7 +31,7 @@ use crate::ratelog::RateLog;
 use quotecast_proto::feed::{DecodeError, Message, Packet};
 use quotecast_proto::v1::status::{Reason, State};
 use sequencer::{Admit, Decision, Sequencer, Takeover, TrustConfig};
-use std::net::{IpAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -160,7 +160,7 @@ pub struct FeedTrust {
     /// When another session or a far sequence may take over.
     pub sequencer: TrustConfig,
     /// Source addresses accepted (`--feed-source`); empty = any.
-    pub sources: Vec<IpAddr>,
+    pub sources: Vec<Ipv4Addr>,
 }
 
 impl FeedTrust {
@@ -224,7 +224,7 @@ pub struct Ingest {
     feed_down: bool,
     last_packet: Option<Instant>,
     /// Accepted sources; empty = any.
-    sources: Vec<IpAddr>,
+    sources: Vec<Ipv4Addr>,
     /// Datagrams refused by source (the sequencer counts the rest).
     source_refused: u64,
     /// Suspect packets already reported in the log.
@@ -284,7 +284,7 @@ impl Ingest {
                 Ok((n, from)) => {
                     let now = Instant::now();
                     let raw = &buf[..n];
-                    if self.sources.is_empty() || self.sources.contains(&from.ip()) {
+                    if self.source_allowed(from.ip()) {
                         self.on_datagram(raw, now, now_ns());
                     } else {
                         self.refuse_source(n, now);
@@ -307,6 +307,14 @@ impl Ingest {
             }
         }
         tracing::info!("ingest stopped");
+    }
+
+    fn source_allowed(&self, ip: IpAddr) -> bool {
+        match ip {
+            _ if self.sources.is_empty() => true,
+            IpAddr::V4(a) => self.sources.contains(&a),
+            IpAddr::V6(_) => false,
+        }
     }
 
     /// A datagram from a source outside `--feed-source`: counted, not
