@@ -14,7 +14,7 @@
 use arc_swap::{ArcSwap, ArcSwapOption};
 use quotecast_proto::feed::Symbol;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Dense index of a symbol in the book (and the hub), assigned in order of
@@ -91,6 +91,10 @@ struct Slot {
     quote: ArcSwapOption<Quote>,
     /// Updates applied since the gateway started (for ListSymbols).
     updates: AtomicU64,
+    /// The symbol's locate code in the current feed session, plus one
+    /// (0 = not in the current session's directory yet). Locates belong to
+    /// one session: a restart clears them until the new directory arrives.
+    locate: AtomicU32,
 }
 
 /// Name -> id table; replaced whole (copy-on-write) when a symbol appears.
@@ -184,6 +188,28 @@ impl Book {
         }
     }
 
+    /// Writer only: records the locate code `id` has in the current feed
+    /// session (`None`: it has none).
+    pub fn set_locate(&self, id: SymbolId, locate: Option<u16>) {
+        if let Some(slot) = self.slots.get(id as usize) {
+            slot.locate.store(locate.map_or(0, |l| u32::from(l) + 1), Ordering::Relaxed);
+        }
+    }
+
+    /// Writer only: a new feed session voids every locate code.
+    pub fn clear_locates(&self) {
+        for slot in &self.slots[..self.len()] {
+            slot.locate.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The locate code of `id` in the current feed session, if its
+    /// directory entry has been seen.
+    pub fn locate(&self, id: SymbolId) -> Option<u16> {
+        let v = self.slots.get(id as usize)?.locate.load(Ordering::Relaxed);
+        v.checked_sub(1).map(|l| l as u16)
+    }
+
     /// Lock-free read of a symbol's current state.
     pub fn get(&self, id: SymbolId) -> Option<Arc<Quote>> {
         self.slots.get(id as usize)?.quote.load_full()
@@ -220,5 +246,21 @@ mod tests {
         b.publish(id, Arc::new(q), true);
         assert_eq!(b.get(id).unwrap().seq, 7);
         assert_eq!(b.update_count(id), 1);
+    }
+
+    #[test]
+    fn locates_follow_the_current_session() {
+        let b = Book::new(4);
+        let x = b.insert_symbol(Symbol::new("X").unwrap()).unwrap();
+        let y = b.insert_symbol(Symbol::new("Y").unwrap()).unwrap();
+        assert_eq!(b.locate(x), None, "no directory entry yet");
+        b.set_locate(x, Some(0));
+        b.set_locate(y, Some(u16::MAX));
+        assert_eq!((b.locate(x), b.locate(y)), (Some(0), Some(u16::MAX)));
+        b.clear_locates();
+        assert_eq!((b.locate(x), b.locate(y)), (None, None));
+        b.set_locate(y, Some(7));
+        assert_eq!(b.locate(y), Some(7));
+        assert_eq!(b.locate(99), None);
     }
 }

@@ -41,8 +41,8 @@ pub struct FeedConfig {
     /// gateway tries SO_RCVBUFFORCE (needs CAP_NET_ADMIN).
     #[arg(long, env = "QUOTECAST_RECV_BUFFER_BYTES", default_value_t = 16 << 20)]
     pub recv_buffer_bytes: usize,
-    /// Mark every symbol stale when no packet (not even a heartbeat) came
-    /// for this long (ms).
+    /// Mark every symbol stale when no trusted packet (not even a
+    /// heartbeat) came for this long (ms).
     #[arg(long, env = "QUOTECAST_FEED_TIMEOUT_MS", default_value_t = 3000)]
     pub feed_timeout_ms: u64,
     /// Out-of-order packets held while waiting for a missing one (0 = a hole
@@ -66,6 +66,30 @@ pub struct FeedConfig {
     /// resume too old for what is kept gets a fresh snapshot.
     #[arg(long, env = "QUOTECAST_REPLAY_MAX_BYTES", default_value_t = 128 << 20)]
     pub replay_max_bytes: usize,
+    /// Consecutive in-order packets another session (a restarted sender),
+    /// or a sequence beyond --max-seq-jump, must show before it is
+    /// followed. A single stray datagram never is.
+    #[arg(long = "feed-confirm-packets", env = "QUOTECAST_FEED_CONFIRM_PACKETS", default_value_t = 3)]
+    pub confirm_packets: u32,
+    /// A proven new session (or confirmed sequence jump) takes over only
+    /// after the followed one sent end of session or was silent this long
+    /// (ms); keep it above the sender's heartbeat interval.
+    #[arg(
+        long = "feed-takeover-silence-ms",
+        env = "QUOTECAST_FEED_TAKEOVER_SILENCE_MS",
+        default_value_t = 2000
+    )]
+    pub takeover_silence_ms: u64,
+    /// Largest distance (messages) from the expected sequence believed at
+    /// once; a farther packet is suspect until confirmed (see
+    /// --feed-confirm-packets).
+    #[arg(long, env = "QUOTECAST_MAX_SEQ_JUMP", default_value_t = 100_000)]
+    pub max_seq_jump: u64,
+    /// Accept feed datagrams only from these IPv4 source addresses
+    /// (comma-separated, e.g. 10.0.0.5,10.0.0.6); default: any source.
+    /// Others are counted as suspect and dropped unread.
+    #[arg(long = "feed-source", env = "QUOTECAST_FEED_SOURCE", value_delimiter = ',')]
+    pub sources: Vec<Ipv4Addr>,
 }
 
 /// WebSocket listener, per-connection limits and timeouts.
@@ -142,7 +166,11 @@ pub struct WsConfig {
     /// stops taking writes (TCP_NOTSENT_LOWAT; 0 = no limit). Keeps a slow
     /// client's backlog in the gateway, where it is conflated, instead of
     /// in the kernel, where it is stale and delays a close frame.
-    #[arg(long = "ws-notsent-lowat-bytes", env = "QUOTECAST_WS_NOTSENT_LOWAT_BYTES", default_value_t = 16384)]
+    #[arg(
+        long = "ws-notsent-lowat-bytes",
+        env = "QUOTECAST_WS_NOTSENT_LOWAT_BYTES",
+        default_value_t = 16384
+    )]
     pub notsent_lowat_bytes: u32,
     /// Time a client has to finish the WebSocket handshake (ms).
     #[arg(long, env = "QUOTECAST_HANDSHAKE_TIMEOUT_MS", default_value_t = 10000)]
@@ -215,6 +243,9 @@ impl Config {
             ("--reorder-hold-us", self.feed.reorder_hold_us as usize),
             ("--recv-buffer-bytes", self.feed.recv_buffer_bytes),
             ("--shutdown-grace-ms", self.serve.shutdown_grace_ms as usize),
+            ("--feed-confirm-packets", self.feed.confirm_packets as usize),
+            ("--feed-takeover-silence-ms", self.feed.takeover_silence_ms as usize),
+            ("--max-seq-jump", self.feed.max_seq_jump as usize),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Zero(name));
@@ -235,6 +266,12 @@ impl Config {
             return Err(ConfigError::Conflict(format!(
                 "--max-request-bytes {} is over 16 MiB; a subscribe needs a few KiB",
                 self.ws.max_request_bytes
+            )));
+        }
+        if self.feed.confirm_packets > 1000 {
+            return Err(ConfigError::Conflict(format!(
+                "--feed-confirm-packets {} is above 1000: a restarted sender would wait that many packets",
+                self.feed.confirm_packets
             )));
         }
         if self.ws.max_batch_bytes < 1024 {
@@ -320,6 +357,19 @@ mod tests {
         assert!(c.serve.grpc_addr.ip().is_loopback());
         assert!(c.serve.metrics_addr.ip().is_loopback());
         assert!(c.feed.interface.is_loopback());
+        assert_eq!(
+            (c.feed.confirm_packets, c.feed.takeover_silence_ms, c.feed.max_seq_jump),
+            (3, 2000, 100_000)
+        );
+        assert!(c.feed.sources.is_empty(), "any source by default");
+    }
+
+    #[test]
+    fn feed_sources_are_a_list() {
+        let c = parse(&["--feed-source", "127.0.0.1,10.1.2.3", "--feed-source", "10.9.9.9"]).unwrap();
+        let want: Vec<Ipv4Addr> =
+            ["127.0.0.1", "10.1.2.3", "10.9.9.9"].iter().map(|a| a.parse().unwrap()).collect();
+        assert_eq!(c.feed.sources, want);
     }
 
     #[test]
@@ -338,6 +388,12 @@ mod tests {
                 "--ws-max-write-buffer-bytes (4096) must be at least twice",
             ),
             (&["--ws-read-buffer-bytes", "0"][..], "--ws-read-buffer-bytes must be"),
+            (&["--feed-confirm-packets", "0"][..], "--feed-confirm-packets must be greater than 0"),
+            (&["--feed-confirm-packets", "5000"][..], "above 1000"),
+            (&["--feed-takeover-silence-ms", "0"][..], "--feed-takeover-silence-ms must be"),
+            (&["--max-seq-jump", "0"][..], "--max-seq-jump must be greater than 0"),
+            (&["--feed-source", "nope"][..], "--feed-source"),
+            (&["--feed-source", "::1"][..], "--feed-source"),
         ] {
             let err = parse(args).unwrap_err();
             assert!(err.contains(want), "{args:?}: {err}");

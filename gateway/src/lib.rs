@@ -11,6 +11,7 @@
 //!   (reader of requests, writer of batched frames).
 //! - [`grpc`] — snapshots and streams over gRPC, read from the side.
 //! - [`metrics`] — Prometheus `/metrics` on its own listener.
+//! - [`ratelog`] — one warning line per interval for repeating faults.
 //! - [`server`] — binds everything, starts the stages, runs shutdown.
 //! - [`telemetry`] — logging.
 //!

@@ -160,7 +160,8 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
             reorder_window: cfg.feed.reorder_window,
             reorder_hold: Duration::from_micros(cfg.feed.reorder_hold_us),
         },
-    );
+    )
+    .with_trust(ingest::FeedTrust::from_config(&cfg.feed));
     let ingest_stop = CancellationToken::new();
     let ingest_thread = {
         let stop = ingest_stop.clone();

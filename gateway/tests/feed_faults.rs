@@ -1,6 +1,7 @@
 //! Feed faults on loopback: a lost packet, a duplicate, a reorder, a sender
-//! restart, a malformed packet and a silent feed are each detected, counted
-//! and shown to subscribed clients as the protocol says.
+//! restart (with and without end of session), a malformed packet and a
+//! silent feed are each detected, counted and shown to subscribed clients
+//! as the protocol says.
 
 mod common;
 
@@ -101,16 +102,46 @@ async fn reordered_packets_are_put_back_in_order_without_a_gap() {
     gw.stop().await;
 }
 
+/// The new session's packets: its directory (AAPL and MSFT on other
+/// locates), a quote, and heartbeats; three packets prove it.
+fn restart_packets(restarted: &mut FeedSender) {
+    restarted.send(&[dir(5, "MSFT"), dir(6, "AAPL")]);
+    restarted.send(&[quote(6, 1_100_000)]);
+    restarted.heartbeat();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sender_restart_is_detected_and_symbols_recover_on_fresh_quotes() {
-    let (gw, _feed, mut c) = setup(|_| {}).await;
+async fn sender_restart_after_end_of_session_is_followed_and_symbols_recover_on_fresh_quotes() {
+    let (gw, feed, mut c) = setup(|_| {}).await;
+    feed.end_of_session();
+    let ((state, reason, symbols), _) = next_status(&mut c).await;
+    assert_eq!((state, reason, symbols.len()), (State::Stale, Reason::SessionEnd, 2));
     let mut restarted = gw.sender("S2");
-    restarted.send(&[dir(5, "MSFT"), dir(6, "AAPL"), quote(6, 1_100_000)]);
+    restart_packets(&mut restarted);
+    let ((state, reason, symbols), _) = next_status(&mut c).await;
+    assert_eq!((state, reason, symbols), (State::Ok, Reason::Recovered, vec!["AAPL".to_string()]));
+    // The new session's locate codes are used; per-symbol sequence goes on.
+    let u = c.updates().await;
+    assert_eq!((u[0].symbol.as_str(), u[0].seq, u[0].bid_px), ("AAPL", 2, 1_100_000));
+    let f = &gw.running.core.feed;
+    assert_eq!(f.restarts.load(Relaxed), 1);
+    assert_eq!(f.suspect("foreign_session"), 0, "the new session's packets were all applied");
+    assert_eq!(gw.running.core.book.locate(0), Some(6), "AAPL's locate in the new session");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_restart_without_end_of_session_is_followed_once_the_old_one_is_silent() {
+    let (gw, _feed, mut c) = setup(|cfg| cfg.feed.takeover_silence_ms = 300).await;
+    // A crashed sender sends no end of session; its successor comes at once.
+    let t0 = std::time::Instant::now();
+    let mut restarted = gw.sender("S2");
+    restart_packets(&mut restarted);
     let ((state, reason, symbols), _) = next_status(&mut c).await;
     assert_eq!((state, reason, symbols.len()), (State::Stale, Reason::SessionEnd, 2));
     let ((state, reason, symbols), _) = next_status(&mut c).await;
     assert_eq!((state, reason, symbols), (State::Ok, Reason::Recovered, vec!["AAPL".to_string()]));
-    // The new session's locate codes are used; per-symbol sequence goes on.
+    assert!(t0.elapsed() < std::time::Duration::from_secs(3), "taken over promptly");
     let u = c.updates().await;
     assert_eq!((u[0].symbol.as_str(), u[0].seq, u[0].bid_px), ("AAPL", 2, 1_100_000));
     assert_eq!(gw.running.core.feed.restarts.load(Relaxed), 1);

@@ -535,7 +535,9 @@ async fn health_follows_the_feed_and_reflection_describes_the_service() {
     );
     let mut watch = h.watch(check("quotecast.v1.QuoteService")).await.unwrap().into_inner();
     assert_eq!(status(watch.message().await.unwrap().unwrap()), ServingStatus::NotServing);
-    gw.sender("H1").heartbeat();
+    let mut feed = gw.sender("H1");
+    feed.heartbeat();
+    feed.send(&[dir(1, "AAPL"), quote(1, 100)]);
     assert_eq!(status(watch.message().await.unwrap().unwrap()), ServingStatus::Serving, "feed up");
     assert_eq!(status(h.check(check("")).await.unwrap().into_inner()), ServingStatus::Serving);
     assert_eq!(code_of(h.check(check("nope.Service")).await).0, Code::NotFound);

@@ -13,7 +13,7 @@
 //! ```text
 //! book (ArcSwap loads) ----------------------------> GetSnapshot, ListSymbols
 //! hub --> Mailbox --> pump --> bounded channel ----> StreamQuotes
-//! FeedStats.up --(polled)--> grpc.health.v1 (SERVING / NOT_SERVING)
+//! FeedStats::ready --(polled)--> grpc.health.v1 (SERVING / NOT_SERVING)
 //! FILE_DESCRIPTOR_SET -----> grpc.reflection.v1 and v1alpha
 //! ```
 //!
@@ -42,7 +42,6 @@ pub use config::GrpcConfig;
 use crate::server::Core;
 use quotecast_proto::v1::quote_service_server::QuoteServiceServer;
 use service::QuoteSvc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
@@ -114,7 +113,7 @@ pub async fn serve_with(
         .max_decoding_message_size(cfg.max_request_bytes)
         .max_encoding_message_size(cfg.max_response_bytes);
     let (reporter, health) = tonic_health::server::health_reporter();
-    let up = core.feed.up.load(Ordering::Relaxed);
+    let up = core.feed.ready();
     set_health(&reporter, up).await;
     tasks.spawn(follow_feed(core.clone(), reporter, up));
     // v1 for current clients (grpcurl, grpcio), v1alpha for older ones.
@@ -202,7 +201,7 @@ async fn follow_feed(core: Arc<Core>, mut reporter: HealthReporter, mut last: bo
             _ = tick.tick() => {}
             () = core.shutdown.cancelled() => break,
         }
-        let up = core.feed.up.load(Ordering::Relaxed);
+        let up = core.feed.ready();
         if up != last {
             tracing::info!(serving = up, "gRPC health follows the feed");
             set_health(&reporter, up).await;

@@ -137,9 +137,9 @@ impl QuoteService for QuoteSvc {
                 let q = book.get(id)?;
                 Some(SymbolInfo {
                     symbol: q.symbol.as_str().to_string(),
-                    // The book does not keep locate codes (they belong to
-                    // one feed session); 0 = not tracked.
-                    locate: 0,
+                    // The current session's code; 0 until its directory
+                    // entry arrives (e.g. right after a sender restart).
+                    locate: book.locate(id).map_or(0, u32::from),
                     seq: q.seq,
                     last_update_ts: q.ts_recv,
                     update_count: book.update_count(id),

@@ -11,18 +11,27 @@
 //! end of session means any book may be wrong, so every symbol is stale
 //! until its next full quote; a silent feed makes every symbol stale until
 //! packets flow again.
+//!
+//! Only trusted packets count (see the sequencer's "What is trusted"): a
+//! datagram from a source outside `--feed-source`, of another session, or
+//! far from the expected sequence is counted in
+//! [`FeedStats::suspect_packets`] and neither applied nor taken as a sign
+//! of life. Repeating faults are logged at most once a second each
+//! ([`RateLog`]); the counters carry the exact numbers.
 
 pub mod sequencer;
 pub mod socket;
 
 use crate::book::{Book, Quote, SymbolId, UpdateKind};
+use crate::config::FeedConfig;
 use crate::hub::encode::{self, Flags};
 use crate::hub::mailbox::Encoded;
 use crate::hub::{Hub, Wakes};
+use crate::ratelog::RateLog;
 use quotecast_proto::feed::{DecodeError, Message, Packet};
 use quotecast_proto::v1::status::{Reason, State};
-use sequencer::{Decision, Sequencer, SessionChange};
-use std::net::UdpSocket;
+use sequencer::{Admit, Decision, Sequencer, Takeover, TrustConfig};
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -50,23 +59,35 @@ pub struct FeedStats {
     pub duplicate_packets: AtomicU64,
     /// Packets put back in order.
     pub reordered_packets: AtomicU64,
-    /// Sender restarts (new session).
+    /// Sender restarts (another session took over).
     pub restarts: AtomicU64,
+    /// Datagrams not trusted and never applied, by reason (see
+    /// [`SUSPECT_REASONS`]).
+    pub suspect_packets: [AtomicU64; SUSPECT_REASONS.len()],
     /// End-of-session packets seen (first per session).
     pub sessions_ended: AtomicU64,
     /// Messages for a locate code with no directory entry yet.
     pub unknown_locate: AtomicU64,
     /// Directory entries refused because the book is full.
     pub book_full: AtomicU64,
-    /// True while packets arrive within the feed timeout.
+    /// True while trusted packets arrive within the feed timeout.
     pub up: AtomicBool,
-    /// Gateway wall clock of the last datagram (ns since epoch, 0 = none).
+    /// Gateway wall clock of the last trusted datagram (ns since epoch,
+    /// 0 = none).
     pub last_packet_ns: AtomicI64,
     /// Next feed sequence number expected.
     pub next_seq: AtomicU64,
+    /// Symbols the ingest stage knows (in the book).
+    pub symbols: AtomicU64,
     /// Symbols currently stale.
     pub stale_symbols: AtomicU64,
 }
+
+/// Label values of [`FeedStats::suspect_packets`], in index order:
+/// another session that never took over, a sequence too far from the
+/// expected one that was never confirmed, a source outside `--feed-source`.
+pub const SUSPECT_REASONS: [&str; 3] = ["foreign_session", "seq_jump", "source_not_allowed"];
+const SOURCE_NOT_ALLOWED: usize = 2;
 
 /// Label values of [`FeedStats::decode_errors`], in index order.
 pub const DECODE_REASONS: [&str; 8] = [
@@ -90,6 +111,30 @@ impl FeedStats {
     pub fn decode_errors_total(&self) -> u64 {
         self.decode_errors.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
+
+    /// Suspect packets of one reason of [`SUSPECT_REASONS`] (0 if unknown).
+    pub fn suspect(&self, reason: &str) -> u64 {
+        SUSPECT_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |i| self.suspect_packets[i].load(Ordering::Relaxed))
+    }
+
+    /// Whether the gateway can serve quotes it vouches for: trusted packets
+    /// arrive within the feed timeout, symbols are known, and at least one
+    /// of them is not stale. For `/readyz` and gRPC health.
+    pub fn ready(&self) -> bool {
+        self.readiness().0
+    }
+
+    /// [`FeedStats::ready`] and a one-line explanation for a health body.
+    pub fn readiness(&self) -> (bool, String) {
+        let up = self.up.load(Ordering::Relaxed);
+        let symbols = self.symbols.load(Ordering::Relaxed);
+        let stale = self.stale_symbols.load(Ordering::Relaxed);
+        let ready = up && symbols > 0 && stale < symbols;
+        (ready, format!("feed_up={up} symbols={symbols} stale={stale}"))
+    }
 }
 
 /// Wall clock in nanoseconds since the Unix epoch.
@@ -106,6 +151,53 @@ pub struct IngestConfig {
     pub reorder_window: usize,
     /// Longest hold for a missing packet.
     pub reorder_hold: Duration,
+}
+
+/// Which packets ingest believes; the defaults are the flag defaults.
+/// Pass it with [`Ingest::with_trust`].
+#[derive(Debug, Clone, Default)]
+pub struct FeedTrust {
+    /// When another session or a far sequence may take over.
+    pub sequencer: TrustConfig,
+    /// Source addresses accepted (`--feed-source`); empty = any.
+    pub sources: Vec<Ipv4Addr>,
+}
+
+impl FeedTrust {
+    /// The trust flags of the feed config.
+    pub fn from_config(f: &FeedConfig) -> Self {
+        FeedTrust {
+            sequencer: TrustConfig {
+                confirm_packets: f.confirm_packets,
+                takeover_silence: Duration::from_millis(f.takeover_silence_ms),
+                max_seq_jump: f.max_seq_jump,
+            },
+            sources: f.sources.clone(),
+        }
+    }
+}
+
+/// One rate-limited warning per kind of repeating fault.
+#[derive(Debug)]
+struct Warnings {
+    gap: RateLog,
+    suspect: RateLog,
+    takeover: RateLog,
+    recv: RateLog,
+    book_full: RateLog,
+}
+
+impl Default for Warnings {
+    fn default() -> Self {
+        let every = RateLog::new(Duration::from_secs(1));
+        Warnings {
+            gap: every.clone(),
+            suspect: every.clone(),
+            takeover: every.clone(),
+            recv: every.clone(),
+            book_full: every,
+        }
+    }
 }
 
 /// One symbol as the writer knows it.
@@ -130,8 +222,14 @@ pub struct Ingest {
     syms: Vec<SymState>,
     wakes: Wakes,
     feed_down: bool,
-    session_ended: bool,
     last_packet: Option<Instant>,
+    /// Accepted sources; empty = any.
+    sources: Vec<Ipv4Addr>,
+    /// Datagrams refused by source (the sequencer counts the rest).
+    source_refused: u64,
+    /// Suspect packets already reported in the log.
+    suspect_logged: u64,
+    warn: Warnings,
 }
 
 impl Ingest {
@@ -156,9 +254,20 @@ impl Ingest {
             // Until the first packet nothing is known, but nothing is stale
             // either: there are no symbols.
             feed_down: false,
-            session_ended: false,
             last_packet: None,
+            sources: Vec::new(),
+            source_refused: 0,
+            suspect_logged: 0,
+            warn: Warnings::default(),
         }
+    }
+
+    /// Replaces the trust rules (the defaults otherwise). Call before the
+    /// first datagram.
+    pub fn with_trust(mut self, trust: FeedTrust) -> Self {
+        self.seq = Sequencer::with_trust(self.cfg.reorder_window, self.cfg.reorder_hold, trust.sequencer);
+        self.sources = trust.sources;
+        self
     }
 
     /// Receives and applies datagrams until `shutdown` is cancelled.
@@ -171,16 +280,22 @@ impl Ingest {
         let _ = self.socket.set_read_timeout(Some(timeout));
         tracing::info!(addr = ?self.socket.local_addr().ok(), "ingest started");
         while !shutdown.is_cancelled() {
-            match self.socket.recv(&mut buf) {
-                Ok(n) => {
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, from)) => {
                     let now = Instant::now();
                     let raw = &buf[..n];
-                    self.on_datagram(raw, now, now_ns());
+                    if self.source_allowed(from.ip()) {
+                        self.on_datagram(raw, now, now_ns());
+                    } else {
+                        self.refuse_source(n, now);
+                    }
                 }
                 Err(e)
                     if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "feed socket receive failed");
+                    if let Some(suppressed) = self.warn.recv.hit(Instant::now()) {
+                        tracing::warn!(error = %e, suppressed, "feed socket receive failed");
+                    }
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
@@ -194,8 +309,35 @@ impl Ingest {
         tracing::info!("ingest stopped");
     }
 
-    /// Timers: held packets that waited too long, feed silence.
+    fn source_allowed(&self, ip: IpAddr) -> bool {
+        match ip {
+            _ if self.sources.is_empty() => true,
+            IpAddr::V4(a) => self.sources.contains(&a),
+            IpAddr::V6(_) => false,
+        }
+    }
+
+    /// A datagram from a source outside `--feed-source`: counted, not
+    /// decoded.
+    fn refuse_source(&mut self, len: usize, now: Instant) {
+        self.stats.packets.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        self.source_refused += 1;
+        self.stats.suspect_packets[SOURCE_NOT_ALLOWED].store(self.source_refused, Ordering::Relaxed);
+        if let Some(suppressed) = self.warn.suspect.hit(now) {
+            tracing::warn!(suppressed, "feed datagram from a source outside --feed-source dropped");
+        }
+    }
+
+    /// Timers: held packets that waited too long, feed silence, a
+    /// candidate session or sequence waiting to take over.
     fn on_tick(&mut self, now: Instant) {
+        if self.seq.watching() {
+            if let Some(t) = self.seq.poll(now) {
+                self.take_over(t, now, now_ns());
+            }
+            self.sync_seq_stats();
+        }
         if self.seq.holding() {
             let lost = self.seq.expire(now);
             if lost > 0 {
@@ -206,7 +348,7 @@ impl Ingest {
         }
         if !self.feed_down && self.last_packet.is_some_and(|t| now.duration_since(t) > self.cfg.feed_timeout)
         {
-            tracing::warn!(timeout = ?self.cfg.feed_timeout, "feed down: no packet within the timeout");
+            tracing::warn!(timeout = ?self.cfg.feed_timeout, "feed down: no trusted packet within the timeout");
             self.feed_down = true;
             self.stats.up.store(false, Ordering::Relaxed);
             self.mark_all_stale(Reason::FeedDown);
@@ -214,13 +356,11 @@ impl Ingest {
         self.flush_wakes();
     }
 
-    /// Handles one datagram; public so benchmarks and tests can drive the
-    /// stage without a socket.
+    /// Handles one datagram (from an accepted source); public so
+    /// benchmarks and tests can drive the stage without a socket.
     pub fn on_datagram(&mut self, raw: &[u8], now: Instant, ts_recv: i64) {
         self.stats.packets.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
-        self.stats.last_packet_ns.store(ts_recv, Ordering::Relaxed);
-        self.last_packet = Some(now);
         let p = match Packet::decode(raw) {
             Ok(p) => p,
             Err(e) => {
@@ -229,45 +369,21 @@ impl Ingest {
                 return;
             }
         };
-        match self.seq.check_session(&p) {
-            SessionChange::Same => {}
-            SessionChange::Joined => {
+        match self.seq.admit(&p, raw, now) {
+            Admit::Trusted => {
+                self.alive(now, ts_recv);
+                let decision = self.seq.offer(&p, raw, now);
+                self.handle(&p, decision, ts_recv);
+            }
+            Admit::Joined => {
                 tracing::info!(session = %p.session, seq = p.seq, "joined feed session");
+                self.alive(now, ts_recv);
+                let decision = self.seq.offer(&p, raw, now);
+                self.handle(&p, decision, ts_recv);
             }
-            SessionChange::Restarted => {
-                tracing::warn!(session = %p.session, seq = p.seq, "feed sender restarted (new session)");
-                self.stats.restarts.fetch_add(1, Ordering::Relaxed);
-                self.locates.fill(None);
-                self.session_ended = false;
-                self.mark_all_stale(Reason::SessionEnd);
-            }
-        }
-        if self.feed_down {
-            self.feed_down = false;
-            self.stats.up.store(true, Ordering::Relaxed);
-            tracing::info!("feed up again");
-            self.recover_after_silence();
-        } else {
-            self.stats.up.store(true, Ordering::Relaxed);
-        }
-        let decision = self.seq.offer(&p, raw, now);
-        match decision {
-            Decision::Apply { skip } => {
-                self.apply_packet(&p, skip, ts_recv);
-                self.release_held(ts_recv);
-            }
-            Decision::Duplicate | Decision::Held => {}
-            Decision::Heartbeat => {
-                self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
-            }
-            Decision::EndOfSession => {
-                if !self.session_ended {
-                    tracing::info!(session = %p.session, "feed session ended");
-                    self.session_ended = true;
-                    self.stats.sessions_ended.fetch_add(1, Ordering::Relaxed);
-                    self.mark_all_stale(Reason::SessionEnd);
-                }
-            }
+            Admit::TookOver(t) => self.take_over(t, now, ts_recv),
+            // Counted by the sequencer once it gives up on the candidate.
+            Admit::Untrusted => {}
         }
         // A heartbeat ahead of sequence is a tail loss, reported by expire.
         if self.seq.expire(now) > 0 {
@@ -276,6 +392,75 @@ impl Ingest {
         }
         self.sync_seq_stats();
         self.flush_wakes();
+    }
+
+    /// A trusted packet arrived: the feed is up.
+    fn alive(&mut self, now: Instant, ts_recv: i64) {
+        self.last_packet = Some(now);
+        self.stats.last_packet_ns.store(ts_recv, Ordering::Relaxed);
+        if self.feed_down {
+            self.feed_down = false;
+            self.stats.up.store(true, Ordering::Relaxed);
+            tracing::info!("feed up again");
+            self.recover_after_silence();
+        } else {
+            self.stats.up.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A candidate proved itself: switch to it and apply what it sent.
+    fn take_over(&mut self, t: Takeover, now: Instant, ts_recv: i64) {
+        let session = self.seq.session().map(|s| s.to_string()).unwrap_or_default();
+        let warn = self.warn.takeover.hit(now);
+        match t {
+            Takeover::Restart => {
+                if let Some(suppressed) = warn {
+                    tracing::warn!(%session, suppressed, "feed sender restarted (new session)");
+                }
+                self.stats.restarts.fetch_add(1, Ordering::Relaxed);
+                self.locates.fill(None);
+                self.book.clear_locates();
+                self.mark_all_stale(Reason::SessionEnd);
+            }
+            Takeover::Resync => {
+                if let Some(suppressed) = warn {
+                    tracing::warn!(%session, suppressed, "feed sequence jump confirmed: marking every symbol stale");
+                }
+                self.mark_all_stale(Reason::FeedGap);
+            }
+        }
+        self.alive(now, ts_recv);
+        for raw in self.seq.take_replay() {
+            // Kept packets were validated when they arrived.
+            let Ok(p) = Packet::decode(&raw) else { continue };
+            let decision = self.seq.offer(&p, &raw, now);
+            self.handle(&p, decision, ts_recv);
+        }
+    }
+
+    /// Acts on the sequencer's decision for a trusted packet.
+    fn handle(&mut self, p: &Packet<'_>, decision: Decision, ts_recv: i64) {
+        match decision {
+            Decision::Apply { skip } => {
+                if self.seq.take_pending_gap() > 0 {
+                    // No reorder window: the hole before this packet.
+                    self.on_gap();
+                }
+                self.apply_packet(p, skip, ts_recv);
+                self.release_held(ts_recv);
+            }
+            Decision::Duplicate | Decision::Held => {}
+            Decision::Heartbeat => {
+                self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+            }
+            Decision::EndOfSession { first } => {
+                if first {
+                    tracing::info!(session = %p.session, "feed session ended");
+                    self.stats.sessions_ended.fetch_add(1, Ordering::Relaxed);
+                    self.mark_all_stale(Reason::SessionEnd);
+                }
+            }
+        }
     }
 
     /// Applies held packets that are now in order.
@@ -289,14 +474,28 @@ impl Ingest {
         }
     }
 
-    fn sync_seq_stats(&self) {
+    fn sync_seq_stats(&mut self) {
         let s = self.seq.stats();
         let st = &self.stats;
         st.gaps.store(s.gaps, Ordering::Relaxed);
         st.missed_messages.store(s.missed_messages, Ordering::Relaxed);
         st.duplicate_packets.store(s.duplicate_packets, Ordering::Relaxed);
         st.reordered_packets.store(s.reordered_packets, Ordering::Relaxed);
+        st.suspect_packets[0].store(s.foreign_session, Ordering::Relaxed);
+        st.suspect_packets[1].store(s.seq_jump, Ordering::Relaxed);
         st.next_seq.store(self.seq.next_seq(), Ordering::Relaxed);
+        let suspect = s.foreign_session + s.seq_jump;
+        if suspect > self.suspect_logged {
+            if let Some(suppressed) = self.warn.suspect.hit(Instant::now()) {
+                tracing::warn!(
+                    foreign_session = s.foreign_session,
+                    seq_jump = s.seq_jump,
+                    suppressed,
+                    "untrusted feed packets dropped (another sender on the group?)"
+                );
+            }
+            self.suspect_logged = suspect;
+        }
     }
 
     fn apply_packet(&mut self, p: &Packet<'_>, skip: u16, ts_recv: i64) {
@@ -312,16 +511,25 @@ impl Ingest {
         match *m {
             Message::SymbolDirectory { locate, symbol } => match self.book.insert_symbol(symbol) {
                 Ok(id) => {
-                    self.locates[usize::from(locate)] = Some(id);
+                    let slot = &mut self.locates[usize::from(locate)];
+                    if let Some(old) = slot.replace(id).filter(|old| *old != id) {
+                        // The sender re-bound a locate (it should not within
+                        // a session): the old symbol has none now.
+                        self.book.set_locate(old, None);
+                    }
+                    self.book.set_locate(id, Some(locate));
                     if id as usize == self.syms.len() {
                         let q = Quote::empty(symbol);
                         self.hub.init(id, Arc::new(q.clone()));
                         self.syms.push(SymState { quote: q, needs_refresh: false });
+                        self.stats.symbols.store(self.syms.len() as u64, Ordering::Relaxed);
                     }
                 }
                 Err(e) => {
                     self.stats.book_full.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%symbol, error = %e, "symbol not added");
+                    if let Some(suppressed) = self.warn.book_full.hit(Instant::now()) {
+                        tracing::warn!(%symbol, error = %e, suppressed, "symbol not added");
+                    }
                 }
             },
             Message::Quote { locate, ts, bid_px, bid_sz, ask_px, ask_sz } => {
@@ -376,7 +584,15 @@ impl Ingest {
     }
 
     fn on_gap(&mut self) {
-        tracing::warn!(missed = self.seq.stats().missed_messages, "feed gap: marking every symbol stale");
+        if let Some(suppressed) = self.warn.gap.hit(Instant::now()) {
+            let s = self.seq.stats();
+            tracing::warn!(
+                gaps = s.gaps,
+                missed = s.missed_messages,
+                suppressed,
+                "feed gap: marking every symbol stale"
+            );
+        }
         self.mark_all_stale(Reason::FeedGap);
     }
 
@@ -418,5 +634,105 @@ impl Ingest {
         for m in self.wakes.drain(..) {
             m.wake();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn trust_defaults_are_the_flag_defaults() {
+        let c = crate::Config::parse_from(["gateway"]);
+        let t = FeedTrust::from_config(&c.feed);
+        assert_eq!(t.sequencer, TrustConfig::default());
+        assert!(t.sources.is_empty());
+    }
+
+    /// Log lines written while `f` runs, at warn and above.
+    fn warnings(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || out.clone())
+            .finish();
+        tracing::subscriber::with_default(sub, f);
+        let text = buf.0.lock().unwrap().clone();
+        String::from_utf8(text).unwrap()
+    }
+
+    fn ingest(reorder_window: usize) -> (Ingest, Arc<FeedStats>) {
+        let stats = Arc::new(FeedStats::default());
+        let ing = Ingest::new(
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            Arc::new(Book::new(8)),
+            Arc::new(Hub::new(8, 4)),
+            stats.clone(),
+            IngestConfig {
+                feed_timeout: Duration::from_secs(60),
+                reorder_window,
+                reorder_hold: Duration::from_millis(2),
+            },
+        );
+        (ing, stats)
+    }
+
+    #[test]
+    fn a_lossy_feed_logs_one_gap_line_per_second_and_counts_every_gap() {
+        use quotecast_proto::feed::{PacketBuilder, SessionId, Symbol};
+        let (mut ing, stats) = ingest(0);
+        let mut b = PacketBuilder::new(SessionId::from_text("L"), 1, 1400);
+        let mut build = |m: Message| {
+            b.push(&m);
+            b.finish().to_vec()
+        };
+        let t0 = Instant::now();
+        let aapl = Symbol::new("AAPL").unwrap();
+        let dir = build(Message::SymbolDirectory { locate: 1, symbol: aapl });
+        let logs = warnings(|| {
+            ing.on_datagram(&dir, t0, 1);
+            for i in 0..50 {
+                let _lost = build(Message::Trade { locate: 1, ts: i, px: 1, sz: 1 });
+                let next = build(Message::Trade { locate: 1, ts: i, px: 2, sz: 1 });
+                ing.on_datagram(&next, t0, 1);
+            }
+        });
+        assert_eq!(logs.matches("feed gap").count(), 1, "{logs}");
+        assert_eq!(stats.gaps.load(Ordering::Relaxed), 50);
+        assert_eq!(stats.missed_messages.load(Ordering::Relaxed), 50);
+        assert_eq!(stats.stale_symbols.load(Ordering::Relaxed), 1, "a gap without a window marks stale too");
+        assert_eq!(ing.book.locate(0), Some(1));
+    }
+
+    #[test]
+    fn ready_only_with_a_live_feed_and_a_symbol_that_is_not_stale() {
+        let s = FeedStats::default();
+        let set = |up: bool, symbols: u64, stale: u64| {
+            s.up.store(up, Ordering::Relaxed);
+            s.symbols.store(symbols, Ordering::Relaxed);
+            s.stale_symbols.store(stale, Ordering::Relaxed);
+            s.ready()
+        };
+        assert!(!set(false, 0, 0), "nothing yet");
+        assert!(!set(true, 0, 0), "heartbeats but no directory");
+        assert!(!set(false, 2, 0), "feed down");
+        assert!(!set(true, 2, 2), "every symbol stale");
+        assert!(set(true, 2, 1));
+        assert!(set(true, 2, 0));
+        assert_eq!(s.readiness().1, "feed_up=true symbols=2 stale=0");
     }
 }

@@ -7,10 +7,68 @@
 //! wait runs out the hole is a real gap: it is counted, the caller marks the
 //! book stale, and the held packets are applied. Messages are never applied
 //! out of order.
+//!
+//! # What is trusted
+//!
+//! A multicast group is shared media: a test sender, a replay tool or a
+//! stale process may put packets on it. The sequencer follows one *track*:
+//! the current session, within [`TrustConfig::max_seq_jump`] messages of the
+//! expected sequence. Every other packet (another session id, or the
+//! current one far ahead or far behind) is a *candidate*: kept aside
+//! (bounded, [`CANDIDATE_BUFFER_BYTES`]), never applied, never counted as
+//! life. A candidate track takes over only when both hold:
+//!
+//! - it has proven itself: [`TrustConfig::confirm_packets`] consecutive,
+//!   in-order packets (heartbeats count), and
+//! - the current track is finished: it sent end of session, or nothing
+//!   trusted came for [`TrustConfig::takeover_silence`].
+//!
+//! Then its kept packets are handed back ([`Sequencer::take_replay`]) and
+//! applied in order, so a restarted sender loses nothing (its directory
+//! comes first). A candidate is discarded, and its packets counted as
+//! suspect by reason, as soon as the current track shows life, when it
+//! breaks its own sequence, or when it is itself silent for the takeover
+//! bound. One stray datagram therefore never changes what is followed.
+//!
+//! The first packet ever is joined at once (a late join must work); if it
+//! was a stray, the real feed takes over by the rule above once the stray
+//! is silent.
 
 use quotecast_proto::feed::{Packet, PacketKind, SessionId};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+/// Most bytes of candidate packets kept for replay. A restarted sender's
+/// first packets (its directory) fit many times over; packets beyond it
+/// still count towards the proof, and are a gap if the candidate takes
+/// over.
+pub const CANDIDATE_BUFFER_BYTES: usize = 4 << 20;
+
+/// When an untrusted track may replace the followed one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustConfig {
+    /// Consecutive in-order packets a candidate must show (at least 1).
+    pub confirm_packets: u32,
+    /// Silence of the followed track after which a proven candidate takes
+    /// over (immediately after end of session); also how long an idle
+    /// candidate is kept.
+    pub takeover_silence: Duration,
+    /// Largest sequence distance from the expected one that is believed at
+    /// once; beyond it a packet starts a candidate.
+    pub max_seq_jump: u64,
+}
+
+impl Default for TrustConfig {
+    /// The flag defaults (`--feed-confirm-packets`,
+    /// `--feed-takeover-silence-ms`, `--max-seq-jump`).
+    fn default() -> Self {
+        TrustConfig {
+            confirm_packets: 3,
+            takeover_silence: Duration::from_millis(2000),
+            max_seq_jump: 100_000,
+        }
+    }
+}
 
 /// What to do with an offered packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,13 +87,17 @@ pub enum Decision {
     /// A heartbeat (nothing to apply).
     Heartbeat,
     /// The sender ended the session.
-    EndOfSession,
+    EndOfSession {
+        /// False for the copies that follow the first.
+        first: bool,
+    },
 }
 
 /// Counters of what the sequencer saw. Monotonic for the process lifetime.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SeqStats {
-    /// Holes declared lost (each may span many messages).
+    /// Holes declared lost (each may span many messages), including
+    /// sequence jumps that were confirmed.
     pub gaps: u64,
     /// Messages lost in those holes.
     pub missed_messages: u64,
@@ -43,27 +105,70 @@ pub struct SeqStats {
     pub duplicate_packets: u64,
     /// Packets that arrived out of order and were put back in order.
     pub reordered_packets: u64,
-    /// Sender restarts (a new session id after the first one).
+    /// Sender restarts (another session took over).
     pub restarts: u64,
+    /// Packets of another session that never took over.
+    pub foreign_session: u64,
+    /// Packets of the current session too far from the expected sequence
+    /// that were never confirmed.
+    pub seq_jump: u64,
 }
 
-/// Outcome of a session check, see [`Sequencer::offer`].
+/// Outcome of [`Sequencer::admit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionChange {
-    /// Same session as before.
-    Same,
-    /// First packet ever: the gateway joined the feed.
+pub enum Admit {
+    /// A packet of the followed track: [`Sequencer::offer`] it.
+    Trusted,
+    /// First packet ever: the gateway joined the feed; offer it.
     Joined,
-    /// A different session than the current one: the sender restarted.
-    Restarted,
+    /// Not trusted (yet): kept aside as a candidate, nothing to apply.
+    Untrusted,
+    /// A candidate completed its proof and is now followed: handle the
+    /// change, then offer every packet of [`Sequencer::take_replay`] in
+    /// order (this one is among them).
+    TookOver(Takeover),
+}
+
+/// How the followed track changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takeover {
+    /// Another session: the sender restarted. Locates are void.
+    Restart,
+    /// Same session, a sequence jump confirmed: a gap (or a resync
+    /// backwards); every book may be wrong.
+    Resync,
+}
+
+/// An untrusted track being watched.
+#[derive(Debug)]
+struct Candidate {
+    session: SessionId,
+    /// Same session as the followed one (a far jump), or another.
+    same_session: bool,
+    first_seq: u64,
+    /// Next sequence the candidate must show to stay consecutive.
+    next: u64,
+    /// Consecutive in-order packets so far.
+    run: u32,
+    /// Packets attributed to the candidate (kept or not).
+    received: u64,
+    kept: Vec<Vec<u8>>,
+    kept_bytes: usize,
+    last_seen: Instant,
 }
 
 /// Tracks the expected sequence number of one feed session.
 #[derive(Debug)]
 pub struct Sequencer {
     session: Option<SessionId>,
-    previous: Option<SessionId>,
     next: u64,
+    /// The followed session sent end of session (and nothing since).
+    ended: bool,
+    /// Last packet that showed the followed track is alive.
+    last_trusted: Option<Instant>,
+    candidate: Option<Candidate>,
+    replay: Vec<Vec<u8>>,
+    trust: TrustConfig,
     held: BTreeMap<u64, Vec<u8>>,
     held_since: Option<Instant>,
     max_held: usize,
@@ -73,15 +178,32 @@ pub struct Sequencer {
     pending_gap: u64,
 }
 
+/// Sequence numbers a packet covers: `count` for data, none otherwise.
+fn span(p: &Packet<'_>) -> u64 {
+    match p.kind {
+        PacketKind::Data(n) => u64::from(n),
+        PacketKind::Heartbeat | PacketKind::EndOfSession => 0,
+    }
+}
+
 impl Sequencer {
     /// A sequencer that holds at most `max_held` out-of-order packets for at
     /// most `max_hold` before declaring a gap. `max_held = 0` disables
-    /// reordering (every hole is a gap at once).
+    /// reordering (every hole is a gap at once). Trust rules: the defaults.
     pub fn new(max_held: usize, max_hold: Duration) -> Self {
+        Self::with_trust(max_held, max_hold, TrustConfig::default())
+    }
+
+    /// Like [`Sequencer::new`] with explicit trust rules.
+    pub fn with_trust(max_held: usize, max_hold: Duration, trust: TrustConfig) -> Self {
         Sequencer {
             session: None,
-            previous: None,
             next: 0,
+            ended: false,
+            last_trusted: None,
+            candidate: None,
+            replay: Vec::new(),
+            trust: TrustConfig { confirm_packets: trust.confirm_packets.max(1), ..trust },
             held: BTreeMap::new(),
             held_since: None,
             max_held,
@@ -111,36 +233,179 @@ impl Sequencer {
         !self.held.is_empty()
     }
 
-    /// Checks the packet's session. Call before [`Sequencer::offer`]; a
-    /// restart resets the expected sequence to the packet's own.
-    pub fn check_session(&mut self, p: &Packet<'_>) -> SessionChange {
-        match self.session {
-            Some(s) if s == p.session => SessionChange::Same,
-            // A straggler of the session before a restart: ignored by offer.
-            Some(_) if self.previous == Some(p.session) => SessionChange::Same,
-            Some(s) => {
-                self.previous = Some(s);
-                self.session = Some(p.session);
-                self.stats.restarts += 1;
-                self.held.clear();
-                self.held_since = None;
-                self.pending_gap = 0;
-                self.next = 1;
-                SessionChange::Restarted
+    /// True while an untrusted track is watched (the caller should call
+    /// [`Sequencer::poll`] on its timer).
+    pub fn watching(&self) -> bool {
+        self.candidate.is_some()
+    }
+
+    /// Decides whether `p` belongs to the followed track. Call before
+    /// [`Sequencer::offer`], which only takes trusted packets. `raw` is the
+    /// datagram, copied only when the packet is kept as a candidate.
+    pub fn admit(&mut self, p: &Packet<'_>, raw: &[u8], now: Instant) -> Admit {
+        let Some(current) = self.session else {
+            self.session = Some(p.session);
+            self.next = p.seq.max(1);
+            self.last_trusted = Some(now);
+            return Admit::Joined;
+        };
+        if p.session == current && self.in_reach(p) {
+            if self.shows_life(p) {
+                self.last_trusted = Some(now);
+                if p.kind != PacketKind::EndOfSession {
+                    // Data or a heartbeat after an end of session: that end
+                    // was not the sender's (or it changed its mind).
+                    self.ended = false;
+                }
+                self.discard_candidate();
             }
-            None => {
-                self.session = Some(p.session);
-                self.next = p.seq.max(1);
-                SessionChange::Joined
+            return Admit::Trusted;
+        }
+        self.watch(p, raw, now, p.session == current);
+        match self.ready(now) {
+            Some(t) => Admit::TookOver(t),
+            None => Admit::Untrusted,
+        }
+    }
+
+    /// Timer: a proven candidate takes over once the followed track has
+    /// been silent long enough; an idle candidate is discarded. After
+    /// `Some`, do what [`Admit::TookOver`] says.
+    pub fn poll(&mut self, now: Instant) -> Option<Takeover> {
+        let idle = self.candidate.as_ref()?.last_seen;
+        if let Some(t) = self.ready(now) {
+            return Some(t);
+        }
+        if now.saturating_duration_since(idle) >= self.trust.takeover_silence {
+            self.discard_candidate();
+        }
+        None
+    }
+
+    /// The packets of the candidate that just took over, oldest first.
+    pub fn take_replay(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.replay)
+    }
+
+    /// Within `max_seq_jump` of the expected sequence, either way.
+    fn in_reach(&self, p: &Packet<'_>) -> bool {
+        let jump = self.trust.max_seq_jump;
+        p.seq <= self.next.saturating_add(jump) && (p.seq + span(p)).saturating_add(jump) >= self.next
+    }
+
+    /// Whether a trusted packet proves the sender is still there: it
+    /// advances (or holds) the sequence. Duplicates and the copies of an
+    /// end of session do not.
+    fn shows_life(&self, p: &Packet<'_>) -> bool {
+        match p.kind {
+            PacketKind::Data(n) => p.seq + u64::from(n) > self.next,
+            PacketKind::Heartbeat => p.seq >= self.next,
+            PacketKind::EndOfSession => !self.ended,
+        }
+    }
+
+    /// Adds an untrusted packet to the candidate it continues, or starts a
+    /// new candidate with it.
+    fn watch(&mut self, p: &Packet<'_>, raw: &[u8], now: Instant, same_session: bool) {
+        let end = p.seq + span(p);
+        if let Some(c) = &mut self.candidate {
+            if c.session == p.session && c.same_session == same_session {
+                let continues = match p.kind {
+                    PacketKind::Data(_) => p.seq <= c.next && end > c.next,
+                    PacketKind::Heartbeat | PacketKind::EndOfSession => p.seq == c.next,
+                };
+                let repeat = match p.kind {
+                    PacketKind::Data(_) => end <= c.next,
+                    PacketKind::Heartbeat | PacketKind::EndOfSession => p.seq < c.next,
+                } && p.seq >= c.first_seq;
+                if continues || repeat {
+                    c.received += 1;
+                    c.last_seen = now;
+                    if continues {
+                        c.run += 1;
+                        c.next = end.max(c.next);
+                        if c.kept_bytes + raw.len() <= CANDIDATE_BUFFER_BYTES {
+                            c.kept_bytes += raw.len();
+                            c.kept.push(raw.to_vec());
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+        self.discard_candidate();
+        let mut kept = Vec::new();
+        if raw.len() <= CANDIDATE_BUFFER_BYTES {
+            kept.push(raw.to_vec());
+        }
+        self.candidate = Some(Candidate {
+            session: p.session,
+            same_session,
+            first_seq: p.seq,
+            next: end,
+            run: 1,
+            received: 1,
+            kept_bytes: raw.len(),
+            kept,
+            last_seen: now,
+        });
+    }
+
+    /// Counts the candidate's packets as suspect and forgets it.
+    fn discard_candidate(&mut self) {
+        if let Some(c) = self.candidate.take() {
+            if c.same_session {
+                self.stats.seq_jump += c.received;
+            } else {
+                self.stats.foreign_session += c.received;
             }
         }
     }
 
-    /// Classifies a packet of the current session. `raw` is the datagram,
-    /// copied only when the packet must be held.
+    /// Switches to the candidate if it has proven itself and the followed
+    /// track is finished.
+    fn ready(&mut self, now: Instant) -> Option<Takeover> {
+        let c = self.candidate.as_ref()?;
+        let silent = self.ended
+            || self
+                .last_trusted
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.trust.takeover_silence);
+        if c.run < self.trust.confirm_packets || !silent {
+            return None;
+        }
+        let c = self.candidate.take()?;
+        self.held.clear();
+        self.held_since = None;
+        self.pending_gap = 0;
+        self.ended = false;
+        self.last_trusted = Some(now);
+        self.replay = c.kept;
+        let kind = if c.same_session {
+            if c.first_seq > self.next {
+                self.record_gap(c.first_seq - self.next);
+            } else {
+                // Behind: what was followed ran ahead of the sender.
+                self.record_gap(0);
+            }
+            Takeover::Resync
+        } else {
+            self.session = Some(c.session);
+            self.stats.restarts += 1;
+            if c.first_seq > 1 {
+                // The start of the new session was lost.
+                self.record_gap(c.first_seq - 1);
+            }
+            Takeover::Restart
+        };
+        self.next = c.first_seq.max(1);
+        Some(kind)
+    }
+
+    /// Classifies a trusted packet (see [`Sequencer::admit`]). `raw` is the
+    /// datagram, copied only when the packet must be held.
     pub fn offer(&mut self, p: &Packet<'_>, raw: &[u8], now: Instant) -> Decision {
         if Some(p.session) != self.session {
-            // Late packet of the previous session.
+            // Not for this track; admit keeps these away.
             self.stats.duplicate_packets += 1;
             return Decision::Duplicate;
         }
@@ -152,7 +417,9 @@ impl Sequencer {
                     self.next = p.seq;
                 }
                 if p.kind == PacketKind::EndOfSession {
-                    Decision::EndOfSession
+                    let first = !self.ended;
+                    self.ended = true;
+                    Decision::EndOfSession { first }
                 } else {
                     Decision::Heartbeat
                 }
@@ -170,7 +437,9 @@ impl Sequencer {
                     }
                     Decision::Apply { skip }
                 } else if self.max_held == 0 {
-                    self.record_gap(p.seq - self.next);
+                    // A gap at once: the caller takes it (and marks the
+                    // book stale) before applying this packet.
+                    self.pending_gap += p.seq - self.next;
                     self.next = end;
                     Decision::Apply { skip: 0 }
                 } else {
@@ -200,10 +469,7 @@ impl Sequencer {
     /// long or too many are held; returns the number of messages lost (0 if
     /// none). Afterwards [`Sequencer::pop_ready`] releases the held packets.
     pub fn expire(&mut self, now: Instant) -> u64 {
-        let mut lost = std::mem::take(&mut self.pending_gap);
-        if lost > 0 {
-            self.record_gap(lost);
-        }
+        let mut lost = self.take_pending_gap();
         let overdue = self.held_since.is_some_and(|t| now.duration_since(t) >= self.max_hold);
         if self.held.len() > self.max_held || (overdue && !self.held.is_empty()) {
             if let Some((&first, _)) = self.held.first_key_value() {
@@ -219,6 +485,18 @@ impl Sequencer {
         lost
     }
 
+    /// A gap found by [`Sequencer::offer`] itself (a heartbeat ahead, or
+    /// any hole without a reorder window), counted now; returns the
+    /// messages lost (0 if none). Take it before applying the packet that
+    /// revealed it, so the book is marked stale before, not after, it.
+    pub fn take_pending_gap(&mut self) -> u64 {
+        let lost = std::mem::take(&mut self.pending_gap);
+        if lost > 0 {
+            self.record_gap(lost);
+        }
+        lost
+    }
+
     fn record_gap(&mut self, missed: u64) {
         self.stats.gaps += 1;
         self.stats.missed_messages += missed;
@@ -228,11 +506,16 @@ impl Sequencer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quotecast_proto::feed::{header, Message, PacketBuilder};
+    use quotecast_proto::feed::{header, Message, PacketBuilder, END_OF_SESSION};
 
     /// Builds `n` one-message packets of session `s` starting at seq 1.
     fn packets(s: &str, n: usize) -> Vec<Vec<u8>> {
-        let mut b = PacketBuilder::new(SessionId::from_text(s), 1, 1400);
+        packets_from(s, 1, n)
+    }
+
+    /// Builds `n` one-message packets of session `s` starting at `seq`.
+    fn packets_from(s: &str, seq: u64, n: usize) -> Vec<Vec<u8>> {
+        let mut b = PacketBuilder::new(SessionId::from_text(s), seq, 1400);
         (0..n)
             .map(|i| {
                 b.push(&Message::Trade { locate: 1, ts: i as u64, px: 1, sz: 1 });
@@ -241,15 +524,37 @@ mod tests {
             .collect()
     }
 
+    fn heartbeat(s: &str, seq: u64) -> Vec<u8> {
+        header(SessionId::from_text(s), seq, 0).to_vec()
+    }
+
+    fn end_of_session(s: &str, seq: u64) -> Vec<u8> {
+        header(SessionId::from_text(s), seq, END_OF_SESSION).to_vec()
+    }
+
     /// Feeds raw packets through a sequencer like the ingest loop does and
     /// returns the sequence numbers of applied messages.
     fn run(seq: &mut Sequencer, raws: &[Vec<u8>], now: Instant) -> Vec<u64> {
         let mut applied = Vec::new();
-        let mut queue: Vec<Vec<u8>> = raws.to_vec();
+        for raw in raws {
+            let p = Packet::decode(raw).unwrap();
+            match seq.admit(&p, raw, now) {
+                Admit::Trusted | Admit::Joined => offer(seq, vec![raw.clone()], now, &mut applied),
+                Admit::TookOver(_) => {
+                    let replay = seq.take_replay();
+                    offer(seq, replay, now, &mut applied);
+                }
+                Admit::Untrusted => {}
+            }
+        }
+        applied
+    }
+
+    fn offer(seq: &mut Sequencer, raws: Vec<Vec<u8>>, now: Instant, applied: &mut Vec<u64>) {
+        let mut queue = raws;
         queue.reverse();
         while let Some(raw) = queue.pop() {
             let p = Packet::decode(&raw).unwrap();
-            seq.check_session(&p);
             if let Decision::Apply { skip } = seq.offer(&p, &raw, now) {
                 applied.extend(p.messages().skip(skip.into()).map(|(s, _)| s));
                 while let Some(r) = seq.pop_ready() {
@@ -257,7 +562,10 @@ mod tests {
                 }
             }
         }
-        applied
+    }
+
+    fn seqs(r: std::ops::RangeInclusive<u64>) -> Vec<u64> {
+        r.collect()
     }
 
     #[test]
@@ -323,22 +631,9 @@ mod tests {
         let mut s = Sequencer::new(0, Duration::ZERO);
         let p = packets("A", 3);
         assert_eq!(run(&mut s, &[p[0].clone(), p[2].clone()], Instant::now()), vec![1, 3]);
-        assert_eq!(s.stats().missed_messages, 1);
-    }
-
-    #[test]
-    fn restart_is_detected_and_resets_sequence() {
-        let mut s = Sequencer::new(4, Duration::from_millis(5));
-        let now = Instant::now();
-        run(&mut s, &packets("A", 3), now);
-        let b = packets("B", 2);
-        let p = Packet::decode(&b[0]).unwrap();
-        assert_eq!(s.check_session(&p), SessionChange::Restarted);
-        assert_eq!(s.offer(&p, &b[0], now), Decision::Apply { skip: 0 });
-        assert_eq!(s.stats().restarts, 1);
-        // A straggler from session A is dropped.
-        let a = packets("A", 4);
-        assert_eq!(run(&mut s, &[a[3].clone()], now), Vec::<u64>::new());
+        assert_eq!(s.take_pending_gap(), 1, "reported before the caller applies 3");
+        assert_eq!((s.stats().gaps, s.stats().missed_messages), (1, 1));
+        assert_eq!(s.take_pending_gap(), 0);
     }
 
     #[test]
@@ -346,9 +641,9 @@ mod tests {
         let mut s = Sequencer::new(4, Duration::from_millis(5));
         let now = Instant::now();
         run(&mut s, &packets("A", 2), now);
-        let hb = header(SessionId::from_text("A"), 6, 0);
+        let hb = heartbeat("A", 6);
         let p = Packet::decode(&hb).unwrap();
-        s.check_session(&p);
+        assert_eq!(s.admit(&p, &hb, now), Admit::Trusted);
         assert_eq!(s.offer(&p, &hb, now), Decision::Heartbeat);
         assert_eq!(s.expire(now), 3);
         assert_eq!(s.next_seq(), 6);
@@ -368,5 +663,179 @@ mod tests {
         }
         let overlap = b2.finish().to_vec();
         assert_eq!(run(&mut s, &[first, overlap], Instant::now()), vec![1, 2, 3, 4, 5]);
+    }
+
+    // --- What is trusted: one stray datagram never changes the track. ---
+
+    /// A sequencer following session A, messages 1..=3 applied at `t0`.
+    fn following_a(t0: Instant) -> (Sequencer, Vec<Vec<u8>>) {
+        let mut s = Sequencer::new(4, Duration::from_millis(5));
+        let a = packets("A", 10);
+        assert_eq!(run(&mut s, &a[..3], t0), vec![1, 2, 3]);
+        (s, a)
+    }
+
+    #[test]
+    fn forged_heartbeat_of_another_session_is_ignored_and_counted() {
+        let t0 = Instant::now();
+        let (mut s, a) = following_a(t0);
+        assert_eq!(run(&mut s, &[heartbeat("EVIL", 1)], t0), Vec::<u64>::new());
+        assert_eq!(s.session(), Some(SessionId::from_text("A")));
+        // The real session goes on; the stray is counted once, when the
+        // real feed shows it is alive.
+        assert_eq!(run(&mut s, &a[3..6], t0), vec![4, 5, 6]);
+        let st = s.stats();
+        assert_eq!((st.foreign_session, st.restarts, st.duplicate_packets, st.gaps), (1, 0, 0, 0));
+        assert!(!s.watching());
+    }
+
+    #[test]
+    fn forged_data_of_another_session_is_ignored_even_if_it_keeps_coming() {
+        let t0 = Instant::now();
+        let (mut s, a) = following_a(t0);
+        let evil = packets("EVIL", 5);
+        // Interleaved with the live feed, a stray sender never proves itself:
+        // each live packet discards what it had.
+        let mut applied = Vec::new();
+        for i in 0..5 {
+            applied.extend(run(&mut s, &[evil[i].clone()], t0));
+            applied.extend(run(&mut s, &[a[3 + i].clone()], t0 + Duration::from_millis(i as u64)));
+        }
+        assert_eq!(applied, vec![4, 5, 6, 7, 8]);
+        assert_eq!((s.stats().foreign_session, s.stats().restarts), (5, 0));
+        // Even a proven run of a stray does not take over while the live
+        // feed is not silent.
+        assert_eq!(run(&mut s, &packets("EVIL", 4), t0 + Duration::from_millis(10)), Vec::<u64>::new());
+        assert_eq!(s.poll(t0 + Duration::from_millis(100)), None);
+        assert_eq!(run(&mut s, &a[8..9], t0 + Duration::from_millis(200)), vec![9]);
+        assert_eq!((s.stats().foreign_session, s.stats().restarts), (9, 0));
+    }
+
+    #[test]
+    fn far_ahead_heartbeat_of_the_live_session_is_not_believed() {
+        let t0 = Instant::now();
+        let (mut s, a) = following_a(t0);
+        assert_eq!(run(&mut s, &[heartbeat("A", 1_000_000_000_000)], t0), Vec::<u64>::new());
+        assert_eq!(s.expire(t0), 0, "no gap from a suspect heartbeat");
+        assert_eq!(s.next_seq(), 4);
+        assert_eq!(run(&mut s, &a[3..5], t0), vec![4, 5]);
+        let st = s.stats();
+        assert_eq!((st.seq_jump, st.gaps, st.missed_messages, st.duplicate_packets), (1, 0, 0, 0));
+    }
+
+    #[test]
+    fn far_ahead_data_of_the_live_session_is_not_believed() {
+        let t0 = Instant::now();
+        let (mut s, a) = following_a(t0);
+        let far = packets_from("A", 4 + 200_000, 1);
+        assert_eq!(run(&mut s, &far, t0), Vec::<u64>::new());
+        assert!(!s.holding(), "not held as a reorder either");
+        assert_eq!(run(&mut s, &a[3..5], t0), vec![4, 5]);
+        let st = s.stats();
+        assert_eq!((st.seq_jump, st.gaps, st.duplicate_packets), (1, 0, 0));
+    }
+
+    #[test]
+    fn far_jump_confirmed_by_a_run_after_silence_is_a_gap() {
+        let t0 = Instant::now();
+        let (mut s, _) = following_a(t0);
+        // The gateway was cut off for 3 s while the sender went on.
+        let later = t0 + Duration::from_secs(3);
+        let far = packets_from("A", 500_004, 3);
+        assert_eq!(run(&mut s, &far[..2], later), Vec::<u64>::new(), "not yet proven");
+        assert_eq!(run(&mut s, &far[2..], later), vec![500_004, 500_005, 500_006]);
+        let st = s.stats();
+        assert_eq!((st.gaps, st.missed_messages, st.seq_jump, st.restarts), (1, 500_000, 0, 0));
+    }
+
+    #[test]
+    fn plausible_gap_is_still_detected_at_once() {
+        let t0 = Instant::now();
+        let (mut s, _) = following_a(t0);
+        let ahead = packets_from("A", 4 + 1_000, 2);
+        assert_eq!(run(&mut s, &ahead, t0), Vec::<u64>::new(), "held as a reorder");
+        assert_eq!(s.expire(t0 + Duration::from_millis(6)), 1_000);
+        let mut rest = Vec::new();
+        while let Some(r) = s.pop_ready() {
+            rest.extend(run(&mut s, &[r], t0));
+        }
+        assert_eq!(rest, vec![1_004, 1_005]);
+        assert_eq!((s.stats().gaps, s.stats().seq_jump), (1, 0));
+        // A heartbeat a plausible distance ahead is a tail loss.
+        run(&mut s, &[heartbeat("A", 1_010)], t0);
+        assert_eq!(s.expire(t0), 4);
+    }
+
+    #[test]
+    fn restart_after_end_of_session_takes_over_without_losing_the_first_packets() {
+        let t0 = Instant::now();
+        let (mut s, _) = following_a(t0);
+        let eos = end_of_session("A", 4);
+        assert_eq!(run(&mut s, &[eos.clone(), eos.clone()], t0), Vec::<u64>::new());
+        let b = packets("B", 4);
+        assert_eq!(run(&mut s, &b[..2], t0), Vec::<u64>::new(), "proving itself");
+        // A late copy of the end does not count as life.
+        assert_eq!(run(&mut s, &[eos], t0), Vec::<u64>::new());
+        assert_eq!(run(&mut s, &b[2..3], t0), vec![1, 2, 3], "proven: kept packets applied");
+        assert_eq!(s.session(), Some(SessionId::from_text("B")));
+        assert_eq!(run(&mut s, &b[3..], t0), vec![4]);
+        // A straggler of A is now the stray.
+        assert_eq!(run(&mut s, &packets_from("A", 3, 1), t0), Vec::<u64>::new());
+        let st = s.stats();
+        assert_eq!((st.restarts, st.foreign_session, st.gaps), (1, 0, 0));
+    }
+
+    #[test]
+    fn restart_after_silence_takes_over_once_the_old_session_is_silent() {
+        let t0 = Instant::now();
+        let (mut s, _) = following_a(t0);
+        let b = packets("B", 4);
+        // A sender that crashed and restarted: no end of session.
+        let soon = t0 + Duration::from_millis(500);
+        assert_eq!(run(&mut s, &b[..3], soon), Vec::<u64>::new(), "A might still be there");
+        assert_eq!(s.poll(soon + Duration::from_millis(1000)), None);
+        assert_eq!(s.poll(t0 + Duration::from_millis(2000)), Some(Takeover::Restart));
+        let mut applied = Vec::new();
+        let replay = s.take_replay();
+        offer(&mut s, replay, t0, &mut applied);
+        assert_eq!(applied, vec![1, 2, 3]);
+        assert_eq!(run(&mut s, &b[3..], t0 + Duration::from_millis(2001)), vec![4]);
+        assert_eq!((s.stats().restarts, s.stats().foreign_session), (1, 0));
+    }
+
+    #[test]
+    fn silent_stray_is_forgotten_and_counted() {
+        let t0 = Instant::now();
+        let (mut s, _) = following_a(t0);
+        run(&mut s, &[heartbeat("EVIL", 1)], t0);
+        assert!(s.watching());
+        assert_eq!(s.poll(t0 + Duration::from_millis(2000)), None, "one packet proves nothing");
+        assert!(!s.watching());
+        assert_eq!(s.stats().foreign_session, 1);
+    }
+
+    #[test]
+    fn a_stray_joined_first_is_replaced_by_the_real_feed_once_silent() {
+        let t0 = Instant::now();
+        let mut s = Sequencer::new(4, Duration::from_millis(5));
+        assert_eq!(run(&mut s, &[heartbeat("A", 1_000_000_000_000)], t0), Vec::<u64>::new());
+        let a = packets("A", 3);
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(run(&mut s, &a, later), seqs(1..=3));
+        assert_eq!((s.stats().gaps, s.stats().missed_messages, s.stats().seq_jump), (1, 0, 0));
+    }
+
+    #[test]
+    fn broken_candidate_run_starts_over() {
+        let t0 = Instant::now();
+        let (mut s, _) = following_a(t0);
+        let b = packets("B", 6);
+        let later = t0 + Duration::from_secs(3);
+        // 1, 2, then 4: the run breaks and restarts at 4.
+        run(&mut s, &[b[0].clone(), b[1].clone(), b[3].clone(), b[4].clone()], later);
+        assert_eq!(s.stats().foreign_session, 2);
+        assert_eq!(run(&mut s, &b[5..], later), vec![4, 5, 6]);
+        let st = s.stats();
+        assert_eq!((st.restarts, st.gaps, st.missed_messages), (1, 1, 3));
     }
 }

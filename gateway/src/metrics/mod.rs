@@ -32,7 +32,7 @@ pub use grpc::{GrpcCall, GrpcMetrics, GrpcMetricsLayer};
 pub use histogram::AtomicHistogram;
 pub use http::serve;
 
-use crate::ingest::{now_ns, DECODE_REASONS};
+use crate::ingest::{now_ns, DECODE_REASONS, SUSPECT_REASONS};
 use crate::server::Core;
 use crate::ws::close_code;
 use histogram::{write_header, write_histogram, write_sample, LATENCY_BUCKETS};
@@ -64,6 +64,8 @@ pub mod names {
     pub const FEED_REORDERED: &str = "quotecast_feed_reordered_packets_total";
     /// Feed sender restarts (new session id).
     pub const FEED_RESTARTS: &str = "quotecast_feed_restarts_total";
+    /// Feed datagrams not trusted and never applied, by `reason`.
+    pub const FEED_SUSPECT: &str = "quotecast_feed_suspect_packets_total";
     /// Feed sessions that ended (end-of-session packet).
     pub const FEED_SESSIONS_ENDED: &str = "quotecast_feed_sessions_ended_total";
     /// Messages for a locate code not in the directory yet.
@@ -154,6 +156,7 @@ struct FeedHandles {
     duplicates: Counter,
     reordered: Counter,
     restarts: Counter,
+    suspect: [Counter; SUSPECT_REASONS.len()],
     sessions_ended: Counter,
     unknown_locate: Counter,
     book_full: Counter,
@@ -227,6 +230,11 @@ fn describe() {
         "Feed packets received out of order and put back in order."
     );
     describe_counter!(FEED_RESTARTS, Unit::Count, "Feed sender restarts (new session id).");
+    describe_counter!(
+        FEED_SUSPECT,
+        Unit::Count,
+        "Feed datagrams not trusted and never applied (another session, a far sequence, a refused source), by reason."
+    );
     describe_counter!(FEED_SESSIONS_ENDED, Unit::Count, "Feed sessions ended by an end-of-session packet.");
     describe_counter!(
         FEED_UNKNOWN_LOCATE,
@@ -237,7 +245,7 @@ fn describe() {
     describe_gauge!(
         FEED_LAST_PACKET_AGE,
         Unit::Seconds,
-        "Seconds since the last feed datagram (since gateway start if none yet)."
+        "Seconds since the last trusted feed datagram (since gateway start if none yet)."
     );
     describe_gauge!(FEED_NEXT_SEQ, "Next feed sequence number expected.");
     describe_gauge!(BOOK_SYMBOLS, "Symbols in the quote book.");
@@ -301,6 +309,7 @@ impl Telemetry {
                 duplicates: counter!(FEED_DUPLICATES),
                 reordered: counter!(FEED_REORDERED),
                 restarts: counter!(FEED_RESTARTS),
+                suspect: SUSPECT_REASONS.map(|r| counter!(FEED_SUSPECT, "reason" => r)),
                 sessions_ended: counter!(FEED_SESSIONS_ENDED),
                 unknown_locate: counter!(FEED_UNKNOWN_LOCATE),
                 book_full: counter!(BOOK_FULL),
@@ -379,6 +388,9 @@ impl Telemetry {
         f.duplicates.absolute(l(&s.duplicate_packets));
         f.reordered.absolute(l(&s.reordered_packets));
         f.restarts.absolute(l(&s.restarts));
+        for (c, v) in f.suspect.iter().zip(&s.suspect_packets) {
+            c.absolute(l(v));
+        }
         f.sessions_ended.absolute(l(&s.sessions_ended));
         f.unknown_locate.absolute(l(&s.unknown_locate));
         f.book_full.absolute(l(&s.book_full));
@@ -496,6 +508,7 @@ mod tests {
         let c = core();
         c.feed.packets.store(10, Ordering::Relaxed);
         c.feed.decode_errors[1].store(2, Ordering::Relaxed);
+        c.feed.suspect_packets[1].store(3, Ordering::Relaxed);
         c.feed.up.store(true, Ordering::Relaxed);
         c.feed.last_packet_ns.store(now_ns() - 3_000_000_000, Ordering::Relaxed);
         c.ws.open.store(4, Ordering::Relaxed);
@@ -508,6 +521,11 @@ mod tests {
             Some(2.0)
         );
         assert_eq!(value(&text, "quotecast_feed_decode_errors_total{reason=\"short_header\"}"), Some(0.0));
+        assert_eq!(value(&text, "quotecast_feed_suspect_packets_total{reason=\"seq_jump\"}"), Some(3.0));
+        assert_eq!(
+            value(&text, "quotecast_feed_suspect_packets_total{reason=\"foreign_session\"}"),
+            Some(0.0)
+        );
         assert_eq!(value(&text, "quotecast_feed_up"), Some(1.0));
         let age = value(&text, "quotecast_feed_last_packet_age_seconds").unwrap();
         assert!((3.0..60.0).contains(&age), "age {age}");

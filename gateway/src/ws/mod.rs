@@ -168,16 +168,11 @@ impl WsStats {
     }
 }
 
-/// `/readyz`: ready once the feed is up and symbols are known.
+/// `/readyz`: ready while the feed is up, symbols are known and not every
+/// one of them is stale (see [`crate::ingest::FeedStats::readiness`]).
 impl handshake::Health for Core {
     fn ready(&self) -> (bool, String) {
-        let up = self.feed.up.load(Ordering::Relaxed);
-        let symbols = self.book.len();
-        let stale = self.feed.stale_symbols.load(Ordering::Relaxed);
-        // A feed whose every symbol is stale serves nothing a client can
-        // trust: a balancer should send clients elsewhere.
-        let ready = up && symbols > 0 && (stale as usize) < symbols;
-        (ready, format!("feed_up={up} symbols={symbols} stale={stale}"))
+        self.feed.readiness()
     }
 }
 
