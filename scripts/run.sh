@@ -25,7 +25,7 @@ quotecast is running (Ctrl-C stops it)
   WebSocket   ws://$ws/?symbols=AAPL,MSFT      (or send {"op":"subscribe","symbols":["AAPL"]})
   health      http://$ws/healthz   http://$ws/readyz
   gRPC        ${QUOTECAST_GRPC_ADDR:-127.0.0.1:50051}
-  metrics     http://${QUOTECAST_METRICS_ADDR:-127.0.0.1:9100}/metrics
+  metrics     http://${QUOTECAST_METRICS_ADDR:-127.0.0.1:8084}/metrics
 
 INFO
 wait "$gw"
