@@ -5,7 +5,12 @@
 # any simulator flag via FEED_SIM_* env vars (see --help of each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p quotecast-gateway -p feed-sim
+# The whole workspace, exactly what `cargo build --release` at the root
+# builds: selecting packages (-p gateway -p feed-sim) unifies dependency
+# features over that subset only (bitflags, num-traits, rustix differ), so
+# the two builds kept recompiling each other's dependencies. This way a
+# start after `cargo build --release` (or a second start) builds nothing.
+cargo build --release -q --workspace
 target/release/gateway &
 gw=$!
 sleep 0.3
