@@ -190,7 +190,7 @@ pub struct ServeConfig {
     #[arg(long = "grpc-addr", env = "QUOTECAST_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
     /// Prometheus /metrics listen address.
-    #[arg(long = "metrics-addr", env = "QUOTECAST_METRICS_ADDR", default_value = "127.0.0.1:9100")]
+    #[arg(long = "metrics-addr", env = "QUOTECAST_METRICS_ADDR", default_value = "127.0.0.1:8084")]
     pub metrics_addr: SocketAddr,
     /// Time given to clients to close after SIGINT/SIGTERM (ms).
     #[arg(long, env = "QUOTECAST_SHUTDOWN_GRACE_MS", default_value_t = 5000)]

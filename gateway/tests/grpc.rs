@@ -513,6 +513,60 @@ async fn stream_honours_the_callers_deadline() {
     gw.stop().await;
 }
 
+/// Clients such as grpcio and grpc-go enforce their deadline themselves:
+/// their clock starts before the request leaves (here 5 ms before, as while
+/// connecting), and when it runs out they reset the stream, usually just
+/// before the gateway's own timer would have ended it. Whether the caller's
+/// reset or the gateway's DEADLINE_EXCEEDED ends a stream, the metrics
+/// count every one of them as DEADLINE_EXCEEDED, none as CANCELLED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_ended_by_the_callers_deadline_count_as_deadline_exceeded() {
+    const N: u64 = 24;
+    let gw = Gw::start().await;
+    let mut feed = gw.sender("D2");
+    feed.send(&[dir(1, "AAPL"), quote(1, 1_000_000)]);
+    gw.until("directory", |r| r.core.book.len() == 1).await;
+    let mut c = client(gw.running.grpc_addr).await;
+    let timeout = Duration::from_millis(100);
+    for i in 0..N {
+        let deadline = tokio::time::Instant::now() + timeout;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let mut req = tonic::Request::new(stream_req(&["AAPL".into()]));
+        req.set_timeout(timeout);
+        let mut s = c.stream_quotes(req).await.unwrap().into_inner();
+        if i % 2 == 0 {
+            // The caller's own deadline: read until it passes, then reset.
+            while let Ok(Ok(Some(_))) = tokio::time::timeout_at(deadline, s.message()).await {}
+            drop(s);
+        } else {
+            // A caller that leaves the deadline to the server.
+            let end = loop {
+                match tokio::time::timeout(Duration::from_secs(10), s.message())
+                    .await
+                    .expect("deadline ignored")
+                {
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("a deadline is not a clean end"),
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(end.code(), Code::DeadlineExceeded, "{end}");
+        }
+    }
+    let grpc = gw.running.core.metrics.grpc().clone();
+    let count = |code| grpc.requests("quotecast.v1.QuoteService", "StreamQuotes", code);
+    gw.until("every stream counted", |_| count("DEADLINE_EXCEEDED") + count("CANCELLED") == N).await;
+    assert_eq!((count("DEADLINE_EXCEEDED"), count("CANCELLED")), (N, 0), "one code for one kind of end");
+    assert_eq!(grpc.in_flight("quotecast.v1.QuoteService", "StreamQuotes"), 0);
+    let metrics = scrape(gw.running.metrics_addr).await;
+    let line = format!(
+        "quotecast_grpc_requests_total{{service=\"quotecast.v1.QuoteService\",method=\"StreamQuotes\",code=\"DEADLINE_EXCEEDED\"}} {N}\n"
+    );
+    assert!(metrics.contains(&line), "{metrics}");
+    assert!(!metrics.contains(r#"method="StreamQuotes",code="CANCELLED""#), "{metrics}");
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_the_feed_and_reflection_describes_the_service() {
     use tonic_health::pb::{

@@ -13,7 +13,18 @@
 //! The status of a call is read where gRPC puts it: the `grpc-status`
 //! header of a trailers-only response (errors), or the trailers at the end
 //! of the body (successful unary calls and streams). A response body
-//! dropped before its end (the client went away) counts as `CANCELLED`.
+//! dropped before its end (the client went away) counts as `CANCELLED`,
+//! unless the call's `grpc-timeout` had (all but) elapsed: then it counts
+//! as `DEADLINE_EXCEEDED`, whichever side noticed the deadline first.
+//!
+//! Why the "all but": gRPC clients (grpcio, grpc-go, grpc-java) enforce
+//! their deadline themselves and reset the stream (RST_STREAM CANCEL, the
+//! same frame as a user's cancel) when it passes. Their clock starts before
+//! the request reaches the gateway, so their reset often arrives a little
+//! before the gateway's own timer would have ended the call with
+//! DEADLINE_EXCEEDED; counted as CANCELLED that race split one kind of end
+//! into two codes (8 vs 17 of 25 streams). A reset within
+//! [`deadline_slack`] of the deadline is therefore counted as the deadline.
 
 use super::histogram::{write_header, write_histogram, write_sample, AtomicHistogram, GRPC_BUCKETS};
 use super::names;
@@ -26,7 +37,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -53,6 +64,16 @@ pub const CODES: [&str; 17] = [
 
 const CANCELLED: usize = 1;
 const UNKNOWN: usize = 2;
+const DEADLINE_EXCEEDED: usize = 4;
+
+/// How long before its deadline a call that the caller abandons still
+/// counts as ended by the deadline: a quarter of the timeout, at most
+/// 100 ms. It covers the time between the caller starting its deadline
+/// clock and its request reaching the gateway (connection setup, queueing,
+/// one-way latency); a cancel earlier than that is the caller's choice.
+pub fn deadline_slack(timeout: Duration) -> Duration {
+    (timeout / 4).min(Duration::from_millis(100))
+}
 
 /// Services served next to quotecast's own, whose methods are labelled by
 /// name rather than as `unknown`.
@@ -132,9 +153,21 @@ impl GrpcMetrics {
     /// "/quotecast.v1.QuoteService/GetSnapshot"); it is in flight until
     /// [`GrpcCall::finish`] or until the guard is dropped (`CANCELLED`).
     pub fn start(self: &Arc<Self>, path: &str) -> GrpcCall {
+        self.start_with_timeout(path, None)
+    }
+
+    /// Like [`start`](Self::start) for a call with the caller's
+    /// `grpc-timeout`: dropped unfinished at or after (within
+    /// [`deadline_slack`] of) that deadline, it counts as
+    /// `DEADLINE_EXCEEDED` instead of `CANCELLED`.
+    pub fn start_with_timeout(self: &Arc<Self>, path: &str, timeout: Option<Duration>) -> GrpcCall {
         let method = self.lookup(path);
         self.methods[method].in_flight.fetch_add(1, Ordering::Relaxed);
-        GrpcCall { metrics: self.clone(), method, started: Instant::now(), done: false }
+        let started = Instant::now();
+        // Where the reset counts as the deadline; an absurd timeout (past
+        // what an Instant holds) is no deadline.
+        let deadline = timeout.and_then(|t| started.checked_add(t - deadline_slack(t)));
+        GrpcCall { metrics: self.clone(), method, started, deadline, done: false }
     }
 
     /// Requests finished so far for `service`/`method` with `code` (tests).
@@ -218,12 +251,15 @@ fn descriptor_methods(bytes: &[u8]) -> Vec<(String, String)> {
 }
 
 /// One call in progress. Finish it with its status code; dropping it
-/// unfinished records `CANCELLED`.
+/// unfinished records `CANCELLED`, or `DEADLINE_EXCEEDED` once its
+/// deadline (less the slack) has passed.
 #[derive(Debug)]
 pub struct GrpcCall {
     metrics: Arc<GrpcMetrics>,
     method: usize,
     started: Instant,
+    /// From when an unfinished drop counts as the caller's deadline.
+    deadline: Option<Instant>,
     done: bool,
 }
 
@@ -247,7 +283,14 @@ impl GrpcCall {
 
 impl Drop for GrpcCall {
     fn drop(&mut self) {
-        self.record(CANCELLED);
+        if self.done {
+            return;
+        }
+        let code = match self.deadline {
+            Some(d) if Instant::now() >= d => DEADLINE_EXCEEDED,
+            _ => CANCELLED,
+        };
+        self.record(code);
     }
 }
 
@@ -301,7 +344,10 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        let call = self.metrics.start(req.uri().path());
+        let timeout = crate::grpc::request::grpc_timeout(
+            req.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()),
+        );
+        let call = self.metrics.start_with_timeout(req.uri().path(), timeout);
         let fut = self.inner.call(req);
         Box::pin(async move {
             // An error here is a transport failure (tonic's router never
@@ -473,6 +519,54 @@ mod tests {
         assert!(!out
             .contains("duration_seconds_count{service=\"quotecast.v1.QuoteService\",method=\"GetSnapshot\""));
         assert!(out.contains("duration_seconds_count{service=\"quotecast.v1.QuoteService\",method=\"StreamQuotes\",code=\"CANCELLED\"} 1\n"));
+    }
+
+    fn req_with_timeout(path: &str, timeout: &str) -> http::Request<()> {
+        http::Request::builder()
+            .uri(format!("http://x{path}"))
+            .header("grpc-timeout", timeout)
+            .body(())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_stream_reset_at_its_deadline_counts_as_deadline_exceeded() {
+        let m = metrics();
+        let path = "/quotecast.v1.QuoteService/StreamQuotes";
+        let mut svc = GrpcMetricsLayer::new(m.clone())
+            .layer(Fixed(|| http::Response::new(Full::new(Bytes::from_static(b"partial")))));
+        let count = |code| m.requests("quotecast.v1.QuoteService", "StreamQuotes", code);
+        // The caller's clock ran out (a 0 ms timeout has passed at once):
+        // its reset is the deadline, not a cancel.
+        for _ in 0..3 {
+            drop(svc.call(req_with_timeout(path, "0m")).await.unwrap());
+        }
+        assert_eq!((count("DEADLINE_EXCEEDED"), count("CANCELLED")), (3, 0));
+        // Reset long before its deadline, or without one: a cancel.
+        drop(svc.call(req_with_timeout(path, "10S")).await.unwrap());
+        drop(svc.call(req(path)).await.unwrap());
+        drop(svc.call(req_with_timeout(path, "bogus")).await.unwrap());
+        assert_eq!((count("DEADLINE_EXCEEDED"), count("CANCELLED")), (3, 3));
+        assert_eq!(m.in_flight("quotecast.v1.QuoteService", "StreamQuotes"), 0);
+    }
+
+    #[test]
+    fn deadline_counts_from_the_slack_before_it() {
+        assert_eq!(deadline_slack(Duration::from_millis(200)), Duration::from_millis(50));
+        assert_eq!(deadline_slack(Duration::from_secs(30)), Duration::from_millis(100));
+        assert_eq!(deadline_slack(Duration::ZERO), Duration::ZERO);
+        let m = metrics();
+        let path = "/quotecast.v1.QuoteService/StreamQuotes";
+        drop(m.start_with_timeout(path, Some(Duration::from_millis(40))));
+        let late = m.start_with_timeout(path, Some(Duration::from_millis(40)));
+        std::thread::sleep(Duration::from_millis(31)); // past 40 ms less 10 ms of slack
+        drop(late);
+        // A call that finished keeps its own code, deadline or not.
+        m.start_with_timeout(path, Some(Duration::ZERO)).finish(0);
+        // An absurd timeout is no deadline at all.
+        drop(m.start_with_timeout(path, Some(Duration::MAX)));
+        let count = |code| m.requests("quotecast.v1.QuoteService", "StreamQuotes", code);
+        assert_eq!((count("CANCELLED"), count("DEADLINE_EXCEEDED"), count("OK")), (2, 1, 1));
     }
 
     #[test]
