@@ -165,6 +165,62 @@ async fn connection_limit_closes_with_1013_and_a_retry_hint() {
     gw.stop().await;
 }
 
+/// True if `b` (server-to-client bytes from a frame boundary) holds a
+/// complete Close frame.
+fn has_close_frame(mut b: &[u8]) -> bool {
+    while b.len() >= 2 {
+        let (opcode, masked) = (b[0] & 0x0F, b[1] & 0x80 != 0);
+        let (len, header) = match b[1] & 0x7F {
+            126 if b.len() >= 4 => (u64::from(u16::from_be_bytes([b[2], b[3]])), 4),
+            127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().unwrap()), 10),
+            126 | 127 => return false,
+            n => (u64::from(n), 2),
+        };
+        let end = header + if masked { 4 } else { 0 } + len as usize;
+        if end > b.len() {
+            return false;
+        }
+        if opcode == 0x8 {
+            return true;
+        }
+        b = &b[end..];
+    }
+    false
+}
+
+/// Waits until a Close frame has arrived in `c`'s socket without reading
+/// it: reading would answer the gateway's pings. Fails after 10 s.
+async fn until_close_frame_arrives(c: &Client) {
+    let tokio_tungstenite::MaybeTlsStream::Plain(s) = c.ws.get_ref() else {
+        panic!("a plain TCP client expected")
+    };
+    let mut buf = vec![0u8; 256 * 1024];
+    let t0 = std::time::Instant::now();
+    loop {
+        let left = Duration::from_secs(10).saturating_sub(t0.elapsed());
+        let n =
+            tokio::time::timeout(left, s.peek(&mut buf)).await.expect("no close frame within 10 s").unwrap();
+        // EOF: let the caller's read report what (if anything) came.
+        if n == 0 || has_close_frame(&buf[..n]) {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "no close frame within 10 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[test]
+fn close_frame_scan_walks_frames() {
+    assert!(!has_close_frame(&[0x89, 0x00, 0x89, 0x00]), "two pings");
+    assert!(has_close_frame(&[0x89, 0x00, 0x88, 0x02, 0x0F, 0xAC]), "ping then close 4012");
+    assert!(!has_close_frame(&[0x88, 0x02, 0x0F]), "incomplete close");
+    let mut big = vec![0x82, 126, 0x01, 0x00];
+    big.extend([0u8; 256]);
+    assert!(!has_close_frame(&big));
+    big.extend([0x88, 0x00]);
+    assert!(has_close_frame(&big), "close after a 256-byte binary frame");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_client_is_closed_after_the_idle_timeout() {
     let (gw, _feed) = with_symbols(|c| {
@@ -172,19 +228,35 @@ async fn silent_client_is_closed_after_the_idle_timeout() {
         c.ws.idle_timeout_ms = 400;
     })
     .await;
+    let idle = Duration::from_millis(gw.running.core.config.ws.idle_timeout_ms);
+    // A client that reads (and so answers pings) and sends requests,
+    // connected first: it must outlive the silent one.
+    let mut alive = Client::connect(&gw.ws_url("")).await;
+    let alive_since = std::time::Instant::now();
     let mut c = Client::connect(&gw.ws_url("")).await;
-    // Not polling the socket means tungstenite never answers the pings.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    {
+        // Not polling `c`'s WebSocket means tungstenite never answers the
+        // pings: wait for the gateway's close frame to arrive in its socket.
+        let closed = until_close_frame_arrives(&c);
+        tokio::pin!(closed);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                () = &mut closed => break,
+                _ = tick.tick() => {
+                    alive.send_json(json!({"op":"ping"})).await;
+                    assert_eq!(alive.json().await["type"], "pong");
+                }
+            }
+        }
+    }
     let (code, _) = c.closed().await.expect("close frame");
     assert_eq!(code, 4012);
-    // A client that reads (and so answers pings) stays connected.
-    let mut alive = Client::connect(&gw.ws_url("")).await;
-    let t0 = std::time::Instant::now();
-    while t0.elapsed() < Duration::from_millis(900) {
-        alive.send_json(json!({"op":"ping"})).await;
-        assert_eq!(alive.json().await["type"], "pong");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The silent client was closed after an idle timeout; the one that kept
+    // talking has been connected longer than that and still answers.
+    assert!(alive_since.elapsed() > idle, "the silent client closed before its idle timeout");
+    alive.send_json(json!({"op":"ping"})).await;
+    assert_eq!(alive.json().await["type"], "pong");
     gw.stop().await;
 }
 

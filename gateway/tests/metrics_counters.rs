@@ -27,25 +27,53 @@ struct Seen {
     update_bytes: u64,
 }
 
-/// Reads until `want_updates` updates arrived and then nothing more came
-/// for 300 ms (the server writes nothing unprompted: no feed, pings far off).
-async fn read_all(c: &mut Client, want_updates: u64) -> Seen {
-    let mut seen = Seen::default();
-    loop {
-        let quiet =
-            if seen.updates >= want_updates { Duration::from_millis(300) } else { Duration::from_secs(10) };
-        let m = match tokio::time::timeout(quiet, c.ws.next()).await {
-            Err(_) if seen.updates >= want_updates => return seen,
-            Err(_) => panic!("only {seen:?} of {want_updates} updates arrived"),
-            Ok(None) | Ok(Some(Err(_))) => panic!("connection ended early after {seen:?}"),
-            Ok(Some(Ok(m))) => m,
-        };
-        seen.messages += 1;
-        if let Message::Binary(b) = &m {
+impl Seen {
+    fn count(&mut self, m: &Message) {
+        self.messages += 1;
+        if let Message::Binary(b) = m {
             if let Some(Body::Updates(batch)) = v1::ServerMessage::decode(b.clone()).unwrap().body {
-                seen.updates += batch.updates.len() as u64;
-                seen.update_bytes += b.len() as u64;
+                self.updates += batch.updates.len() as u64;
+                self.update_bytes += b.len() as u64;
             }
+        }
+    }
+}
+
+/// Reads both clients until `a` has `want_a` updates, `b` has `want_b`,
+/// and the gateway's own counters say every message it wrote has arrived
+/// (frames and updates written equal what the two received). The server
+/// writes nothing unprompted here (no feed, pings far off), so then both
+/// are done. Fails after 10 s with both sides' numbers.
+async fn read_all(gw: &Gw, a: &mut Client, want_a: u64, b: &mut Client, want_b: u64) -> (Seen, Seen) {
+    let (mut seen_a, mut seen_b) = (Seen::default(), Seen::default());
+    let t0 = std::time::Instant::now();
+    loop {
+        let ws = &gw.running.core.ws;
+        let (frames, updates) = (ws.frames.load(Relaxed), ws.updates.load(Relaxed));
+        if seen_a.updates >= want_a
+            && seen_b.updates >= want_b
+            && frames == seen_a.messages + seen_b.messages
+            && updates == seen_a.updates + seen_b.updates
+        {
+            return (seen_a, seen_b);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "wanted {want_a} + {want_b} updates; received {seen_a:?} and {seen_b:?}; \
+             the gateway counted {frames} frames with {updates} updates"
+        );
+        let gone = |c: &str, s: &Seen| panic!("connection {c} ended early after {s:?}");
+        tokio::select! {
+            m = a.ws.next() => match m {
+                Some(Ok(m)) => seen_a.count(&m),
+                _ => gone("a", &seen_a),
+            },
+            m = b.ws.next() => match m {
+                Some(Ok(m)) => seen_b.count(&m),
+                _ => gone("b", &seen_b),
+            },
+            // Re-check the counters: they move after the write completes.
+            () = tokio::time::sleep(Duration::from_millis(5)) => {}
         }
     }
 }
@@ -113,8 +141,7 @@ async fn scraped_counters_equal_what_was_sent_and_received() {
     // After the gap every symbol went stale; the packets held behind the
     // hole then refreshed AAPL and MSFT with quotes, IBM only traded.
     // Snapshots: A 2, B 1; updates after them: 19 per subscribed symbol.
-    let seen_a = read_all(&mut a, 2 + 19 * 2).await;
-    let seen_b = read_all(&mut b, 1 + 19).await;
+    let (seen_a, seen_b) = read_all(&gw, &mut a, 2 + 19 * 2, &mut b, 1 + 19).await;
     let (status, body) = http_get(gw.running.ws_addr, "/healthz").await;
     assert_eq!(status, 200, "{body}");
 

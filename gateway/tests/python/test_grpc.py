@@ -34,10 +34,32 @@ def qc(pb):
     return Modules
 
 
+def wait_serving(ch, service, timeout=10):
+    """Blocks until `service` reports SERVING (a health Watch: the server
+    sends every change), failing after `timeout` seconds."""
+    call = health_pb2_grpc.HealthStub(ch).Watch(
+        health_pb2.HealthCheckRequest(service=service), timeout=timeout
+    )
+    seen = []
+    try:
+        for resp in call:
+            seen.append(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
+            if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+    except grpc.RpcError as e:
+        pytest.fail(f"health of {service!r} not SERVING within {timeout} s: {e.code()}, saw {seen}")
+    finally:
+        call.cancel()
+    pytest.fail(f"health Watch of {service!r} ended before SERVING, saw {seen}")
+
+
 @pytest.fixture(scope="module")
 def channel():
     with grpc.insecure_channel(ADDR) as ch:
         grpc.channel_ready_future(ch).result(timeout=10)
+        # Health follows the feed: every test here expects a serving gateway.
+        for service in ["", SERVICE]:
+            wait_serving(ch, service)
         yield ch
 
 
