@@ -59,11 +59,12 @@ pub struct FeedConfig {
     /// sequence (Subscribe.from_seq) without a fresh snapshot.
     #[arg(long, env = "QUOTECAST_REPLAY_DEPTH", default_value_t = 256)]
     pub replay_depth: usize,
-    /// Memory ceiling of all replay rings together (bytes). Without it the
-    /// rings would hold --replay-depth x active symbols x ~200 B (about
-    /// 0.8 GiB at the defaults with 16,384 active symbols); at the ceiling a
-    /// symbol recycles its own oldest entries instead of growing, and a
-    /// resume too old for what is kept gets a fresh snapshot.
+    /// Memory ceiling of all replay rings together (bytes). Uncapped they
+    /// would hold --replay-depth x active symbols x ~130 B (0.5 GiB at the
+    /// defaults with 16,384 active symbols); the default 128 MiB keeps 256
+    /// updates for each of ~4,000 active symbols. At the ceiling a symbol
+    /// recycles its own oldest entries instead of growing, and a resume too
+    /// old for what is kept gets a fresh snapshot.
     #[arg(long, env = "QUOTECAST_REPLAY_MAX_BYTES", default_value_t = 128 << 20)]
     pub replay_max_bytes: usize,
     /// Consecutive in-order packets another session (a restarted sender),
@@ -176,9 +177,12 @@ pub struct WsConfig {
     #[arg(long, env = "QUOTECAST_HANDSHAKE_TIMEOUT_MS", default_value_t = 10000)]
     pub handshake_timeout_ms: u64,
     /// Longest time a closing connection is kept to deliver its Close frame
-    /// (behind what is already in the socket) and read the client's reply,
-    /// before the socket is dropped (ms).
-    #[arg(long, env = "QUOTECAST_CLOSE_LINGER_MS", default_value_t = 5000)]
+    /// and read the client's reply before the socket is dropped (ms). A
+    /// client that answers ends it at once; a slow one reads its Close
+    /// frame only after the frames its own buffers already hold, which can
+    /// take many seconds. A lingering socket holds its connection slot but
+    /// no queue or subscription.
+    #[arg(long, env = "QUOTECAST_CLOSE_LINGER_MS", default_value_t = 30000)]
     pub close_linger_ms: u64,
 }
 

@@ -136,7 +136,9 @@ impl Running {
 /// When a thread or runtime cannot be started.
 pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let book = Arc::new(Book::new(cfg.feed.max_symbols));
-    let hub = Arc::new(Hub::new(cfg.feed.max_symbols, cfg.feed.replay_depth));
+    let hub = Arc::new(
+        Hub::new(cfg.feed.max_symbols, cfg.feed.replay_depth).with_replay_budget(cfg.feed.replay_max_bytes),
+    );
     let feed = Arc::new(FeedStats::default());
     // One recorder per gateway: several gateways in one process (tests)
     // never mix their counts.

@@ -19,6 +19,7 @@ use mailbox::{Encoded, Mailbox};
 use parking_lot::Mutex;
 use quotecast_proto::v1::status::{Reason, State};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// One symbol's fan-out state.
@@ -51,18 +52,46 @@ pub enum Start {
     ResumeFailed,
 }
 
+/// Bytes one replay entry costs: the quote with its `Arc` header, and its
+/// slot in the ring.
+pub const REPLAY_ENTRY_BYTES: usize =
+    std::mem::size_of::<Quote>() + 2 * std::mem::size_of::<usize>() + std::mem::size_of::<Arc<Quote>>();
+
 /// Per-symbol subscriber lists. Shared as `Arc<Hub>`.
 #[derive(Debug)]
 pub struct Hub {
     topics: Box<[Mutex<Topic>]>,
     replay_depth: usize,
+    /// Entries all replay rings may hold together.
+    replay_budget: usize,
+    /// Entries they hold now. Written by the ingest thread only.
+    replay_used: AtomicUsize,
 }
 
 impl Hub {
     /// A hub for `capacity` symbols keeping the last `replay_depth` updates
-    /// of each symbol for resumes.
+    /// of each symbol for resumes, with no ceiling on their total (see
+    /// [`Hub::with_replay_budget`]).
     pub fn new(capacity: usize, replay_depth: usize) -> Self {
-        Hub { topics: (0..capacity).map(|_| Mutex::default()).collect(), replay_depth }
+        Hub {
+            topics: (0..capacity).map(|_| Mutex::default()).collect(),
+            replay_depth,
+            replay_budget: usize::MAX,
+            replay_used: AtomicUsize::new(0),
+        }
+    }
+
+    /// Caps the replay rings at `max_bytes` together: at the ceiling a
+    /// symbol recycles its own oldest entry instead of growing its ring, so
+    /// hot symbols cannot grow the total with the number of symbols.
+    pub fn with_replay_budget(mut self, max_bytes: usize) -> Self {
+        self.replay_budget = max_bytes / REPLAY_ENTRY_BYTES;
+        self
+    }
+
+    /// Bytes the replay rings hold now (entries x [`REPLAY_ENTRY_BYTES`]).
+    pub fn replay_bytes(&self) -> usize {
+        self.replay_used.load(Ordering::Relaxed) * REPLAY_ENTRY_BYTES
     }
 
     /// Ingest only: publishes an update of `id` to its subscribers, queueing
@@ -71,10 +100,18 @@ impl Hub {
         let mut t = self.topics[id as usize].lock();
         t.last = Some(q.clone());
         if self.replay_depth > 0 {
-            if t.recent.len() == self.replay_depth {
-                t.recent.pop_front();
+            let recycled = if t.recent.len() == self.replay_depth {
+                t.recent.pop_front().is_some()
+            } else if self.replay_used.load(Ordering::Relaxed) >= self.replay_budget {
+                // At the ceiling: shift this symbol's own ring, if it has one.
+                t.recent.pop_front().is_some()
+            } else {
+                self.replay_used.fetch_add(1, Ordering::Relaxed);
+                true
+            };
+            if recycled {
+                t.recent.push_back(q.clone());
             }
-            t.recent.push_back(q.clone());
         }
         for m in &t.subs {
             if m.push_update(id, entry, false) {
@@ -263,6 +300,39 @@ mod tests {
             d.entries.front(),
             Some(Entry::Status { state: State::Stale, reason: Reason::FeedGap, .. })
         ));
+    }
+
+    #[test]
+    fn replay_entry_size_is_what_the_help_says() {
+        // --replay-max-bytes help: "~130 B" per entry.
+        assert!((100..=160).contains(&REPLAY_ENTRY_BYTES), "{REPLAY_ENTRY_BYTES}");
+    }
+
+    #[test]
+    fn replay_rings_stay_under_their_byte_ceiling() {
+        // Room for 5 entries in all, depth 4 per symbol, 3 symbols.
+        let h = Hub::new(3, 4).with_replay_budget(5 * REPLAY_ENTRY_BYTES);
+        let publish_to = |id: SymbolId, seq: u64| {
+            let q = quote(seq);
+            let mut e = BytesMut::new();
+            encode::entry(&q, Flags::default(), &mut e);
+            h.publish(id, &q, &Encoded { bytes: e.freeze(), ts_recv: 0 }, &mut Vec::new());
+        };
+        for seq in 1..=10 {
+            publish_to(0, seq);
+        }
+        assert_eq!(h.replay_bytes(), 4 * REPLAY_ENTRY_BYTES, "symbol 0 at its depth");
+        for seq in 1..=10 {
+            publish_to(1, seq);
+            publish_to(2, seq);
+        }
+        assert_eq!(h.replay_bytes(), 5 * REPLAY_ENTRY_BYTES, "total at the ceiling");
+        // Symbol 1 got the last free entry and recycles it: it can still
+        // resume from its latest seq; symbol 2 has no ring and cannot.
+        let m = Arc::new(Mailbox::new(64, 4));
+        assert_eq!(h.subscribe(1, &m, Some(9)), Some(Start::Resumed));
+        assert_eq!(h.subscribe(2, &m, Some(9)), Some(Start::ResumeFailed));
+        assert_eq!(h.subscribe(0, &m, Some(7)), Some(Start::Resumed), "symbol 0 keeps its depth");
     }
 
     #[test]

@@ -82,6 +82,10 @@ pub mod names {
     pub const BOOK_CAPACITY: &str = "quotecast_book_capacity_symbols";
     /// Symbols currently stale.
     pub const BOOK_STALE: &str = "quotecast_book_stale_symbols";
+    /// Bytes held by the replay rings.
+    pub const HUB_REPLAY_BYTES: &str = "quotecast_hub_replay_bytes";
+    /// Ceiling of the replay rings.
+    pub const HUB_REPLAY_MAX_BYTES: &str = "quotecast_hub_replay_max_bytes";
     /// Directory entries refused because the book was full.
     pub const BOOK_FULL: &str = "quotecast_book_rejected_symbols_total";
     /// WebSocket connections open now.
@@ -166,6 +170,8 @@ struct FeedHandles {
     symbols: Gauge,
     capacity: Gauge,
     stale: Gauge,
+    replay_bytes: Gauge,
+    replay_max_bytes: Gauge,
 }
 
 /// Handles mirroring [`crate::ws::WsStats`].
@@ -251,6 +257,8 @@ fn describe() {
     describe_gauge!(BOOK_SYMBOLS, "Symbols in the quote book.");
     describe_gauge!(BOOK_CAPACITY, "Most symbols the quote book can hold.");
     describe_gauge!(BOOK_STALE, "Symbols whose quote may be wrong (gap, restart, silent feed).");
+    describe_gauge!(HUB_REPLAY_BYTES, Unit::Bytes, "Bytes the per-symbol replay rings (resume) hold.");
+    describe_gauge!(HUB_REPLAY_MAX_BYTES, Unit::Bytes, "Ceiling of the replay rings (--replay-max-bytes).");
     describe_counter!(BOOK_FULL, Unit::Count, "Directory entries refused because the book was full.");
     describe_gauge!(WS_CONNECTIONS, "WebSocket connections open.");
     describe_gauge!(WS_MAX_CONNECTIONS, "WebSocket connection limit (--max-connections).");
@@ -319,6 +327,8 @@ impl Telemetry {
                 symbols: gauge!(BOOK_SYMBOLS),
                 capacity: gauge!(BOOK_CAPACITY),
                 stale: gauge!(BOOK_STALE),
+                replay_bytes: gauge!(HUB_REPLAY_BYTES),
+                replay_max_bytes: gauge!(HUB_REPLAY_MAX_BYTES),
             };
             let ws = WsHandles {
                 open: gauge!(WS_CONNECTIONS),
@@ -402,6 +412,8 @@ impl Telemetry {
         f.symbols.set(core.book.len() as f64);
         f.capacity.set(core.book.capacity() as f64);
         f.stale.set(l(&s.stale_symbols) as f64);
+        f.replay_bytes.set(core.hub.replay_bytes() as f64);
+        f.replay_max_bytes.set(core.config.feed.replay_max_bytes as f64);
 
         let (w, s) = (&self.ws, &*core.ws);
         w.open.set(s.open.load(Ordering::Relaxed) as f64);
