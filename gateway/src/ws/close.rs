@@ -11,17 +11,20 @@
 //!    what was queued but not yet in the socket is dropped;
 //! 2. the rest of a partly written frame, if any, then the Close frame
 //!    (ours, or tungstenite's echo of the client's) are written;
-//! 3. the write side is shut down (FIN), so the client sees the end right
-//!    after the Close frame;
-//! 4. the socket is read and discarded until the client closes its side or
-//!    the linger time is over, and only then dropped: no unread input, no
-//!    reset.
+//! 3. what the client still sends is read and discarded until its Close
+//!    reply arrives (or, after 1002/1007/1009, whose input cannot be parsed
+//!    as frames any more, the write side is shut down and raw bytes are
+//!    discarded until the client closes its side), and only then is the
+//!    socket closed: no unread input, no reset.
 //!
-//! Steps 2 to 4 share one deadline (`--close-linger-ms`), so a client that
+//! A Close from the client is simpler: tungstenite queued its echo, which is
+//! flushed before the socket is closed.
+//!
+//! Steps 2 and 3 share one deadline (`--close-linger-ms`), so a client that
 //! never reads cannot hold a closing socket longer than that.
 
 use super::close_code;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -78,22 +81,52 @@ pub fn close_message(code: u16, reason: &str) -> Message {
 pub async fn finish(mut ws: WebSocketStream<TcpStream>, end: End, linger: Duration) -> &'static str {
     let label = end.label();
     let deadline = Instant::now() + linger;
-    let written = match end {
-        End::Gone => return label,
-        // Flushing writes the echo tungstenite queued when it read the
-        // peer's Close (after the rest of a partly written frame).
-        End::PeerClosed { .. } => tokio::time::timeout_at(deadline, ws.flush()).await,
+    match end {
+        End::Gone => {}
+        End::PeerClosed { .. } => {
+            // Flushing writes the echo tungstenite queued when it read the
+            // peer's Close (after the rest of a partly written frame). The
+            // peer sends nothing after its Close: the handshake is complete
+            // and the server closes TCP first (RFC 6455 §7.1.1).
+            let _ = tokio::time::timeout_at(deadline, ws.flush()).await;
+            let _ = tokio::time::timeout_at(deadline, ws.get_mut().shutdown()).await;
+        }
         End::Close(code, reason) => {
             tracing::debug!(code, reason, "closing connection");
-            tokio::time::timeout_at(deadline, ws.send(close_message(code, &reason))).await
+            let sent = tokio::time::timeout_at(deadline, ws.send(close_message(code, &reason))).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                // The client does not take even the close frame.
+                return label;
+            }
+            if framing_broken(code) {
+                // What follows in the input cannot be parsed as frames (the
+                // rest of an oversized or malformed one): discard raw bytes.
+                shut_and_drain(ws.get_mut(), deadline).await;
+            } else {
+                await_close_reply(&mut ws, deadline).await;
+                let _ = tokio::time::timeout_at(deadline, ws.get_mut().shutdown()).await;
+            }
         }
-    };
-    if !matches!(written, Ok(Ok(()))) {
-        // The client does not take even the close frame: nothing more to do.
-        return label;
     }
-    shut_and_drain(ws.get_mut(), deadline).await;
     label
+}
+
+/// After these codes the client's input is not at a frame boundary.
+fn framing_broken(code: u16) -> bool {
+    matches!(code, close_code::TOO_BIG | close_code::PROTOCOL | close_code::INVALID_UTF8)
+}
+
+/// Reads (and discards) what the client still sends until its Close reply,
+/// the end of its stream, or `deadline`.
+async fn await_close_reply(ws: &mut WebSocketStream<TcpStream>, deadline: Instant) {
+    let _ = tokio::time::timeout_at(deadline, async {
+        while let Some(Ok(m)) = ws.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Ends the write side (FIN), then reads and discards what the peer still
