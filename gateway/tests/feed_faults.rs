@@ -8,24 +8,12 @@ mod common;
 use common::*;
 use quotecast_proto::v1::server_message::Body;
 use quotecast_proto::v1::status::{Reason, State};
-use serde_json::json;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// A gateway with AAPL (locate 1) and MSFT (locate 2) quoted once, and a
 /// client subscribed to both that has consumed its ack and snapshots.
 async fn setup(f: impl FnOnce(&mut gateway::Config)) -> (Gw, FeedSender, Client) {
-    let gw = Gw::start_with(f).await;
-    let mut feed = gw.sender("S1");
-    feed.send(&[dir(1, "AAPL"), dir(2, "MSFT"), quote(1, 1_000_000), quote(2, 2_000_000)]);
-    gw.until("first packet applied", |r| r.core.feed.messages.load(Relaxed) == 4).await;
-    let mut c = Client::connect(&gw.ws_url("")).await;
-    c.send_json(json!({"op":"subscribe","symbols":["AAPL","MSFT"]})).await;
-    assert_eq!(c.json().await["accepted"], json!(["AAPL", "MSFT"]));
-    let mut snaps = 0;
-    while snaps < 2 {
-        snaps += c.updates().await.len();
-    }
-    (gw, feed, c)
+    two_quoted_symbols("S1", f).await
 }
 
 /// Reads until a Status message arrives, returning (state, reason, symbols);

@@ -11,7 +11,6 @@ use common::*;
 use quotecast_proto::feed::{header, PacketBuilder, SessionId, Symbol, END_OF_SESSION};
 use quotecast_proto::v1::server_message::Body;
 use quotecast_proto::v1::{quote_service_client::QuoteServiceClient, ListSymbolsRequest};
-use serde_json::json;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::Ordering::Relaxed;
@@ -19,18 +18,7 @@ use std::sync::atomic::Ordering::Relaxed;
 /// A gateway with AAPL (locate 1) and MSFT (locate 2) quoted by session
 /// LIVE, and a bystander subscribed to both past its ack and snapshots.
 async fn setup(f: impl FnOnce(&mut gateway::Config)) -> (Gw, FeedSender, Client) {
-    let gw = Gw::start_with(f).await;
-    let mut live = gw.sender("LIVE");
-    live.send(&[dir(1, "AAPL"), dir(2, "MSFT"), quote(1, 1_000_000), quote(2, 2_000_000)]);
-    gw.until("directory and quotes applied", |r| r.core.feed.messages.load(Relaxed) == 4).await;
-    let mut c = Client::connect(&gw.ws_url("")).await;
-    c.send_json(json!({"op":"subscribe","symbols":["AAPL","MSFT"]})).await;
-    assert_eq!(c.json().await["accepted"], json!(["AAPL", "MSFT"]));
-    let mut snaps = 0;
-    while snaps < 2 {
-        snaps += c.updates().await.len();
-    }
-    (gw, live, c)
+    two_quoted_symbols("LIVE", f).await
 }
 
 /// The bystander's next update: must be `symbol`'s `seq`-th, fresh, with

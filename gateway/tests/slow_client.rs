@@ -25,6 +25,19 @@ fn rss_bytes() -> u64 {
     s.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
 }
 
+/// One round of the feed: 200 quotes over the symbols, 10 per packet.
+fn send_round(feed: &mut FeedSender, round: i64) {
+    for p in 0..20i64 {
+        let msgs: Vec<_> = (0..10i64)
+            .map(|k| {
+                let loc = ((p * 10 + k) % i64::from(SYMBOLS)) as u16 + 1;
+                quote(loc, 1_000_000 + round * 100 + k)
+            })
+            .collect();
+        feed.send(&msgs);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_reader_is_conflated_then_closed_while_fast_reader_keeps_pace() {
     let gw = Gw::start_with(|c| {
@@ -103,15 +116,7 @@ async fn slow_reader_is_conflated_then_closed_while_fast_reader_keeps_pace() {
     let mut max_rss = rss_before;
     for round in 0..600i64 {
         // 200 updates per round, 10 per packet: 120,000 updates in ~6 s.
-        for p in 0..20i64 {
-            let msgs: Vec<_> = (0..10i64)
-                .map(|k| {
-                    let loc = ((p * 10 + k) % i64::from(SYMBOLS)) as u16 + 1;
-                    quote(loc, 1_000_000 + round * 100 + k)
-                })
-                .collect();
-            feed.send(&msgs);
-        }
+        send_round(&mut feed, round);
         tokio::time::sleep(Duration::from_millis(10)).await;
         max_rss = max_rss.max(rss_bytes());
     }
@@ -199,15 +204,7 @@ async fn stalled_connection_holds_at_most_capacity_plus_one_entry_per_symbol() {
     // The client stops reading; the feed sends 20,000 updates, 1,000 per
     // symbol (paced so the gateway's UDP buffer never overflows).
     for round in 0..ROUNDS {
-        for p in 0..20i64 {
-            let msgs: Vec<_> = (0..10i64)
-                .map(|k| {
-                    let loc = ((p * 10 + k) % i64::from(SYMBOLS)) as u16 + 1;
-                    quote(loc, 1_000_000 + round * 100 + k)
-                })
-                .collect();
-            feed.send(&msgs);
-        }
+        send_round(&mut feed, round);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let sent = (ROUNDS * 200) as u64;

@@ -270,3 +270,21 @@ pub async fn run_pytest(script: &str, env: Vec<(&'static str, String)>) -> (bool
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
+
+/// A gateway with AAPL (locate 1) and MSFT (locate 2) quoted once by
+/// `session`, and a client subscribed to both that has consumed its ack
+/// and snapshots.
+pub async fn two_quoted_symbols(session: &str, f: impl FnOnce(&mut Config)) -> (Gw, FeedSender, Client) {
+    let gw = Gw::start_with(f).await;
+    let mut feed = gw.sender(session);
+    feed.send(&[dir(1, "AAPL"), dir(2, "MSFT"), quote(1, 1_000_000), quote(2, 2_000_000)]);
+    gw.until("first packet applied", |r| r.core.feed.messages.load(Ordering::Relaxed) == 4).await;
+    let mut c = Client::connect(&gw.ws_url("")).await;
+    c.send_json(serde_json::json!({"op":"subscribe","symbols":["AAPL","MSFT"]})).await;
+    assert_eq!(c.json().await["accepted"], serde_json::json!(["AAPL", "MSFT"]));
+    let mut snaps = 0;
+    while snaps < 2 {
+        snaps += c.updates().await.len();
+    }
+    (gw, feed, c)
+}
