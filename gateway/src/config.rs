@@ -278,6 +278,13 @@ impl Config {
                 self.feed.confirm_packets
             )));
         }
+        if self.feed.replay_depth > 0 && self.feed.replay_max_bytes < crate::hub::REPLAY_ENTRY_BYTES {
+            return Err(ConfigError::Conflict(format!(
+                "--replay-max-bytes {} holds no update ({} B each); set --replay-depth 0 to turn resumes from the ring off",
+                self.feed.replay_max_bytes,
+                crate::hub::REPLAY_ENTRY_BYTES
+            )));
+        }
         if self.ws.max_batch_bytes < 1024 {
             return Err(ConfigError::Conflict("--max-batch-bytes must be at least 1024".into()));
         }
@@ -392,6 +399,7 @@ mod tests {
                 "--ws-max-write-buffer-bytes (4096) must be at least twice",
             ),
             (&["--ws-read-buffer-bytes", "0"][..], "--ws-read-buffer-bytes must be"),
+            (&["--replay-max-bytes", "64"][..], "--replay-max-bytes 64 holds no update"),
             (&["--feed-confirm-packets", "0"][..], "--feed-confirm-packets must be greater than 0"),
             (&["--feed-confirm-packets", "5000"][..], "above 1000"),
             (&["--feed-takeover-silence-ms", "0"][..], "--feed-takeover-silence-ms must be"),

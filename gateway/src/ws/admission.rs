@@ -67,6 +67,7 @@ impl Pending {
     /// # Errors
     /// [`Refused`] naming the bound that is reached.
     pub fn enter(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refused> {
+        let ip = source_key(ip);
         let mut c = self.counts.lock();
         if c.total >= self.max_total {
             return Err(Refused::Total);
@@ -88,6 +89,23 @@ impl Pending {
     /// True when no handshake is in progress.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// What counts as one source: an IPv4 address, or an IPv6 /64 (one host
+/// or site usually holds a whole /64, so per-address bounds on /128 would
+/// be no bound at all).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut seg = v6.segments();
+                seg[4..].fill(0);
+                IpAddr::V6(seg.into())
+            }
+        },
     }
 }
 
@@ -123,6 +141,16 @@ mod tests {
         let _a3 = p.enter(a).unwrap();
         assert!(Refused::PerIp.response().starts_with("HTTP/1.1 503"));
         assert!(Refused::PerIp.response().contains("Retry-After: 1\r\n"));
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_source() {
+        let p = Arc::new(Pending::new(10, 1));
+        let _a = p.enter("2001:db8::1".parse().unwrap()).unwrap();
+        assert_eq!(p.enter("2001:db8::2:3".parse().unwrap()).unwrap_err(), Refused::PerIp);
+        let _b = p.enter("2001:db8:0:1::1".parse().unwrap()).unwrap();
+        let _c = p.enter("::ffff:127.0.0.2".parse().unwrap()).unwrap();
+        assert_eq!(p.enter("127.0.0.2".parse().unwrap()).unwrap_err(), Refused::PerIp);
     }
 
     #[test]

@@ -101,7 +101,7 @@ pub async fn accept(stream: &mut TcpStream, health: &(dyn Health + Sync)) -> io:
         }
         ("/" | "/ws", true) => match check_upgrade(head, req.version, &header) {
             Err(refusal) => {
-                respond(stream, "400 Bad Request", refusal.headers, refusal.body, false).await?;
+                respond(stream, "400 Bad Request", refusal.headers, refusal.body, head).await?;
             }
             Ok(key) => {
                 let accept = derive_accept_key(key.as_bytes());

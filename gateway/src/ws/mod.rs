@@ -319,7 +319,6 @@ async fn connection(
             return;
         }
     };
-    drop(handshaking);
     let (symbols, leftover) = match outcome {
         handshake::Outcome::Upgraded { symbols, leftover } => (symbols, leftover),
         handshake::Outcome::Answered => {
@@ -329,22 +328,21 @@ async fn connection(
         }
         handshake::Outcome::Closed => return,
     };
-    let ws = WebSocketStream::from_partially_read(
-        stream,
-        leftover,
-        Role::Server,
-        Some(ws_config(&shared.config.ws)),
-    )
-    .await;
     let cfg = &shared.config.ws;
-    // The connection slot is taken at upgrade, not at accept.
+    // The connection slot is taken at upgrade, not at accept. A refused
+    // upgrade keeps its handshake place while its 1013 is delivered (at
+    // most 1 s), so refusals stay bounded like handshakes.
     let Ok(_slot) = slots.try_acquire_owned() else {
+        let ws =
+            WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ws_config(cfg))).await;
         let reason = format!("connection limit {} reached; retry after 5 s", cfg.max_connections);
         let end = close::End::Close(close_code::TRY_AGAIN_LATER, reason);
-        let label = close::finish(ws, end, cfg.close_linger()).await;
+        let label = close::finish(ws, end, cfg.close_linger().min(Duration::from_secs(1))).await;
         shared.ws.record_close(label);
         return;
     };
+    drop(handshaking);
+    let ws = WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ws_config(cfg))).await;
     shared.ws.open.fetch_add(1, Ordering::Relaxed);
     shared.ws.opened.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(%peer, "connection opened");

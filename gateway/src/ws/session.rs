@@ -115,10 +115,17 @@ impl Session {
             // Every connection closes at once: stay within the grace period.
             linger = linger.min(Duration::from_millis(self.shared.config.serve.shutdown_grace_ms) / 2);
         }
-        let label = match sink.reunite(stream) {
-            Ok(ws) => close::finish(ws, end, linger).await,
-            Err(_) => end.label(),
-        };
+        let label = end.label();
+        if let Ok(ws) = sink.reunite(stream) {
+            // A close still lingering when shutdown starts gets what is left
+            // of the grace period, not its whole linger.
+            let grace = Duration::from_millis(self.shared.config.serve.shutdown_grace_ms);
+            let shutdown = self.shared.shutdown.clone();
+            tokio::select! {
+                _ = close::finish(ws, end, linger) => {}
+                _ = async { shutdown.cancelled().await; tokio::time::sleep(grace / 2).await } => {}
+            }
+        }
         tracing::debug!(reason = label, "session ended");
         self.shared.ws.record_close(label);
     }
@@ -317,9 +324,9 @@ impl Session {
         let shutdown = self.shared.shutdown.clone();
         let mut drained = Drained::default();
         let mut out: Vec<Message> = Vec::new();
-        let mut ping = tokio::time::interval(cfg.ping_interval());
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ping.tick().await;
+        // Pings go out when due, busy or idle: a client that only listens
+        // must not be closed as idle because its frames never paused.
+        let mut next_ping = tokio::time::Instant::now() + cfg.ping_interval();
         // While the client is behind, frames are paced: each then carries
         // everything pending (bigger, fewer frames), so a slow reader has
         // few frames in flight, catches up sooner, and if it is closed its
@@ -335,15 +342,17 @@ impl Session {
                     _ = shutdown.cancelled() => continue,
                 }
             }
-            if !self.mailbox.drain(&mut drained) {
+            if tokio::time::Instant::now() >= next_ping {
+                out.push(Message::Ping(Bytes::new()));
+                next_ping = tokio::time::Instant::now() + cfg.ping_interval();
+            }
+            if !self.mailbox.drain(&mut drained) && out.is_empty() {
                 tokio::select! {
                     _ = self.mailbox.notified() => {}
-                    _ = ping.tick() => out.push(Message::Ping(Bytes::new())),
+                    _ = tokio::time::sleep_until(next_ping) => {}
                     _ = shutdown.cancelled() => {}
                 }
-                if out.is_empty() {
-                    continue;
-                }
+                continue;
             }
             if let Some(since) = drained.behind_since {
                 if since.elapsed() > cfg.slow_client_timeout() {
@@ -363,7 +372,15 @@ impl Session {
                 }
                 sink.flush().await
             };
-            match tokio::time::timeout(cfg.slow_client_timeout(), send).await {
+            let sent = tokio::select! {
+                r = tokio::time::timeout(cfg.slow_client_timeout(), send) => r,
+                // Cancel-safe: tungstenite keeps a partly written frame in
+                // its buffer, and the close path finishes it.
+                _ = shutdown.cancelled() => {
+                    return End::Close(close_code::GOING_AWAY, "server shutting down".into());
+                }
+            };
+            match sent {
                 Ok(Ok(())) => {
                     let pace = cfg.slow_client_pace();
                     if behind || started.elapsed() >= pace / 4 {
