@@ -18,7 +18,20 @@
 //! [`FeedStats::suspect_packets`] and neither applied nor taken as a sign
 //! of life. Repeating faults are logged at most once a second each
 //! ([`RateLog`]); the counters carry the exact numbers.
+//!
+//! # A/B lines
+//!
+//! With line B configured the thread owns two nonblocking sockets. It
+//! drains each in turn (at most [`RECV_BATCH`] datagrams per turn, so
+//! neither line starves the other) and sleeps in one `ppoll` on both only
+//! when neither has anything: under load a datagram costs one `recv`.
+//! Every datagram of either line goes through the same trust rules and the
+//! same [`Sequencer`], which applies the first copy of each sequence; the
+//! [`lines`] module counts per line what it received, won, delivered too
+//! late (redundant) and missed. A hole on one line that the other fills
+//! within the reorder hold is no gap.
 
+pub mod lines;
 pub mod sequencer;
 pub mod socket;
 
@@ -28,10 +41,13 @@ use crate::hub::encode::{self, Flags};
 use crate::hub::mailbox::Encoded;
 use crate::hub::{Hub, Wakes};
 use crate::ratelog::RateLog;
+use lines::{Line, LineSeq, Seen};
+use nix::poll::{PollFd, PollFlags};
 use quotecast_proto::feed::{DecodeError, Message, Packet};
 use quotecast_proto::v1::status::{Reason, State};
 use sequencer::{Admit, Decision, Sequencer, Takeover, TrustConfig};
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -81,6 +97,36 @@ pub struct FeedStats {
     pub symbols: AtomicU64,
     /// Symbols currently stale.
     pub stale_symbols: AtomicU64,
+    /// Per-line counters, by [`Line::index`]; line B's stay 0 (and
+    /// `enabled` false) without `--group-b`.
+    pub lines: [LineStats; 2],
+}
+
+/// What one feed line (A or B) brought. Written by the ingest thread.
+///
+/// For every trusted data packet of a line exactly one of `won`,
+/// `redundant` or the feed's `duplicate_packets` grows: the line's copy
+/// was first, came after the other line's (or after the hole was given
+/// up), or repeated what the line itself had sent.
+#[derive(Debug, Default)]
+pub struct LineStats {
+    /// True when the line is configured (line A always).
+    pub enabled: AtomicBool,
+    /// Datagrams received on the line (valid or not, trusted or not).
+    pub packets: AtomicU64,
+    /// Trusted data packets whose messages were applied (or held to be
+    /// applied) from this line's copy: it won the race.
+    pub won: AtomicU64,
+    /// Trusted data packets new on this line whose every message had
+    /// already been applied from the other line: it lost the race.
+    pub redundant: AtomicU64,
+    /// Messages missing on this line (a hole in what the line sent that
+    /// the line itself did not fill within the reorder hold), whether or
+    /// not the other line covered them.
+    pub missed_messages: AtomicU64,
+    /// True while trusted packets (copies included) arrive on the line
+    /// within the feed timeout.
+    pub up: AtomicBool,
 }
 
 /// Label values of [`FeedStats::suspect_packets`], in index order:
@@ -107,6 +153,11 @@ pub fn decode_reason_index(e: &DecodeError) -> usize {
 }
 
 impl FeedStats {
+    /// The counters of one line.
+    pub fn line(&self, line: Line) -> &LineStats {
+        &self.lines[line.index()]
+    }
+
     /// Sum of decode errors of every reason.
     pub fn decode_errors_total(&self) -> u64 {
         self.decode_errors.iter().map(|c| c.load(Ordering::Relaxed)).sum()
@@ -200,6 +251,9 @@ impl Default for Warnings {
     }
 }
 
+/// Most datagrams read from one line before the other line's turn.
+pub const RECV_BATCH: usize = 32;
+
 /// One symbol as the writer knows it.
 #[derive(Debug)]
 struct SymState {
@@ -211,7 +265,8 @@ struct SymState {
 /// The ingest stage. Build with [`Ingest::new`], then [`Ingest::run`] on a
 /// dedicated thread.
 pub struct Ingest {
-    socket: UdpSocket,
+    /// Line A's socket, then line B's if configured.
+    sockets: Vec<(Line, UdpSocket)>,
     book: Arc<Book>,
     hub: Arc<Hub>,
     stats: Arc<FeedStats>,
@@ -230,6 +285,13 @@ pub struct Ingest {
     /// Suspect packets already reported in the log.
     suspect_logged: u64,
     warn: Warnings,
+    /// What each line sent, for its loss count.
+    lines: [LineSeq; 2],
+    /// Last trusted packet per line.
+    line_last: [Option<Instant>; 2],
+    /// Redundant copies over both lines (the sequencer counts them as
+    /// duplicates; `duplicate_packets` excludes them).
+    redundant: u64,
 }
 
 impl Ingest {
@@ -241,8 +303,12 @@ impl Ingest {
         stats: Arc<FeedStats>,
         cfg: IngestConfig,
     ) -> Self {
+        stats.lines[0].enabled.store(true, Ordering::Relaxed);
         Ingest {
-            socket,
+            sockets: vec![(Line::A, socket)],
+            lines: [LineSeq::new(cfg.reorder_hold), LineSeq::new(cfg.reorder_hold)],
+            line_last: [None; 2],
+            redundant: 0,
             book,
             hub,
             stats,
@@ -266,47 +332,111 @@ impl Ingest {
     /// first datagram.
     pub fn with_trust(mut self, trust: FeedTrust) -> Self {
         self.seq = Sequencer::with_trust(self.cfg.reorder_window, self.cfg.reorder_hold, trust.sequencer);
+        self.seq.set_hold_tails(self.sockets.len() > 1);
         self.sources = trust.sources;
+        self
+    }
+
+    /// Adds line B: a second bound, joined socket carrying the same
+    /// packets (see [`socket::bind`]). Its datagrams are arbitrated with
+    /// line A's. Call before the first datagram.
+    pub fn with_line_b(mut self, socket: UdpSocket) -> Self {
+        self.sockets.truncate(1);
+        self.sockets.push((Line::B, socket));
+        self.stats.lines[1].enabled.store(true, Ordering::Relaxed);
+        self.seq.set_hold_tails(true);
         self
     }
 
     /// Receives and applies datagrams until `shutdown` is cancelled.
     /// Blocking: run it on its own thread.
+    ///
+    /// The sockets are nonblocking: each line is drained in turn, up to
+    /// [`RECV_BATCH`] datagrams, and the thread waits in `ppoll` (timeout:
+    /// the reorder check interval while packets are held, else 20 ms) only
+    /// once every line said `WouldBlock`.
     pub fn run(mut self, shutdown: CancellationToken) {
         let mut buf = vec![0u8; 65_536];
         let idle_timeout = Duration::from_millis(20);
         let hold_timeout = Duration::from_micros(200);
-        let mut timeout = idle_timeout;
-        let _ = self.socket.set_read_timeout(Some(timeout));
-        tracing::info!(addr = ?self.socket.local_addr().ok(), "ingest started");
+        let socks = std::mem::take(&mut self.sockets);
+        for (line, s) in &socks {
+            if let Err(e) = s.set_nonblocking(true) {
+                tracing::error!(line = line.label(), error = %e, "feed socket cannot be made nonblocking");
+                return;
+            }
+        }
+        let addrs: Vec<_> = socks.iter().map(|(l, s)| (l.label(), s.local_addr().ok())).collect();
+        tracing::info!(lines = ?addrs, "ingest started");
+        // Whether a line may have a datagram waiting (ppoll said so, or
+        // its last turn ended at the batch limit).
+        let mut ready = [true; 2];
         while !shutdown.is_cancelled() {
-            match self.socket.recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    let now = Instant::now();
-                    let raw = &buf[..n];
-                    if self.source_allowed(from.ip()) {
-                        self.on_datagram(raw, now, now_ns());
-                    } else {
-                        self.refuse_source(n, now);
-                    }
+            for (i, (line, sock)) in socks.iter().enumerate() {
+                if !ready[i] {
+                    continue;
                 }
-                Err(e)
-                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-                Err(e) => {
-                    if let Some(suppressed) = self.warn.recv.hit(Instant::now()) {
-                        tracing::warn!(error = %e, suppressed, "feed socket receive failed");
+                for _ in 0..RECV_BATCH {
+                    match sock.recv_from(&mut buf) {
+                        Ok((n, from)) => {
+                            let now = Instant::now();
+                            if self.source_allowed(from.ip()) {
+                                self.on_line_datagram(*line, &buf[..n], now, now_ns());
+                            } else {
+                                self.refuse_source(*line, n, now);
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            ready[i] = false;
+                            break;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            if let Some(suppressed) = self.warn.recv.hit(Instant::now()) {
+                                tracing::warn!(line = line.label(), error = %e, suppressed, "feed socket receive failed");
+                            }
+                            ready[i] = false;
+                            std::thread::sleep(Duration::from_millis(10));
+                            break;
+                        }
                     }
-                    std::thread::sleep(Duration::from_millis(10));
                 }
             }
             self.on_tick(Instant::now());
-            let want = if self.seq.holding() { hold_timeout } else { idle_timeout };
-            if want != timeout {
-                timeout = want;
-                let _ = self.socket.set_read_timeout(Some(timeout));
+            if !ready[..socks.len()].iter().any(|r| *r) {
+                let timeout = if self.seq.holding() { hold_timeout } else { idle_timeout };
+                self.wait(&socks, timeout, &mut ready);
             }
         }
         tracing::info!("ingest stopped");
+    }
+
+    /// Sleeps until a line is readable or `timeout` passes; marks the
+    /// readable lines in `ready`.
+    fn wait(&mut self, socks: &[(Line, UdpSocket)], timeout: Duration, ready: &mut [bool; 2]) {
+        let Some((_, first)) = socks.first() else {
+            std::thread::sleep(timeout);
+            return;
+        };
+        let second = socks.get(1).map_or(first, |(_, s)| s);
+        let mut fds =
+            [PollFd::new(first.as_fd(), PollFlags::POLLIN), PollFd::new(second.as_fd(), PollFlags::POLLIN)];
+        let fds = &mut fds[..socks.len().min(2)];
+        match nix::poll::ppoll(fds, Some(timeout.into()), None) {
+            Ok(n) if n > 0 => {
+                for (r, fd) in ready.iter_mut().zip(fds.iter()) {
+                    *r = fd.revents().is_some_and(|e| !e.is_empty());
+                }
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                if let Some(suppressed) = self.warn.recv.hit(Instant::now()) {
+                    tracing::warn!(error = %e, suppressed, "waiting on the feed sockets failed");
+                }
+                std::thread::sleep(Duration::from_millis(10));
+                *ready = [true; 2];
+            }
+        }
     }
 
     fn source_allowed(&self, ip: IpAddr) -> bool {
@@ -319,7 +449,8 @@ impl Ingest {
 
     /// A datagram from a source outside `--feed-source`: counted, not
     /// decoded.
-    fn refuse_source(&mut self, len: usize, now: Instant) {
+    fn refuse_source(&mut self, line: Line, len: usize, now: Instant) {
+        self.stats.lines[line.index()].packets.fetch_add(1, Ordering::Relaxed);
         self.stats.packets.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes.fetch_add(len as u64, Ordering::Relaxed);
         self.source_refused += 1;
@@ -346,6 +477,7 @@ impl Ingest {
             self.release_held(now_ns());
             self.sync_seq_stats();
         }
+        self.line_tick(now);
         if !self.feed_down && self.last_packet.is_some_and(|t| now.duration_since(t) > self.cfg.feed_timeout)
         {
             tracing::warn!(timeout = ?self.cfg.feed_timeout, "feed down: no trusted packet within the timeout");
@@ -356,9 +488,68 @@ impl Ingest {
         self.flush_wakes();
     }
 
-    /// Handles one datagram (from an accepted source); public so
+    /// Line holes past the hold become losses; a silent line goes down.
+    fn line_tick(&mut self, now: Instant) {
+        for line in Line::ALL {
+            let i = line.index();
+            if self.lines[i].expire(now) > 0 {
+                self.stats.lines[i].missed_messages.store(self.lines[i].missed(), Ordering::Relaxed);
+            }
+            let silent = self.line_last[i].is_some_and(|t| now.duration_since(t) > self.cfg.feed_timeout);
+            if silent {
+                self.line_last[i] = None;
+                self.stats.lines[i].up.store(false, Ordering::Relaxed);
+                if self.sockets_configured() > 1 {
+                    tracing::warn!(line = line.label(), timeout = ?self.cfg.feed_timeout, "feed line down: no trusted packet within the timeout");
+                }
+            }
+        }
+    }
+
+    fn sockets_configured(&self) -> usize {
+        if self.stats.lines[1].enabled.load(Ordering::Relaxed) {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// A trusted packet arrived on `line`.
+    fn line_alive(&mut self, line: Line, now: Instant) {
+        let i = line.index();
+        if self.line_last[i].is_none() {
+            self.stats.lines[i].up.store(true, Ordering::Relaxed);
+            if self.sockets_configured() > 1 {
+                tracing::info!(line = line.label(), "feed line up");
+            }
+        }
+        self.line_last[i] = Some(now);
+    }
+
+    /// Counts the sequencer's decision for a trusted packet of `line`.
+    fn count_line(&mut self, line: Line, seen: Seen, decision: Decision) {
+        let st = &self.stats.lines[line.index()];
+        match decision {
+            Decision::Apply { .. } | Decision::Held => {
+                st.won.fetch_add(1, Ordering::Relaxed);
+            }
+            Decision::Duplicate if seen != Seen::Repeat => {
+                st.redundant.fetch_add(1, Ordering::Relaxed);
+                self.redundant += 1;
+            }
+            _ => {}
+        }
+    }
+
+    /// Handles one datagram of line A (from an accepted source); public so
     /// benchmarks and tests can drive the stage without a socket.
     pub fn on_datagram(&mut self, raw: &[u8], now: Instant, ts_recv: i64) {
+        self.on_line_datagram(Line::A, raw, now, ts_recv);
+    }
+
+    /// Handles one datagram of `line` (from an accepted source).
+    pub fn on_line_datagram(&mut self, line: Line, raw: &[u8], now: Instant, ts_recv: i64) {
+        self.stats.lines[line.index()].packets.fetch_add(1, Ordering::Relaxed);
         self.stats.packets.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
         let p = match Packet::decode(raw) {
@@ -370,15 +561,15 @@ impl Ingest {
             }
         };
         match self.seq.admit(&p, raw, now) {
-            Admit::Trusted => {
+            admit @ (Admit::Trusted | Admit::Joined) => {
+                if admit == Admit::Joined {
+                    tracing::info!(session = %p.session, seq = p.seq, line = line.label(), "joined feed session");
+                }
                 self.alive(now, ts_recv);
+                self.line_alive(line, now);
+                let seen = self.lines[line.index()].see(p.seq, p.seq + sequencer::span(&p), now);
                 let decision = self.seq.offer(&p, raw, now);
-                self.handle(&p, decision, ts_recv);
-            }
-            Admit::Joined => {
-                tracing::info!(session = %p.session, seq = p.seq, "joined feed session");
-                self.alive(now, ts_recv);
-                let decision = self.seq.offer(&p, raw, now);
+                self.count_line(line, seen, decision);
                 self.handle(&p, decision, ts_recv);
             }
             Admit::TookOver(t) => self.take_over(t, now, ts_recv),
@@ -430,6 +621,10 @@ impl Ingest {
             }
         }
         self.alive(now, ts_recv);
+        // Each line starts over in the followed track.
+        for l in &mut self.lines {
+            l.reset();
+        }
         for raw in self.seq.take_replay() {
             // Kept packets were validated when they arrived.
             let Ok(p) = Packet::decode(&raw) else { continue };
@@ -479,7 +674,8 @@ impl Ingest {
         let st = &self.stats;
         st.gaps.store(s.gaps, Ordering::Relaxed);
         st.missed_messages.store(s.missed_messages, Ordering::Relaxed);
-        st.duplicate_packets.store(s.duplicate_packets, Ordering::Relaxed);
+        // A copy that lost the race is not a duplicate of its own line.
+        st.duplicate_packets.store(s.duplicate_packets.saturating_sub(self.redundant), Ordering::Relaxed);
         st.reordered_packets.store(s.reordered_packets, Ordering::Relaxed);
         st.suspect_packets[0].store(s.foreign_session, Ordering::Relaxed);
         st.suspect_packets[1].store(s.seq_jump, Ordering::Relaxed);
