@@ -929,6 +929,40 @@ mod tests {
     }
 
     #[test]
+    fn each_sequence_is_won_once_and_the_other_lines_copy_is_no_duplicate() {
+        use quotecast_proto::feed::{PacketBuilder, SessionId, Symbol};
+        let (ing, stats) = ingest(8);
+        let mut ing = ing.with_line_b(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let mut b = PacketBuilder::new(SessionId::from_text("AB"), 1, 1400);
+        b.push(&Message::SymbolDirectory { locate: 1, symbol: Symbol::new("AAPL").unwrap() });
+        let mut pkts = vec![b.finish().to_vec()];
+        for i in 0..4 {
+            b.push(&Message::Trade { locate: 1, ts: i, px: 1, sz: 1 });
+            pkts.push(b.finish().to_vec());
+        }
+        let t0 = Instant::now();
+        // Line A loses packet 2 and repeats packet 1; line B sends all.
+        for i in [0, 1, 3, 4, 1] {
+            ing.on_line_datagram(Line::A, &pkts[i], t0, 1);
+        }
+        for p in &pkts {
+            ing.on_line_datagram(Line::B, p, t0, 1);
+        }
+        ing.on_tick(t0 + Duration::from_millis(2));
+        let l = |line: Line| {
+            let s = stats.line(line);
+            let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            (v(&s.packets), v(&s.won), v(&s.redundant), v(&s.missed_messages))
+        };
+        assert_eq!(l(Line::A), (5, 4, 0, 1));
+        assert_eq!(l(Line::B), (5, 1, 4, 0));
+        let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        assert_eq!((v(&stats.gaps), v(&stats.duplicate_packets), v(&stats.messages)), (0, 1, 5));
+        assert_eq!(v(&stats.stale_symbols), 0);
+        assert!(stats.line(Line::B).enabled.load(Ordering::Relaxed));
+    }
+
+    #[test]
     fn ready_only_with_a_live_feed_and_a_symbol_that_is_not_stale() {
         let s = FeedStats::default();
         let set = |up: bool, symbols: u64, stale: u64| {

@@ -33,6 +33,16 @@
 //! The first packet ever is joined at once (a late join must work); if it
 //! was a stray, the real feed takes over by the rule above once the stray
 //! is silent.
+//!
+//! # A/B lines
+//!
+//! With two lines the caller offers every datagram of both lines here, in
+//! arrival order: the first copy of a sequence is applied, the other is a
+//! [`Decision::Duplicate`], and a hole one line left is filled by the other
+//! line's copy while the packets after it are held. The trust rules apply
+//! to the merged stream (a stray on either line is a candidate). With
+//! [`Sequencer::set_hold_tails`] a heartbeat ahead waits the reorder hold
+//! too, since it may overtake the other line's copy of a lost packet.
 
 use quotecast_proto::feed::{Packet, PacketKind, SessionId};
 use std::collections::BTreeMap;
