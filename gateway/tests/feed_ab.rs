@@ -276,6 +276,10 @@ async fn a_stray_on_line_b_is_suspect_and_changes_nothing() {
         // The live session far ahead.
         quotecast_proto::feed::header(live, next + 1_000_000_000, 0).to_vec(),
     ];
+    // A replay tool's burst on line B: a proven run of its own session,
+    // never followed while line A is live.
+    let strays: Vec<Vec<u8>> =
+        strays.into_iter().chain((0..5).map(|i| evil.build(&[quote(1, 9_000_000 + i)]))).collect();
     for s in &strays {
         ab.b.raw(s);
     }
@@ -299,10 +303,12 @@ async fn a_stray_on_line_b_is_suspect_and_changes_nothing() {
     ab.gw
         .until("every stray counted", |_| {
             (f.suspect("foreign_session"), f.suspect("seq_jump"), f.suspect("source_not_allowed"))
-                == (2, 1, 1)
+                == (7, 1, 1)
         })
         .await;
-    ab.gw.until("every copy seen", |r| r.core.feed.line(Line::B).packets.load(Relaxed) == 1 + 4 + 4).await;
+    ab.gw
+        .until("every copy seen", |r| r.core.feed.line(Line::B).packets.load(Relaxed) == 1 + 8 + 1 + 4)
+        .await;
     assert_eq!(
         (load(&f.gaps), load(&f.restarts), load(&f.duplicate_packets), load(&f.stale_symbols)),
         (0, 0, 0, 0)
