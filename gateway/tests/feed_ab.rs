@@ -292,6 +292,10 @@ async fn a_stray_on_line_b_is_suspect_and_changes_nothing() {
     let b = ab.gw.running.core.config.feed.line_b().unwrap();
     let line_b_dest = SocketAddrV4::new(b.group, b.port);
     sender_from(Ipv4Addr::new(127, 0, 0, 2)).send_to(&forged, line_b_dest).unwrap();
+    // Read before the live feed goes on (else line A's next packets could
+    // be read first, and the burst, proven, would take over once the test
+    // stops sending: the rule for a sender that went silent).
+    ab.gw.until("strays read", |r| r.core.feed.line(Line::B).packets.load(Relaxed) == 1 + 8 + 1).await;
     // The live feed goes on, on both lines.
     let pkts = ab.build(4, 6_000_000);
     for p in &pkts {

@@ -513,19 +513,16 @@ impl Ingest {
             if silent {
                 self.line_last[i] = None;
                 self.stats.lines[i].up.store(false, Ordering::Relaxed);
-                if self.sockets_configured() > 1 {
+                if self.two_lines() {
                     tracing::warn!(line = line.label(), timeout = ?self.cfg.feed_timeout, "feed line down: no trusted packet within the timeout");
                 }
             }
         }
     }
 
-    fn sockets_configured(&self) -> usize {
-        if self.stats.lines[1].enabled.load(Ordering::Relaxed) {
-            2
-        } else {
-            1
-        }
+    /// Line B is configured.
+    fn two_lines(&self) -> bool {
+        self.stats.lines[1].enabled.load(Ordering::Relaxed)
     }
 
     /// A trusted packet arrived on `line`.
@@ -533,7 +530,7 @@ impl Ingest {
         let i = line.index();
         if self.line_last[i].is_none() {
             self.stats.lines[i].up.store(true, Ordering::Relaxed);
-            if self.sockets_configured() > 1 {
+            if self.two_lines() {
                 tracing::info!(line = line.label(), "feed line up");
             }
         }

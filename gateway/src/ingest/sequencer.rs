@@ -189,8 +189,8 @@ pub struct Sequencer {
     /// Wait for a hole before a heartbeat ahead like for one before a data
     /// packet (A/B lines: the other line may still bring it).
     hold_tails: bool,
-    /// Sequence a heartbeat or end of session ahead announced, while
-    /// `hold_tails` waits for the hole before it (0 = none).
+    /// Sequence a heartbeat ahead announced, while `hold_tails` waits for
+    /// the hole before it (0 = none).
     tail: u64,
 }
 
@@ -231,11 +231,12 @@ impl Sequencer {
         }
     }
 
-    /// With `on`, a heartbeat or end of session ahead of the expected
-    /// sequence is a hole that may still fill within the reorder hold (as
-    /// before a data packet ahead), not a gap at once. For A/B lines: line
-    /// A's heartbeat may overtake line B's copy of a packet A lost. Without
-    /// a reorder window it changes nothing.
+    /// With `on`, a heartbeat ahead of the expected sequence is a hole
+    /// that may still fill within the reorder hold (as before a data packet
+    /// ahead), not a gap at once. For A/B lines: line A's heartbeat may
+    /// overtake line B's copy of a packet A lost. An end of session ahead
+    /// stays a gap at once (the session is over; what follows it must not
+    /// refresh a symbol). Without a reorder window it changes nothing.
     pub fn set_hold_tails(&mut self, on: bool) {
         self.hold_tails = on;
     }
@@ -440,7 +441,11 @@ impl Sequencer {
         }
         match p.kind {
             PacketKind::Heartbeat | PacketKind::EndOfSession => {
-                if p.seq > self.next && self.hold_tails && self.max_held > 0 {
+                if p.seq > self.next
+                    && p.kind == PacketKind::Heartbeat
+                    && self.hold_tails
+                    && self.max_held > 0
+                {
                     // The other line may still bring them: wait like for
                     // a packet ahead.
                     self.tail = self.tail.max(p.seq);
@@ -720,6 +725,14 @@ mod tests {
         assert_eq!(s.expire(t0 + Duration::from_millis(15)), 2);
         assert!(!s.holding());
         assert_eq!((s.stats().gaps, s.stats().missed_messages, s.next_seq()), (1, 2, 6));
+        // An end of session ahead is a gap at once: nothing after the end
+        // may refresh a symbol.
+        let eos = end_of_session("A", 8);
+        let p = Packet::decode(&eos).unwrap();
+        assert_eq!(s.offer(&p, &eos, t0), Decision::EndOfSession { first: true });
+        assert!(!s.holding());
+        assert_eq!(s.expire(t0), 2);
+        assert_eq!(s.next_seq(), 8);
     }
 
     #[test]
