@@ -37,6 +37,18 @@ pub struct FeedConfig {
     /// Local interface address to join the group on.
     #[arg(long = "interface", env = "QUOTECAST_INTERFACE", default_value = "127.0.0.1")]
     pub interface: Ipv4Addr,
+    /// Multicast group of line B, the second copy of the feed (A/B
+    /// arbitration: the first copy of each sequence is applied, a loss on
+    /// one line that the other covers is no gap). Default: no line B.
+    #[arg(long = "group-b", env = "QUOTECAST_GROUP_B")]
+    pub group_b: Option<Ipv4Addr>,
+    /// UDP port of line B (default: --feed-port). Needs --group-b.
+    #[arg(long = "feed-port-b", env = "QUOTECAST_FEED_PORT_B")]
+    pub port_b: Option<u16>,
+    /// Local interface address to join line B on (default: --interface).
+    /// Needs --group-b.
+    #[arg(long = "interface-b", env = "QUOTECAST_INTERFACE_B")]
+    pub interface_b: Option<Ipv4Addr>,
     /// Socket receive buffer to request (bytes). Above net.core.rmem_max the
     /// gateway tries SO_RCVBUFFORCE (needs CAP_NET_ADMIN).
     #[arg(long, env = "QUOTECAST_RECV_BUFFER_BYTES", default_value_t = 16 << 20)]
@@ -218,6 +230,58 @@ pub enum ConfigError {
     Conflict(String),
 }
 
+/// Line B of the feed, resolved from the flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineB {
+    /// Multicast group.
+    pub group: Ipv4Addr,
+    /// UDP port.
+    pub port: u16,
+    /// Interface joined on.
+    pub interface: Ipv4Addr,
+}
+
+impl FeedConfig {
+    /// Line B, when `--group-b` is set (port and interface default to
+    /// line A's).
+    pub fn line_b(&self) -> Option<LineB> {
+        self.group_b.map(|group| LineB {
+            group,
+            port: self.port_b.unwrap_or(self.port),
+            interface: self.interface_b.unwrap_or(self.interface),
+        })
+    }
+
+    fn validate_line_b(&self) -> Result<(), ConfigError> {
+        let Some(b) = self.line_b() else {
+            if self.port_b.is_some() || self.interface_b.is_some() {
+                let flag = if self.port_b.is_some() { "--feed-port-b" } else { "--interface-b" };
+                return Err(ConfigError::Conflict(format!("{flag} needs --group-b (line B is off)")));
+            }
+            return Ok(());
+        };
+        if !b.group.is_multicast() {
+            return Err(ConfigError::Conflict(format!(
+                "--group-b {} is not a multicast address (224.0.0.0/4)",
+                b.group
+            )));
+        }
+        if b.group == self.group && b.port == self.port {
+            return Err(ConfigError::Conflict(format!(
+                "--group-b {}:{} is line A's --group and --feed-port: line B needs its own group or --feed-port-b",
+                b.group, b.port
+            )));
+        }
+        if self.reorder_window == 0 {
+            return Err(ConfigError::Conflict(
+                "--group-b needs --reorder-window above 0: a loss on one line waits there for the other line's copy"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// Checks what clap cannot.
     ///
@@ -294,6 +358,7 @@ impl Config {
                 self.ws.idle_timeout_ms, self.ws.ping_interval_ms
             )));
         }
+        self.feed.validate_line_b()?;
         self.grpc.validate().map_err(|e| ConfigError::Conflict(e.to_string()))?;
         if self.ws.max_write_buffer_bytes < 2 * self.ws.max_batch_bytes {
             return Err(ConfigError::Conflict(format!(
@@ -373,6 +438,18 @@ mod tests {
             (3, 2000, 100_000)
         );
         assert!(c.feed.sources.is_empty(), "any source by default");
+        assert_eq!(c.feed.line_b(), None, "line B off by default");
+    }
+
+    #[test]
+    fn line_b_defaults_to_line_a_port_and_interface() {
+        let c = parse(&["--group-b", "239.255.0.2"]).unwrap();
+        let b = c.feed.line_b().unwrap();
+        assert_eq!((b.group, b.port, b.interface), ("239.255.0.2".parse().unwrap(), 31001, c.feed.interface));
+        let c = parse(&["--group-b", "239.255.0.1", "--feed-port-b", "31002", "--interface-b", "127.0.0.2"])
+            .unwrap();
+        let b = c.feed.line_b().unwrap();
+        assert_eq!((b.port, b.interface), (31002, "127.0.0.2".parse().unwrap()));
     }
 
     #[test]
@@ -406,6 +483,12 @@ mod tests {
             (&["--max-seq-jump", "0"][..], "--max-seq-jump must be greater than 0"),
             (&["--feed-source", "nope"][..], "--feed-source"),
             (&["--feed-source", "::1"][..], "--feed-source"),
+            (&["--group-b", "10.0.0.1"][..], "--group-b 10.0.0.1 is not a multicast"),
+            (&["--group-b", "239.255.0.1"][..], "line B needs its own group or --feed-port-b"),
+            (&["--feed-port-b", "31002"][..], "--feed-port-b needs --group-b"),
+            (&["--interface-b", "127.0.0.1"][..], "--interface-b needs --group-b"),
+            (&["--group-b", "239.255.0.2", "--reorder-window", "0"][..], "--group-b needs --reorder-window"),
+            (&["--group-b", "x"][..], "--group-b"),
         ] {
             let err = parse(args).unwrap_err();
             assert!(err.contains(want), "{args:?}: {err}");

@@ -2,8 +2,9 @@
 //!
 //! # Layout
 //! - [`config`] — every setting (flag + env var + default), validated.
-//! - [`ingest`] — the feed socket thread: decode, sequence tracking (gaps,
-//!   duplicates, reorders, restarts), the single writer of the book.
+//! - [`ingest`] — the feed socket thread: line A and optionally line B
+//!   (A/B arbitration through one sequencer), decode, sequence tracking
+//!   (gaps, duplicates, reorders, restarts), the single writer of the book.
 //! - [`book`] — the quote book, one `ArcSwap` per symbol, lock-free readers.
 //! - [`hub`] — per-symbol subscriber lists; each update encoded once and
 //!   shared; bounded, conflating per-connection mailboxes.
@@ -16,7 +17,7 @@
 //! - [`telemetry`] — logging.
 //!
 //! ```text
-//! UDP socket -> ingest (decode, sequence) -> book (ArcSwap per symbol)
+//! UDP line A (+ B) -> ingest (decode, arbitrate, sequence) -> book (ArcSwap per symbol)
 //!                                      \-> hub (topic -> mailboxes) -> ws session writer -> client
 //! ```
 

@@ -47,6 +47,8 @@ pub struct Bound {
     pub feed: UdpSocket,
     /// Receive buffer the kernel granted.
     pub feed_recv_buffer: usize,
+    /// Joined socket of line B (`--group-b`), if configured.
+    pub feed_b: Option<UdpSocket>,
     /// WebSocket + health listener.
     pub ws: std::net::TcpListener,
     /// gRPC listener.
@@ -72,9 +74,32 @@ impl Bound {
             ingest::socket::bind(f.group, f.port, f.interface, f.recv_buffer_bytes).map_err(|source| {
                 BindError::Feed { group: f.group, port: f.port, interface: f.interface, source }
             })?;
+        let feed_b = match f.line_b() {
+            None => None,
+            Some(b) => {
+                let (sock, granted_b) =
+                    ingest::socket::bind(b.group, b.port, b.interface, f.recv_buffer_bytes).map_err(
+                        |source| BindError::Feed {
+                            group: b.group,
+                            port: b.port,
+                            interface: b.interface,
+                            source,
+                        },
+                    )?;
+                if granted_b < f.recv_buffer_bytes {
+                    tracing::warn!(
+                        requested = f.recv_buffer_bytes,
+                        granted = granted_b,
+                        "line B receive buffer smaller than requested; raise net.core.rmem_max to absorb bursts"
+                    );
+                }
+                Some(sock)
+            }
+        };
         Ok(Bound {
             feed,
             feed_recv_buffer: granted,
+            feed_b,
             ws: listen("WebSocket", cfg.ws.addr)?,
             grpc: listen("gRPC", cfg.serve.grpc_addr)?,
             metrics: listen("metrics", cfg.serve.metrics_addr)?,
@@ -164,6 +189,10 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
         },
     )
     .with_trust(ingest::FeedTrust::from_config(&cfg.feed));
+    let ingest = match bound.feed_b {
+        Some(b) => ingest.with_line_b(b),
+        None => ingest,
+    };
     let ingest_stop = CancellationToken::new();
     let ingest_thread = {
         let stop = ingest_stop.clone();
@@ -205,7 +234,8 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
         }
     });
     side.close();
-    tracing::info!(%ws_addr, %grpc_addr, %metrics_addr, group = %cfg.feed.group, port = cfg.feed.port, "gateway started");
+    let line_b = cfg.feed.line_b().map(|b| format!("{}:{}", b.group, b.port));
+    tracing::info!(%ws_addr, %grpc_addr, %metrics_addr, group = %cfg.feed.group, port = cfg.feed.port, ?line_b, "gateway started");
 
     let grace = Duration::from_millis(cfg.serve.shutdown_grace_ms);
     let ws_core = core.clone();

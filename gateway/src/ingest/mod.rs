@@ -18,7 +18,20 @@
 //! [`FeedStats::suspect_packets`] and neither applied nor taken as a sign
 //! of life. Repeating faults are logged at most once a second each
 //! ([`RateLog`]); the counters carry the exact numbers.
+//!
+//! # A/B lines
+//!
+//! With line B configured the thread owns two nonblocking sockets. It
+//! drains each in turn (at most [`RECV_BATCH`] datagrams per turn, so
+//! neither line starves the other) and sleeps in one `ppoll` on both only
+//! when neither has anything: under load a datagram costs one `recv`.
+//! Every datagram of either line goes through the same trust rules and the
+//! same [`Sequencer`], which applies the first copy of each sequence; the
+//! [`lines`] module counts per line what it received, won, delivered too
+//! late (redundant) and missed. A hole on one line that the other fills
+//! within the reorder hold is no gap.
 
+pub mod lines;
 pub mod sequencer;
 pub mod socket;
 
@@ -28,10 +41,13 @@ use crate::hub::encode::{self, Flags};
 use crate::hub::mailbox::Encoded;
 use crate::hub::{Hub, Wakes};
 use crate::ratelog::RateLog;
+use lines::{Line, LineSeq, Seen};
+use nix::poll::{PollFd, PollFlags};
 use quotecast_proto::feed::{DecodeError, Message, Packet};
 use quotecast_proto::v1::status::{Reason, State};
 use sequencer::{Admit, Decision, Sequencer, Takeover, TrustConfig};
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -81,6 +97,36 @@ pub struct FeedStats {
     pub symbols: AtomicU64,
     /// Symbols currently stale.
     pub stale_symbols: AtomicU64,
+    /// Per-line counters, by [`Line::index`]; line B's stay 0 (and
+    /// `enabled` false) without `--group-b`.
+    pub lines: [LineStats; 2],
+}
+
+/// What one feed line (A or B) brought. Written by the ingest thread.
+///
+/// For every trusted data packet of a line exactly one of `won`,
+/// `redundant` or the feed's `duplicate_packets` grows: the line's copy
+/// was first, came after the other line's (or after the hole was given
+/// up), or repeated what the line itself had sent.
+#[derive(Debug, Default)]
+pub struct LineStats {
+    /// True when the line is configured (line A always).
+    pub enabled: AtomicBool,
+    /// Datagrams received on the line (valid or not, trusted or not).
+    pub packets: AtomicU64,
+    /// Trusted data packets whose messages were applied (or held to be
+    /// applied) from this line's copy: it won the race.
+    pub won: AtomicU64,
+    /// Trusted data packets new on this line whose every message had
+    /// already been applied from the other line: it lost the race.
+    pub redundant: AtomicU64,
+    /// Messages missing on this line (a hole in what the line sent that
+    /// the line itself did not fill within the reorder hold), whether or
+    /// not the other line covered them.
+    pub missed_messages: AtomicU64,
+    /// True while trusted packets (copies included) arrive on the line
+    /// within the feed timeout.
+    pub up: AtomicBool,
 }
 
 /// Label values of [`FeedStats::suspect_packets`], in index order:
@@ -107,6 +153,11 @@ pub fn decode_reason_index(e: &DecodeError) -> usize {
 }
 
 impl FeedStats {
+    /// The counters of one line.
+    pub fn line(&self, line: Line) -> &LineStats {
+        &self.lines[line.index()]
+    }
+
     /// Sum of decode errors of every reason.
     pub fn decode_errors_total(&self) -> u64 {
         self.decode_errors.iter().map(|c| c.load(Ordering::Relaxed)).sum()
@@ -200,6 +251,13 @@ impl Default for Warnings {
     }
 }
 
+/// Most datagrams read from one line before the other line's turn. Small
+/// next to the default `--reorder-window` (32), so that a packet one line
+/// lost is read from the other line before the first line's later packets
+/// fill the window; while one line is busy, a quiet line costs one empty
+/// `recv` per this many datagrams.
+pub const RECV_BATCH: usize = 16;
+
 /// One symbol as the writer knows it.
 #[derive(Debug)]
 struct SymState {
@@ -211,7 +269,8 @@ struct SymState {
 /// The ingest stage. Build with [`Ingest::new`], then [`Ingest::run`] on a
 /// dedicated thread.
 pub struct Ingest {
-    socket: UdpSocket,
+    /// Line A's socket, then line B's if configured.
+    sockets: Vec<(Line, UdpSocket)>,
     book: Arc<Book>,
     hub: Arc<Hub>,
     stats: Arc<FeedStats>,
@@ -230,6 +289,13 @@ pub struct Ingest {
     /// Suspect packets already reported in the log.
     suspect_logged: u64,
     warn: Warnings,
+    /// What each line sent, for its loss count.
+    lines: [LineSeq; 2],
+    /// Last trusted packet per line.
+    line_last: [Option<Instant>; 2],
+    /// Redundant copies over both lines (the sequencer counts them as
+    /// duplicates; `duplicate_packets` excludes them).
+    redundant: u64,
 }
 
 impl Ingest {
@@ -241,8 +307,12 @@ impl Ingest {
         stats: Arc<FeedStats>,
         cfg: IngestConfig,
     ) -> Self {
+        stats.lines[0].enabled.store(true, Ordering::Relaxed);
         Ingest {
-            socket,
+            sockets: vec![(Line::A, socket)],
+            lines: [LineSeq::new(cfg.reorder_hold), LineSeq::new(cfg.reorder_hold)],
+            line_last: [None; 2],
+            redundant: 0,
             book,
             hub,
             stats,
@@ -266,47 +336,121 @@ impl Ingest {
     /// first datagram.
     pub fn with_trust(mut self, trust: FeedTrust) -> Self {
         self.seq = Sequencer::with_trust(self.cfg.reorder_window, self.cfg.reorder_hold, trust.sequencer);
+        self.seq.set_hold_tails(self.sockets.len() > 1);
         self.sources = trust.sources;
+        self
+    }
+
+    /// Adds line B: a second bound, joined socket carrying the same
+    /// packets (see [`socket::bind`]). Its datagrams are arbitrated with
+    /// line A's. Call before the first datagram.
+    pub fn with_line_b(mut self, socket: UdpSocket) -> Self {
+        self.sockets.truncate(1);
+        self.sockets.push((Line::B, socket));
+        self.stats.lines[1].enabled.store(true, Ordering::Relaxed);
+        self.seq.set_hold_tails(true);
         self
     }
 
     /// Receives and applies datagrams until `shutdown` is cancelled.
     /// Blocking: run it on its own thread.
+    ///
+    /// The sockets are nonblocking: each line is read in turn, up to
+    /// [`RECV_BATCH`] datagrams, and the thread waits in `ppoll` (timeout:
+    /// the reorder check interval while packets are held, else 20 ms) only
+    /// once every line it read said `WouldBlock`. Under load a datagram
+    /// costs one `recv`; no allocation per datagram.
     pub fn run(mut self, shutdown: CancellationToken) {
         let mut buf = vec![0u8; 65_536];
         let idle_timeout = Duration::from_millis(20);
         let hold_timeout = Duration::from_micros(200);
-        let mut timeout = idle_timeout;
-        let _ = self.socket.set_read_timeout(Some(timeout));
-        tracing::info!(addr = ?self.socket.local_addr().ok(), "ingest started");
+        let socks = std::mem::take(&mut self.sockets);
+        for (line, s) in &socks {
+            if let Err(e) = s.set_nonblocking(true) {
+                tracing::error!(line = line.label(), error = %e, "feed socket cannot be made nonblocking");
+                return;
+            }
+        }
+        let addrs: Vec<_> = socks.iter().map(|(l, s)| (l.label(), s.local_addr().ok())).collect();
+        tracing::info!(lines = ?addrs, "ingest started");
+        // Lines to read this round: all after a round in which a line
+        // hit the batch limit (so a line that went quiet is looked at
+        // again while the other is busy), else those ppoll found readable.
+        let mut probe = [true; 2];
         while !shutdown.is_cancelled() {
-            match self.socket.recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    let now = Instant::now();
-                    let raw = &buf[..n];
-                    if self.source_allowed(from.ip()) {
-                        self.on_datagram(raw, now, now_ns());
-                    } else {
-                        self.refuse_source(n, now);
-                    }
-                }
-                Err(e)
-                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-                Err(e) => {
-                    if let Some(suppressed) = self.warn.recv.hit(Instant::now()) {
-                        tracing::warn!(error = %e, suppressed, "feed socket receive failed");
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
+            let mut busy = false;
+            for (i, (line, sock)) in socks.iter().enumerate() {
+                if probe[i] {
+                    busy |= self.drain(*line, sock, &mut buf);
                 }
             }
             self.on_tick(Instant::now());
-            let want = if self.seq.holding() { hold_timeout } else { idle_timeout };
-            if want != timeout {
-                timeout = want;
-                let _ = self.socket.set_read_timeout(Some(timeout));
-            }
+            probe = if busy {
+                [true; 2]
+            } else {
+                let timeout = if self.seq.holding() { hold_timeout } else { idle_timeout };
+                self.wait(&socks, timeout)
+            };
         }
         tracing::info!("ingest stopped");
+    }
+
+    /// Reads up to [`RECV_BATCH`] datagrams of one line; true if it
+    /// stopped at the limit (more may be waiting), false once the socket
+    /// had nothing (or failed).
+    fn drain(&mut self, line: Line, sock: &UdpSocket, buf: &mut [u8]) -> bool {
+        for _ in 0..RECV_BATCH {
+            match sock.recv_from(buf) {
+                Ok((n, from)) => {
+                    let now = Instant::now();
+                    if self.source_allowed(from.ip()) {
+                        self.on_line_datagram(line, &buf[..n], now, now_ns());
+                    } else {
+                        self.refuse_source(line, n, now);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if let Some(suppressed) = self.warn.recv.hit(Instant::now()) {
+                        tracing::warn!(line = line.label(), error = %e, suppressed, "feed socket receive failed");
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Sleeps until a line is readable or `timeout` passes; returns the
+    /// readable lines (none after a timeout, all after a failure).
+    fn wait(&mut self, socks: &[(Line, UdpSocket)], timeout: Duration) -> [bool; 2] {
+        let Some((_, first)) = socks.first() else {
+            std::thread::sleep(timeout);
+            return [false; 2];
+        };
+        let second = socks.get(1).map_or(first, |(_, s)| s);
+        let mut fds =
+            [PollFd::new(first.as_fd(), PollFlags::POLLIN), PollFd::new(second.as_fd(), PollFlags::POLLIN)];
+        let fds = &mut fds[..socks.len().min(2)];
+        let mut readable = [false; 2];
+        match nix::poll::ppoll(fds, Some(timeout.into()), None) {
+            Ok(n) if n > 0 => {
+                for (r, fd) in readable.iter_mut().zip(fds.iter()) {
+                    *r = fd.revents().is_some_and(|e| !e.is_empty());
+                }
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                if let Some(suppressed) = self.warn.recv.hit(Instant::now()) {
+                    tracing::warn!(error = %e, suppressed, "waiting on the feed sockets failed");
+                }
+                std::thread::sleep(Duration::from_millis(10));
+                readable = [true; 2];
+            }
+        }
+        readable
     }
 
     fn source_allowed(&self, ip: IpAddr) -> bool {
@@ -319,7 +463,8 @@ impl Ingest {
 
     /// A datagram from a source outside `--feed-source`: counted, not
     /// decoded.
-    fn refuse_source(&mut self, len: usize, now: Instant) {
+    fn refuse_source(&mut self, line: Line, len: usize, now: Instant) {
+        self.stats.lines[line.index()].packets.fetch_add(1, Ordering::Relaxed);
         self.stats.packets.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes.fetch_add(len as u64, Ordering::Relaxed);
         self.source_refused += 1;
@@ -346,6 +491,7 @@ impl Ingest {
             self.release_held(now_ns());
             self.sync_seq_stats();
         }
+        self.line_tick(now);
         if !self.feed_down && self.last_packet.is_some_and(|t| now.duration_since(t) > self.cfg.feed_timeout)
         {
             tracing::warn!(timeout = ?self.cfg.feed_timeout, "feed down: no trusted packet within the timeout");
@@ -356,9 +502,65 @@ impl Ingest {
         self.flush_wakes();
     }
 
-    /// Handles one datagram (from an accepted source); public so
+    /// Line holes past the hold become losses; a silent line goes down.
+    fn line_tick(&mut self, now: Instant) {
+        for line in Line::ALL {
+            let i = line.index();
+            if self.lines[i].expire(now) > 0 {
+                self.stats.lines[i].missed_messages.store(self.lines[i].missed(), Ordering::Relaxed);
+            }
+            let silent = self.line_last[i].is_some_and(|t| now.duration_since(t) > self.cfg.feed_timeout);
+            if silent {
+                self.line_last[i] = None;
+                self.stats.lines[i].up.store(false, Ordering::Relaxed);
+                if self.two_lines() {
+                    tracing::warn!(line = line.label(), timeout = ?self.cfg.feed_timeout, "feed line down: no trusted packet within the timeout");
+                }
+            }
+        }
+    }
+
+    /// Line B is configured.
+    fn two_lines(&self) -> bool {
+        self.stats.lines[1].enabled.load(Ordering::Relaxed)
+    }
+
+    /// A trusted packet arrived on `line`.
+    fn line_alive(&mut self, line: Line, now: Instant) {
+        let i = line.index();
+        if self.line_last[i].is_none() {
+            self.stats.lines[i].up.store(true, Ordering::Relaxed);
+            if self.two_lines() {
+                tracing::info!(line = line.label(), "feed line up");
+            }
+        }
+        self.line_last[i] = Some(now);
+    }
+
+    /// Counts the sequencer's decision for a trusted packet of `line`.
+    fn count_line(&mut self, line: Line, seen: Seen, decision: Decision) {
+        let st = &self.stats.lines[line.index()];
+        match decision {
+            Decision::Apply { .. } | Decision::Held => {
+                st.won.fetch_add(1, Ordering::Relaxed);
+            }
+            Decision::Duplicate if seen != Seen::Repeat => {
+                st.redundant.fetch_add(1, Ordering::Relaxed);
+                self.redundant += 1;
+            }
+            _ => {}
+        }
+    }
+
+    /// Handles one datagram of line A (from an accepted source); public so
     /// benchmarks and tests can drive the stage without a socket.
     pub fn on_datagram(&mut self, raw: &[u8], now: Instant, ts_recv: i64) {
+        self.on_line_datagram(Line::A, raw, now, ts_recv);
+    }
+
+    /// Handles one datagram of `line` (from an accepted source).
+    pub fn on_line_datagram(&mut self, line: Line, raw: &[u8], now: Instant, ts_recv: i64) {
+        self.stats.lines[line.index()].packets.fetch_add(1, Ordering::Relaxed);
         self.stats.packets.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
         let p = match Packet::decode(raw) {
@@ -370,15 +572,15 @@ impl Ingest {
             }
         };
         match self.seq.admit(&p, raw, now) {
-            Admit::Trusted => {
+            admit @ (Admit::Trusted | Admit::Joined) => {
+                if admit == Admit::Joined {
+                    tracing::info!(session = %p.session, seq = p.seq, line = line.label(), "joined feed session");
+                }
                 self.alive(now, ts_recv);
+                self.line_alive(line, now);
+                let seen = self.lines[line.index()].see(p.seq, p.seq + sequencer::span(&p), now);
                 let decision = self.seq.offer(&p, raw, now);
-                self.handle(&p, decision, ts_recv);
-            }
-            Admit::Joined => {
-                tracing::info!(session = %p.session, seq = p.seq, "joined feed session");
-                self.alive(now, ts_recv);
-                let decision = self.seq.offer(&p, raw, now);
+                self.count_line(line, seen, decision);
                 self.handle(&p, decision, ts_recv);
             }
             Admit::TookOver(t) => self.take_over(t, now, ts_recv),
@@ -430,6 +632,10 @@ impl Ingest {
             }
         }
         self.alive(now, ts_recv);
+        // Each line starts over in the followed track.
+        for l in &mut self.lines {
+            l.reset();
+        }
         for raw in self.seq.take_replay() {
             // Kept packets were validated when they arrived.
             let Ok(p) = Packet::decode(&raw) else { continue };
@@ -479,7 +685,8 @@ impl Ingest {
         let st = &self.stats;
         st.gaps.store(s.gaps, Ordering::Relaxed);
         st.missed_messages.store(s.missed_messages, Ordering::Relaxed);
-        st.duplicate_packets.store(s.duplicate_packets, Ordering::Relaxed);
+        // A copy that lost the race is not a duplicate of its own line.
+        st.duplicate_packets.store(s.duplicate_packets.saturating_sub(self.redundant), Ordering::Relaxed);
         st.reordered_packets.store(s.reordered_packets, Ordering::Relaxed);
         st.suspect_packets[0].store(s.foreign_session, Ordering::Relaxed);
         st.suspect_packets[1].store(s.seq_jump, Ordering::Relaxed);
@@ -716,6 +923,40 @@ mod tests {
         assert_eq!(stats.missed_messages.load(Ordering::Relaxed), 50);
         assert_eq!(stats.stale_symbols.load(Ordering::Relaxed), 1, "a gap without a window marks stale too");
         assert_eq!(ing.book.locate(0), Some(1));
+    }
+
+    #[test]
+    fn each_sequence_is_won_once_and_the_other_lines_copy_is_no_duplicate() {
+        use quotecast_proto::feed::{PacketBuilder, SessionId, Symbol};
+        let (ing, stats) = ingest(8);
+        let mut ing = ing.with_line_b(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let mut b = PacketBuilder::new(SessionId::from_text("AB"), 1, 1400);
+        b.push(&Message::SymbolDirectory { locate: 1, symbol: Symbol::new("AAPL").unwrap() });
+        let mut pkts = vec![b.finish().to_vec()];
+        for i in 0..4 {
+            b.push(&Message::Trade { locate: 1, ts: i, px: 1, sz: 1 });
+            pkts.push(b.finish().to_vec());
+        }
+        let t0 = Instant::now();
+        // Line A loses packet 2 and repeats packet 1; line B sends all.
+        for i in [0, 1, 3, 4, 1] {
+            ing.on_line_datagram(Line::A, &pkts[i], t0, 1);
+        }
+        for p in &pkts {
+            ing.on_line_datagram(Line::B, p, t0, 1);
+        }
+        ing.on_tick(t0 + Duration::from_millis(2));
+        let l = |line: Line| {
+            let s = stats.line(line);
+            let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            (v(&s.packets), v(&s.won), v(&s.redundant), v(&s.missed_messages))
+        };
+        assert_eq!(l(Line::A), (5, 4, 0, 1));
+        assert_eq!(l(Line::B), (5, 1, 4, 0));
+        let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        assert_eq!((v(&stats.gaps), v(&stats.duplicate_packets), v(&stats.messages)), (0, 1, 5));
+        assert_eq!(v(&stats.stale_symbols), 0);
+        assert!(stats.line(Line::B).enabled.load(Ordering::Relaxed));
     }
 
     #[test]

@@ -33,6 +33,16 @@
 //! The first packet ever is joined at once (a late join must work); if it
 //! was a stray, the real feed takes over by the rule above once the stray
 //! is silent.
+//!
+//! # A/B lines
+//!
+//! With two lines the caller offers every datagram of both lines here, in
+//! arrival order: the first copy of a sequence is applied, the other is a
+//! [`Decision::Duplicate`], and a hole one line left is filled by the other
+//! line's copy while the packets after it are held. The trust rules apply
+//! to the merged stream (a stray on either line is a candidate). With
+//! [`Sequencer::set_hold_tails`] a heartbeat ahead waits the reorder hold
+//! too, since it may overtake the other line's copy of a lost packet.
 
 use quotecast_proto::feed::{Packet, PacketKind, SessionId};
 use std::collections::BTreeMap;
@@ -176,10 +186,16 @@ pub struct Sequencer {
     stats: SeqStats,
     /// A gap found at a heartbeat, reported by the next `expire` call.
     pending_gap: u64,
+    /// Wait for a hole before a heartbeat ahead like for one before a data
+    /// packet (A/B lines: the other line may still bring it).
+    hold_tails: bool,
+    /// Sequence a heartbeat ahead announced, while `hold_tails` waits for
+    /// the hole before it (0 = none).
+    tail: u64,
 }
 
 /// Sequence numbers a packet covers: `count` for data, none otherwise.
-fn span(p: &Packet<'_>) -> u64 {
+pub(crate) fn span(p: &Packet<'_>) -> u64 {
     match p.kind {
         PacketKind::Data(n) => u64::from(n),
         PacketKind::Heartbeat | PacketKind::EndOfSession => 0,
@@ -210,7 +226,19 @@ impl Sequencer {
             max_hold,
             stats: SeqStats::default(),
             pending_gap: 0,
+            hold_tails: false,
+            tail: 0,
         }
+    }
+
+    /// With `on`, a heartbeat ahead of the expected sequence is a hole
+    /// that may still fill within the reorder hold (as before a data packet
+    /// ahead), not a gap at once. For A/B lines: line A's heartbeat may
+    /// overtake line B's copy of a packet A lost. An end of session ahead
+    /// stays a gap at once (the session is over; what follows it must not
+    /// refresh a symbol). Without a reorder window it changes nothing.
+    pub fn set_hold_tails(&mut self, on: bool) {
+        self.hold_tails = on;
     }
 
     /// Counters so far.
@@ -228,9 +256,10 @@ impl Sequencer {
         self.session
     }
 
-    /// True while packets are held waiting for a hole to fill.
+    /// True while packets (or a heartbeat's tail, see
+    /// [`Sequencer::set_hold_tails`]) are held waiting for a hole to fill.
     pub fn holding(&self) -> bool {
-        !self.held.is_empty()
+        !self.held.is_empty() || self.tail > self.next
     }
 
     /// True while an untrusted track is watched (the caller should call
@@ -377,6 +406,7 @@ impl Sequencer {
         self.held.clear();
         self.held_since = None;
         self.pending_gap = 0;
+        self.tail = 0;
         self.ended = false;
         self.last_trusted = Some(now);
         self.replay = c.kept;
@@ -411,7 +441,16 @@ impl Sequencer {
         }
         match p.kind {
             PacketKind::Heartbeat | PacketKind::EndOfSession => {
-                if p.seq > self.next && self.held.is_empty() {
+                if p.seq > self.next
+                    && p.kind == PacketKind::Heartbeat
+                    && self.hold_tails
+                    && self.max_held > 0
+                {
+                    // The other line may still bring them: wait like for
+                    // a packet ahead.
+                    self.tail = self.tail.max(p.seq);
+                    self.held_since.get_or_insert(now);
+                } else if p.seq > self.next && self.held.is_empty() {
                     // Messages at the tail were lost: nothing will fill them.
                     self.pending_gap += p.seq - self.next;
                     self.next = p.seq;
@@ -432,9 +471,10 @@ impl Sequencer {
                 } else if p.seq <= self.next {
                     let skip = (self.next - p.seq) as u16;
                     self.next = end;
-                    if !self.held.is_empty() {
+                    if !self.held.is_empty() || self.tail > p.seq {
                         self.stats.reordered_packets += 1;
                     }
+                    self.settle_tail();
                     Decision::Apply { skip }
                 } else if self.max_held == 0 {
                     // A gap at once: the caller takes it (and marks the
@@ -459,10 +499,20 @@ impl Sequencer {
             return None;
         }
         let raw = self.held.remove(&seq);
-        if self.held.is_empty() {
+        if self.held.is_empty() && self.tail <= self.next {
             self.held_since = None;
         }
         raw
+    }
+
+    /// Forgets a tail the stream has reached.
+    fn settle_tail(&mut self) {
+        if self.tail != 0 && self.tail <= self.next {
+            self.tail = 0;
+            if self.held.is_empty() {
+                self.held_since = None;
+            }
+        }
     }
 
     /// Declares the hole before the held packets lost if they waited too
@@ -471,7 +521,7 @@ impl Sequencer {
     pub fn expire(&mut self, now: Instant) -> u64 {
         let mut lost = self.take_pending_gap();
         let overdue = self.held_since.is_some_and(|t| now.duration_since(t) >= self.max_hold);
-        if self.held.len() > self.max_held || (overdue && !self.held.is_empty()) {
+        if self.held.len() > self.max_held || (overdue && self.holding()) {
             if let Some((&first, _)) = self.held.first_key_value() {
                 if first > self.next {
                     let hole = first - self.next;
@@ -479,8 +529,14 @@ impl Sequencer {
                     lost += hole;
                     self.next = first;
                 }
+            } else if self.tail > self.next {
+                let hole = self.tail - self.next;
+                self.record_gap(hole);
+                lost += hole;
+                self.next = self.tail;
             }
-            self.held_since = Some(now);
+            self.settle_tail();
+            self.held_since = if self.holding() { Some(now) } else { None };
         }
         lost
     }
@@ -647,6 +703,36 @@ mod tests {
         assert_eq!(s.offer(&p, &hb, now), Decision::Heartbeat);
         assert_eq!(s.expire(now), 3);
         assert_eq!(s.next_seq(), 6);
+    }
+
+    #[test]
+    fn with_tail_hold_a_heartbeat_ahead_waits_for_the_other_line() {
+        let mut s = Sequencer::new(4, Duration::from_millis(5));
+        s.set_hold_tails(true);
+        let t0 = Instant::now();
+        let p = packets("A", 3);
+        run(&mut s, &p[..1], t0);
+        // Line A lost 2 and 3, then its heartbeat: line B's copies follow.
+        run(&mut s, &[heartbeat("A", 4)], t0);
+        assert!(s.holding());
+        assert_eq!(s.expire(t0 + Duration::from_millis(1)), 0);
+        assert_eq!(run(&mut s, &p[1..], t0), vec![2, 3]);
+        assert!(!s.holding());
+        assert_eq!(s.expire(t0 + Duration::from_millis(10)), 0);
+        // Lost on both lines: a gap once the hold is over.
+        run(&mut s, &[heartbeat("A", 6)], t0 + Duration::from_millis(10));
+        assert_eq!(s.expire(t0 + Duration::from_millis(11)), 0);
+        assert_eq!(s.expire(t0 + Duration::from_millis(15)), 2);
+        assert!(!s.holding());
+        assert_eq!((s.stats().gaps, s.stats().missed_messages, s.next_seq()), (1, 2, 6));
+        // An end of session ahead is a gap at once: nothing after the end
+        // may refresh a symbol.
+        let eos = end_of_session("A", 8);
+        let p = Packet::decode(&eos).unwrap();
+        assert_eq!(s.offer(&p, &eos, t0), Decision::EndOfSession { first: true });
+        assert!(!s.holding());
+        assert_eq!(s.expire(t0), 2);
+        assert_eq!(s.next_seq(), 8);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The feed socket: bound to the group's port, joined on one interface.
+//! A feed socket (one per line, A and B): bound to the group's port,
+//! joined on one interface.
 
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;

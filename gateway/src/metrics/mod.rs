@@ -32,6 +32,7 @@ pub use grpc::{GrpcCall, GrpcMetrics, GrpcMetricsLayer};
 pub use histogram::AtomicHistogram;
 pub use http::serve;
 
+use crate::ingest::lines::Line;
 use crate::ingest::{now_ns, DECODE_REASONS, SUSPECT_REASONS};
 use crate::server::Core;
 use crate::ws::close_code;
@@ -76,6 +77,18 @@ pub mod names {
     pub const FEED_LAST_PACKET_AGE: &str = "quotecast_feed_last_packet_age_seconds";
     /// Next feed sequence number expected.
     pub const FEED_NEXT_SEQ: &str = "quotecast_feed_next_sequence";
+    /// Datagrams received per feed line, by `line` ("a", "b").
+    pub const FEED_LINE_PACKETS: &str = "quotecast_feed_line_received_packets_total";
+    /// Data packets applied from a line's copy first, by `line`.
+    pub const FEED_LINE_WON: &str = "quotecast_feed_line_won_packets_total";
+    /// Data packets a line delivered after the other line's copy, by `line`.
+    pub const FEED_LINE_REDUNDANT: &str = "quotecast_feed_line_redundant_packets_total";
+    /// Messages missing on a line (covered by the other or not), by `line`.
+    pub const FEED_LINE_MISSED: &str = "quotecast_feed_line_missed_messages_total";
+    /// 1 while a line brings trusted packets within the feed timeout, by `line`.
+    pub const FEED_LINE_UP: &str = "quotecast_feed_line_up";
+    /// 1 when a line is configured (A always; B with --group-b), by `line`.
+    pub const FEED_LINE_ENABLED: &str = "quotecast_feed_line_enabled";
     /// Symbols in the book.
     pub const BOOK_SYMBOLS: &str = "quotecast_book_symbols";
     /// Most symbols the book can hold.
@@ -172,6 +185,33 @@ struct FeedHandles {
     stale: Gauge,
     replay_bytes: Gauge,
     replay_max_bytes: Gauge,
+    lines: [LineHandles; 2],
+}
+
+/// Handles of one feed line, labelled `line="a"|"b"`; line B's series
+/// exist (at 0) without line B, so queries and panels work either way.
+struct LineHandles {
+    packets: Counter,
+    won: Counter,
+    redundant: Counter,
+    missed: Counter,
+    up: Gauge,
+    enabled: Gauge,
+}
+
+impl LineHandles {
+    fn new(line: Line) -> Self {
+        use names::*;
+        let l = line.label();
+        LineHandles {
+            packets: counter!(FEED_LINE_PACKETS, "line" => l),
+            won: counter!(FEED_LINE_WON, "line" => l),
+            redundant: counter!(FEED_LINE_REDUNDANT, "line" => l),
+            missed: counter!(FEED_LINE_MISSED, "line" => l),
+            up: gauge!(FEED_LINE_UP, "line" => l),
+            enabled: gauge!(FEED_LINE_ENABLED, "line" => l),
+        }
+    }
 }
 
 /// Handles mirroring [`crate::ws::WsStats`].
@@ -254,6 +294,34 @@ fn describe() {
         "Seconds since the last trusted feed datagram (since gateway start if none yet)."
     );
     describe_gauge!(FEED_NEXT_SEQ, "Next feed sequence number expected.");
+    describe_counter!(
+        FEED_LINE_PACKETS,
+        Unit::Count,
+        "Feed datagrams received on a line (valid or not), by line."
+    );
+    describe_counter!(
+        FEED_LINE_WON,
+        Unit::Count,
+        "Feed data packets whose messages were applied from this line's copy first (A/B arbitration), by line."
+    );
+    describe_counter!(
+        FEED_LINE_REDUNDANT,
+        Unit::Count,
+        "Feed data packets new on this line whose messages the other line had already delivered, by line."
+    );
+    describe_counter!(
+        FEED_LINE_MISSED,
+        Unit::Count,
+        "Feed messages missing on a line (not filled by the line itself within the reorder hold), whether or not the other line covered them, by line."
+    );
+    describe_gauge!(
+        FEED_LINE_UP,
+        "1 while a feed line brings trusted packets within the feed timeout, by line."
+    );
+    describe_gauge!(
+        FEED_LINE_ENABLED,
+        "1 when a feed line is configured (A always, B with --group-b), by line."
+    );
     describe_gauge!(BOOK_SYMBOLS, "Symbols in the quote book.");
     describe_gauge!(BOOK_CAPACITY, "Most symbols the quote book can hold.");
     describe_gauge!(BOOK_STALE, "Symbols whose quote may be wrong (gap, restart, silent feed).");
@@ -329,6 +397,7 @@ impl Telemetry {
                 stale: gauge!(BOOK_STALE),
                 replay_bytes: gauge!(HUB_REPLAY_BYTES),
                 replay_max_bytes: gauge!(HUB_REPLAY_MAX_BYTES),
+                lines: Line::ALL.map(LineHandles::new),
             };
             let ws = WsHandles {
                 open: gauge!(WS_CONNECTIONS),
@@ -414,6 +483,15 @@ impl Telemetry {
         f.stale.set(l(&s.stale_symbols) as f64);
         f.replay_bytes.set(core.hub.replay_bytes() as f64);
         f.replay_max_bytes.set(core.config.feed.replay_max_bytes as f64);
+        let flag = |b: &std::sync::atomic::AtomicBool| if b.load(Ordering::Relaxed) { 1.0 } else { 0.0 };
+        for (h, ls) in f.lines.iter().zip(&s.lines) {
+            h.packets.absolute(l(&ls.packets));
+            h.won.absolute(l(&ls.won));
+            h.redundant.absolute(l(&ls.redundant));
+            h.missed.absolute(l(&ls.missed_messages));
+            h.up.set(flag(&ls.up));
+            h.enabled.set(flag(&ls.enabled));
+        }
 
         let (w, s) = (&self.ws, &*core.ws);
         w.open.set(s.open.load(Ordering::Relaxed) as f64);
@@ -539,6 +617,16 @@ mod tests {
             Some(0.0)
         );
         assert_eq!(value(&text, "quotecast_feed_up"), Some(1.0));
+        c.feed.lines[0].won.store(4, Ordering::Relaxed);
+        let text = c.metrics.render(&c);
+        assert_eq!(value(&text, "quotecast_feed_line_won_packets_total{line=\"a\"}"), Some(4.0));
+        for name in
+            ["line_received_packets_total", "line_redundant_packets_total", "line_missed_messages_total"]
+        {
+            assert_eq!(value(&text, &format!("quotecast_feed_{name}{{line=\"b\"}}")), Some(0.0), "{name}");
+        }
+        assert_eq!(value(&text, "quotecast_feed_line_up{line=\"b\"}"), Some(0.0), "line B exported when off");
+        assert_eq!(value(&text, "quotecast_feed_line_enabled{line=\"b\"}"), Some(0.0));
         let age = value(&text, "quotecast_feed_last_packet_age_seconds").unwrap();
         assert!((3.0..60.0).contains(&age), "age {age}");
         assert_eq!(value(&text, "quotecast_ws_connections"), Some(4.0));
