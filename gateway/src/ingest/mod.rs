@@ -336,7 +336,6 @@ impl Ingest {
     /// first datagram.
     pub fn with_trust(mut self, trust: FeedTrust) -> Self {
         self.seq = Sequencer::with_trust(self.cfg.reorder_window, self.cfg.reorder_hold, trust.sequencer);
-        self.seq.set_hold_tails(self.sockets.len() > 1);
         self.sources = trust.sources;
         self
     }
@@ -348,7 +347,6 @@ impl Ingest {
         self.sockets.truncate(1);
         self.sockets.push((Line::B, socket));
         self.stats.lines[1].enabled.store(true, Ordering::Relaxed);
-        self.seq.set_hold_tails(true);
         self
     }
 

@@ -226,15 +226,17 @@ impl Sequencer {
             max_hold,
             stats: SeqStats::default(),
             pending_gap: 0,
-            hold_tails: false,
+            hold_tails: true,
             tail: 0,
         }
     }
 
     /// With `on`, a heartbeat ahead of the expected sequence is a hole
     /// that may still fill within the reorder hold (as before a data packet
-    /// ahead), not a gap at once. For A/B lines: line A's heartbeat may
-    /// overtake line B's copy of a packet A lost. An end of session ahead
+    /// ahead), not a gap at once (the default): with A/B lines line A's
+    /// heartbeat may overtake line B's copy of a packet A lost, and on any
+    /// line a heartbeat ahead may be a stray, which the flowing feed then
+    /// overtakes without a gap. An end of session ahead
     /// stays a gap at once (the session is over; what follows it must not
     /// refresh a symbol). Without a reorder window it changes nothing.
     pub fn set_hold_tails(&mut self, on: bool) {
@@ -475,6 +477,13 @@ impl Sequencer {
                         self.stats.reordered_packets += 1;
                     }
                     self.settle_tail();
+                    if self.holding() {
+                        // The stream moves at the front: what is held ahead
+                        // is not waiting for a lost packet (yet). The hold
+                        // counts time without progress, so a stray packet
+                        // far ahead never turns a flowing feed into a gap.
+                        self.held_since = Some(now);
+                    }
                     Decision::Apply { skip }
                 } else if self.max_held == 0 {
                     // A gap at once: the caller takes it (and marks the
@@ -701,7 +710,8 @@ mod tests {
         let p = Packet::decode(&hb).unwrap();
         assert_eq!(s.admit(&p, &hb, now), Admit::Trusted);
         assert_eq!(s.offer(&p, &hb, now), Decision::Heartbeat);
-        assert_eq!(s.expire(now), 3);
+        assert_eq!(s.expire(now), 0, "waits the hold: a stray heartbeat must not make a gap");
+        assert_eq!(s.expire(now + Duration::from_millis(5)), 3);
         assert_eq!(s.next_seq(), 6);
     }
 
@@ -849,7 +859,34 @@ mod tests {
         assert_eq!((s.stats().gaps, s.stats().seq_jump), (1, 0));
         // A heartbeat a plausible distance ahead is a tail loss.
         run(&mut s, &[heartbeat("A", 1_010)], t0);
-        assert_eq!(s.expire(t0), 4);
+        assert_eq!(s.expire(t0 + Duration::from_millis(12)), 4);
+    }
+
+    #[test]
+    fn a_stray_ahead_within_the_jump_bound_makes_no_gap_while_the_feed_flows() {
+        // Live session id, 50,000 ahead (inside --max-seq-jump): held, but
+        // the real feed keeps moving at the front, so the hold never runs
+        // out and nothing the real feed sends is dropped.
+        let t0 = Instant::now();
+        let (mut s, _) = following_a(t0);
+        let stray = packets_from("A", 50_000, 1);
+        assert!(run(&mut s, &stray, t0).is_empty());
+        let hb = heartbeat("A", 60_000);
+        run(&mut s, &[hb], t0);
+        let real = packets_from("A", 4, 40);
+        let mut applied = Vec::new();
+        for (i, raw) in real.iter().enumerate() {
+            let now = t0 + Duration::from_millis(i as u64);
+            applied.extend(run(&mut s, std::slice::from_ref(raw), now));
+            assert_eq!(s.expire(now), 0, "no gap at packet {i}");
+        }
+        assert_eq!(applied, seqs(4..=43));
+        assert_eq!(s.stats().gaps, 0);
+        // A real loss afterwards is still a gap once the front stalls.
+        let after_hole = packets_from("A", 45, 2);
+        let late = t0 + Duration::from_millis(100);
+        run(&mut s, &after_hole, late);
+        assert_eq!(s.expire(late + Duration::from_millis(6)), 1);
     }
 
     #[test]
