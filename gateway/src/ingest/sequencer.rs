@@ -54,6 +54,14 @@ use std::time::{Duration, Instant};
 /// over.
 pub const CANDIDATE_BUFFER_BYTES: usize = 4 << 20;
 
+/// What one kept packet costs besides its bytes (its `Vec` and the
+/// allocator's header), counted against [`CANDIDATE_BUFFER_BYTES`].
+const KEPT_OVERHEAD_BYTES: usize = 48;
+
+/// How far (messages) a candidate's packet may be out of order and still
+/// belong to its run (a restart's packets reordered on the way).
+const CANDIDATE_REORDER: u64 = 4096;
+
 /// When an untrusted track may replace the followed one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrustConfig {
@@ -165,6 +173,22 @@ struct Candidate {
     kept: Vec<Vec<u8>>,
     kept_bytes: usize,
     last_seen: Instant,
+}
+
+impl Candidate {
+    /// Keeps a copy for the replay, within [`CANDIDATE_BUFFER_BYTES`]
+    /// (counting a per-packet overhead, so tiny heartbeats cannot make it
+    /// a million allocations). Once one packet did not fit, none after it
+    /// is kept either: the replay is a prefix, never one with holes.
+    fn keep(&mut self, raw: &[u8]) {
+        let cost = raw.len() + KEPT_OVERHEAD_BYTES;
+        if self.kept_bytes + cost <= CANDIDATE_BUFFER_BYTES {
+            self.kept_bytes += cost;
+            self.kept.push(raw.to_vec());
+        } else {
+            self.kept_bytes = CANDIDATE_BUFFER_BYTES;
+        }
+    }
 }
 
 /// Tracks the expected sequence number of one feed session.
@@ -349,37 +373,42 @@ impl Sequencer {
                     PacketKind::Data(_) => end <= c.next,
                     PacketKind::Heartbeat | PacketKind::EndOfSession => p.seq < c.next,
                 } && p.seq >= c.first_seq;
-                if continues || repeat {
+                // A restarted sender's packets may arrive slightly out of
+                // order (or a line's copy late): close to the run they
+                // still belong to it, kept for the replay (which puts them
+                // in order) but not counted as proof.
+                let near = matches!(p.kind, PacketKind::Data(_))
+                    && p.seq.saturating_add(CANDIDATE_REORDER) >= c.first_seq
+                    && p.seq <= c.next.saturating_add(CANDIDATE_REORDER);
+                if continues || repeat || near {
                     c.received += 1;
                     c.last_seen = now;
-                    if continues {
+                    if continues || (near && !repeat) {
+                        // New to the run (in order, or near it: the replay
+                        // puts it in order and a hole is a gap there).
                         c.run += 1;
                         c.next = end.max(c.next);
-                        if c.kept_bytes + raw.len() <= CANDIDATE_BUFFER_BYTES {
-                            c.kept_bytes += raw.len();
-                            c.kept.push(raw.to_vec());
-                        }
+                        c.first_seq = c.first_seq.min(p.seq);
+                        c.keep(raw);
                     }
                     return;
                 }
             }
         }
         self.discard_candidate();
-        let mut kept = Vec::new();
-        if raw.len() <= CANDIDATE_BUFFER_BYTES {
-            kept.push(raw.to_vec());
-        }
-        self.candidate = Some(Candidate {
+        let mut c = Candidate {
             session: p.session,
             same_session,
             first_seq: p.seq,
             next: end,
             run: 1,
             received: 1,
-            kept_bytes: raw.len(),
-            kept,
+            kept_bytes: 0,
+            kept: Vec::new(),
             last_seen: now,
-        });
+        };
+        c.keep(raw);
+        self.candidate = Some(c);
     }
 
     /// Counts the candidate's packets as suspect and forgets it.
@@ -949,16 +978,54 @@ mod tests {
     }
 
     #[test]
-    fn broken_candidate_run_starts_over() {
+    fn a_restart_with_reordered_first_packets_still_takes_over_without_loss() {
+        let t0 = Instant::now();
+        let (mut s, _) = following_a(t0);
+        run(&mut s, &[end_of_session("A", 4)], t0);
+        let b = packets("B", 5);
+        // B's packets 2 and 1 swapped on the way, then 3, 4, 5.
+        let order = [b[1].clone(), b[0].clone(), b[2].clone(), b[3].clone(), b[4].clone()];
+        let mut applied = Vec::new();
+        for raw in &order {
+            applied.extend(run(&mut s, std::slice::from_ref(raw), t0));
+        }
+        assert_eq!(s.session(), Some(SessionId::from_text("B")));
+        while let Some(r) = s.pop_ready() {
+            applied.extend(run(&mut s, &[r], t0));
+        }
+        assert_eq!(applied, seqs(1..=5), "every packet of the restart, in order");
+        assert_eq!(s.stats().gaps, 0);
+    }
+
+    #[test]
+    fn a_candidate_run_with_a_loss_takes_over_and_the_hole_is_the_gap() {
         let t0 = Instant::now();
         let (mut s, _) = following_a(t0);
         let b = packets("B", 6);
         let later = t0 + Duration::from_secs(3);
-        // 1, 2, then 4: the run breaks and restarts at 4.
-        run(&mut s, &[b[0].clone(), b[1].clone(), b[3].clone(), b[4].clone()], later);
-        assert_eq!(s.stats().foreign_session, 2);
-        assert_eq!(run(&mut s, &b[5..], later), vec![4, 5, 6]);
+        // 1, 2, then 4 (3 lost): still one run; it takes over (A is silent),
+        // and only message 3 is missing.
+        let mut applied = run(&mut s, &[b[0].clone(), b[1].clone(), b[3].clone()], later);
+        assert_eq!(s.session(), Some(SessionId::from_text("B")));
+        assert_eq!(s.expire(later + Duration::from_millis(6)), 1);
+        while let Some(r) = s.pop_ready() {
+            applied.extend(run(&mut s, &[r], later));
+        }
+        applied.extend(run(&mut s, &b[4..], later));
+        assert_eq!(applied, vec![1, 2, 4, 5, 6]);
         let st = s.stats();
-        assert_eq!((st.restarts, st.gaps, st.missed_messages), (1, 1, 3));
+        assert_eq!((st.restarts, st.gaps, st.missed_messages, st.foreign_session), (1, 1, 1, 0));
+    }
+
+    #[test]
+    fn a_far_packet_breaks_the_candidate_run() {
+        let t0 = Instant::now();
+        let (mut s, _) = following_a(t0);
+        let b = packets("B", 2);
+        run(&mut s, &b, t0);
+        let far = packets_from("B", 1_000_000, 1);
+        run(&mut s, &far, t0);
+        assert_eq!(s.stats().foreign_session, 2, "the first run was discarded");
+        assert_eq!(s.session(), Some(SessionId::from_text("A")));
     }
 }
