@@ -59,6 +59,9 @@ pub struct SymbolTruth {
     pub last_px: i64,
     /// Last trade size; 0 until the first trade.
     pub last_sz: u32,
+    /// The symbol's last per-symbol sequence (`symbol_seq` of its last
+    /// quote or trade; 0 = none yet). Its next update carries this + 1.
+    pub symbol_seq: u32,
     /// Quotes and trades generated for the symbol, including those in
     /// packets the sender dropped on purpose.
     pub updates: u64,
@@ -159,6 +162,9 @@ impl Market {
         let s = &mut self.syms[rank - 1];
         let rng = &mut self.rng;
         s.truth.updates += 1;
+        // u32 holds ~4e9 updates of one symbol: far beyond any session the
+        // simulator runs; saturate rather than wrap if it ever got there.
+        s.truth.symbol_seq = s.truth.symbol_seq.saturating_add(1);
         // The first tick of a symbol is always a quote, so every trade has
         // a published quote around it.
         let quoted = s.truth.bid_px > 0;
@@ -198,6 +204,7 @@ fn quote(s: &mut SymState, rng: &mut SmallRng, ts: u64) -> Message {
     t.ask_sz = quote_size(rng);
     Message::Quote {
         locate: t.locate,
+        symbol_seq: t.symbol_seq,
         ts,
         bid_px: t.bid_px,
         bid_sz: t.bid_sz,
@@ -219,7 +226,7 @@ fn trade(s: &mut SymState, rng: &mut SmallRng, ts: u64) -> Message {
     };
     t.last_sz =
         if rng.random::<f64>() < 0.85 { 100 * rng.random_range(1..=10) } else { rng.random_range(1..100) };
-    Message::Trade { locate: t.locate, ts, px: t.last_px, sz: t.last_sz }
+    Message::Trade { locate: t.locate, symbol_seq: t.symbol_seq, ts, px: t.last_px, sz: t.last_sz }
 }
 
 /// Displayed size: round lots, usually a few, occasionally a large one,
@@ -309,7 +316,7 @@ mod tests {
             let mut book: BTreeMap<u16, (i64, i64)> = BTreeMap::new();
             for (i, msg) in ticks(&mut m, 100_000).into_iter().enumerate() {
                 match msg {
-                    Message::Quote { locate, ts, bid_px, bid_sz, ask_px, ask_sz } => {
+                    Message::Quote { locate, ts, bid_px, bid_sz, ask_px, ask_sz, .. } => {
                         assert_eq!(ts, i as u64);
                         assert!(bid_px > 0 && bid_px < ask_px, "{msg:?}");
                         assert_eq!((bid_px % CENT, ask_px % CENT), (0, 0), "{msg:?}");
@@ -385,15 +392,19 @@ mod tests {
         let mut want: BTreeMap<u16, SymbolTruth> = BTreeMap::new();
         for msg in ticks(&mut m, 10_000) {
             match msg {
-                Message::Quote { locate, bid_px, bid_sz, ask_px, ask_sz, .. } => {
+                Message::Quote { locate, symbol_seq, bid_px, bid_sz, ask_px, ask_sz, .. } => {
                     let t = want.entry(locate).or_default();
                     (t.bid_px, t.bid_sz, t.ask_px, t.ask_sz) = (bid_px, bid_sz, ask_px, ask_sz);
                     t.updates += 1;
+                    assert_eq!(symbol_seq, t.symbol_seq + 1, "per-symbol sequence is gapless");
+                    t.symbol_seq = symbol_seq;
                 }
-                Message::Trade { locate, px, sz, .. } => {
+                Message::Trade { locate, symbol_seq, px, sz, .. } => {
                     let t = want.entry(locate).or_default();
                     (t.last_px, t.last_sz) = (px, sz);
                     t.updates += 1;
+                    assert_eq!(symbol_seq, t.symbol_seq + 1, "per-symbol sequence is gapless");
+                    t.symbol_seq = symbol_seq;
                 }
                 Message::SymbolDirectory { .. } => unreachable!(),
             }
@@ -405,6 +416,7 @@ mod tests {
             let w = want.get(&t.locate).copied().unwrap_or_default();
             assert_eq!((t.bid_px, t.bid_sz, t.ask_px, t.ask_sz), (w.bid_px, w.bid_sz, w.ask_px, w.ask_sz));
             assert_eq!((t.last_px, t.last_sz, t.updates), (w.last_px, w.last_sz, w.updates));
+            assert_eq!((t.symbol_seq, u64::from(t.symbol_seq)), (w.symbol_seq, t.updates));
             assert_eq!(t.updates_delivered, t.updates);
         }
     }

@@ -34,10 +34,12 @@ fn ticks_only(ms: impl IntoIterator<Item = Message>) -> Vec<Message> {
     ms.into_iter()
         .filter(|m| !matches!(m, Message::SymbolDirectory { .. }))
         .map(|m| match m {
-            Message::Quote { locate, bid_px, bid_sz, ask_px, ask_sz, .. } => {
-                Message::Quote { locate, ts: 0, bid_px, bid_sz, ask_px, ask_sz }
+            Message::Quote { locate, symbol_seq, bid_px, bid_sz, ask_px, ask_sz, .. } => {
+                Message::Quote { locate, symbol_seq, ts: 0, bid_px, bid_sz, ask_px, ask_sz }
             }
-            Message::Trade { locate, px, sz, .. } => Message::Trade { locate, ts: 0, px, sz },
+            Message::Trade { locate, symbol_seq, px, sz, .. } => {
+                Message::Trade { locate, symbol_seq, ts: 0, px, sz }
+            }
             d => d,
         })
         .collect()
@@ -99,6 +101,20 @@ async fn clean_session_delivers_exactly_the_recorded_stream() {
     assert!(report.last.values().all(|t| t.updates == t.updates_delivered));
     let msgs: Vec<Message> = received.iter().map(|(_, m)| *m).collect();
     assert_truth_matches(&report, &msgs);
+
+    // Per symbol, the wire numbers quotes and trades 1, 2, 3, ... and the
+    // report's ground truth ends at the last one sent.
+    let mut per_symbol: std::collections::BTreeMap<u16, u32> = Default::default();
+    for m in &msgs {
+        if let Message::Quote { locate, symbol_seq, .. } | Message::Trade { locate, symbol_seq, .. } = *m {
+            let last = per_symbol.entry(locate).or_default();
+            assert_eq!(symbol_seq, *last + 1, "locate {locate}: per-symbol sequence not contiguous");
+            *last = symbol_seq;
+        }
+    }
+    for t in report.last.values() {
+        assert_eq!(per_symbol.get(&t.locate).copied().unwrap_or(0), t.symbol_seq, "locate {}", t.locate);
+    }
 
     // The wire carries exactly the pure model's stream (timestamps aside).
     let mut m = Market::new(42, 300, 1.1, 0.1);
@@ -339,7 +355,7 @@ async fn small_packets_respect_the_limit_and_fill_up() {
     assert_clean_end(&report, &got);
     assert!(got.iter().all(|g| g.len <= 200));
     let pkts = data(&got);
-    // (200 - 20) / (2 + 35) = 4 quotes; with trades (25 bytes) up to 7.
+    // (200 - 20) / (2 + 39) = 4 quotes; with trades (29 bytes) up to 6.
     let full = pkts.iter().filter(|g| g.count() >= 4).count();
     assert!(full * 10 >= pkts.len() * 9, "{full} of {} packets full at rate 0", pkts.len());
     let received: Vec<_> = pkts.iter().flat_map(|g| g.msgs.iter().copied()).collect();

@@ -60,6 +60,10 @@ pub struct Quote {
     pub ts_recv: i64,
     /// Feed sequence number of the message that made the last update.
     pub feed_seq: u64,
+    /// The feed's per-symbol sequence (`symbol_seq`, format v2) of the
+    /// message that made the last update; 0 until the first. Stored only:
+    /// `seq` is still the gateway's own counter.
+    pub feed_symbol_seq: u32,
     /// The gateway cannot vouch for this value (gap, feed down, restart).
     pub stale: bool,
 }
@@ -80,6 +84,7 @@ impl Quote {
             ts_event: 0,
             ts_recv: 0,
             feed_seq: 0,
+            feed_symbol_seq: 0,
             stale: false,
         }
     }

@@ -23,9 +23,18 @@ pub const MAX_PACKET_LEN: usize = 65_000;
 /// Wire size of a [`Message::SymbolDirectory`] payload.
 pub const SYMBOL_DIRECTORY_LEN: usize = 11;
 /// Wire size of a [`Message::Quote`] payload.
-pub const QUOTE_LEN: usize = 35;
+pub const QUOTE_LEN: usize = 39;
 /// Wire size of a [`Message::Trade`] payload.
-pub const TRADE_LEN: usize = 23;
+pub const TRADE_LEN: usize = 27;
+
+/// Version of the feed format this codec speaks (`FEED_FORMAT.md`).
+///
+/// Version 2 added the per-symbol sequence to `Q` and `T`. The MoldUDP64
+/// header has no version field; a version is identified by its set of
+/// message types and their fixed lengths, which the decoder checks
+/// exactly, so a v1 packet (35-byte `Q`, 23-byte `T`) is rejected by this
+/// codec as `bad_length`, never misread.
+pub const FORMAT_VERSION: u8 = 2;
 
 const TYPE_DIRECTORY: u8 = b'R';
 const TYPE_QUOTE: u8 = b'Q';
@@ -160,6 +169,9 @@ pub enum Message {
     Quote {
         /// Symbol locate code.
         locate: u16,
+        /// The symbol's own sequence in the session: 1 for its first quote
+        /// or trade, +1 for each later one (like MDP3's RptSeq).
+        symbol_seq: u32,
         /// Exchange timestamp (ns).
         ts: u64,
         /// Best bid price (fixed-point).
@@ -175,6 +187,8 @@ pub enum Message {
     Trade {
         /// Symbol locate code.
         locate: u16,
+        /// The symbol's own sequence in the session (shared with its quotes).
+        symbol_seq: u32,
         /// Exchange timestamp (ns).
         ts: u64,
         /// Trade price (fixed-point).
@@ -202,18 +216,20 @@ impl Message {
                 out.extend_from_slice(&locate.to_be_bytes());
                 out.extend_from_slice(&symbol.wire());
             }
-            Message::Quote { locate, ts, bid_px, bid_sz, ask_px, ask_sz } => {
+            Message::Quote { locate, symbol_seq, ts, bid_px, bid_sz, ask_px, ask_sz } => {
                 out.push(TYPE_QUOTE);
                 out.extend_from_slice(&locate.to_be_bytes());
+                out.extend_from_slice(&symbol_seq.to_be_bytes());
                 out.extend_from_slice(&ts.to_be_bytes());
                 out.extend_from_slice(&bid_px.to_be_bytes());
                 out.extend_from_slice(&bid_sz.to_be_bytes());
                 out.extend_from_slice(&ask_px.to_be_bytes());
                 out.extend_from_slice(&ask_sz.to_be_bytes());
             }
-            Message::Trade { locate, ts, px, sz } => {
+            Message::Trade { locate, symbol_seq, ts, px, sz } => {
                 out.push(TYPE_TRADE);
                 out.extend_from_slice(&locate.to_be_bytes());
+                out.extend_from_slice(&symbol_seq.to_be_bytes());
                 out.extend_from_slice(&ts.to_be_bytes());
                 out.extend_from_slice(&px.to_be_bytes());
                 out.extend_from_slice(&sz.to_be_bytes());
@@ -248,13 +264,16 @@ impl Message {
             }
             TYPE_QUOTE => Message::Quote {
                 locate: r.u16(),
+                symbol_seq: r.u32(),
                 ts: r.u64(),
                 bid_px: r.i64(),
                 bid_sz: r.u32(),
                 ask_px: r.i64(),
                 ask_sz: r.u32(),
             },
-            _ => Message::Trade { locate: r.u16(), ts: r.u64(), px: r.i64(), sz: r.u32() },
+            _ => {
+                Message::Trade { locate: r.u16(), symbol_seq: r.u32(), ts: r.u64(), px: r.i64(), sz: r.u32() }
+            }
         })
     }
 }
@@ -461,7 +480,7 @@ impl Iterator for Messages<'_> {
 /// ```
 /// use quotecast_proto::feed::{Message, Packet, PacketBuilder, SessionId};
 /// let mut b = PacketBuilder::new(SessionId::from_text("S1"), 1, 1400);
-/// assert!(b.push(&Message::Trade { locate: 1, ts: 5, px: 1_000_000, sz: 100 }));
+/// assert!(b.push(&Message::Trade { locate: 1, symbol_seq: 1, ts: 5, px: 1_000_000, sz: 100 }));
 /// let bytes = b.finish().to_vec();
 /// let p = Packet::decode(&bytes).unwrap();
 /// assert_eq!(p.count(), 1);
@@ -577,13 +596,14 @@ mod tests {
             Message::SymbolDirectory { locate: 7, symbol: sym("BRK.B") },
             Message::Quote {
                 locate: 65535,
+                symbol_seq: u32::MAX,
                 ts: u64::MAX,
                 bid_px: 1_234_500,
                 bid_sz: 300,
                 ask_px: 1_234_600,
                 ask_sz: u32::MAX,
             },
-            Message::Trade { locate: 0, ts: 1, px: -5, sz: 1 },
+            Message::Trade { locate: 0, symbol_seq: 1, ts: 1, px: -5, sz: 1 },
         ]
     }
 
@@ -595,11 +615,37 @@ mod tests {
             m.encode(&mut v);
             assert_eq!(v.len(), m.wire_len(), "{m:?}");
         }
-        assert_eq!(samples().iter().map(Message::wire_len).collect::<Vec<_>>(), [11, 35, 23]);
+        assert_eq!(samples().iter().map(Message::wire_len).collect::<Vec<_>>(), [11, 39, 27]);
         assert_eq!(header(SessionId::from_text("A"), 1, 0).len(), 20);
         let mut b = PacketBuilder::new(SessionId::from_text("A"), 1, 1400);
         assert!(b.push(&samples()[1]));
         assert_eq!(b.finish().len(), HEADER_LEN + 2 + QUOTE_LEN);
+    }
+
+    /// Pins the v2 field offsets of `Q` and `T` written in FEED_FORMAT.md.
+    #[test]
+    fn quote_and_trade_offsets() {
+        let mut v = Vec::new();
+        Message::Quote {
+            locate: 0x0102,
+            symbol_seq: 0x0304_0506,
+            ts: 7,
+            bid_px: 8,
+            bid_sz: 9,
+            ask_px: 10,
+            ask_sz: 11,
+        }
+        .encode(&mut v);
+        assert_eq!(v[..7], [b'Q', 1, 2, 3, 4, 5, 6]);
+        assert_eq!((v[14], v[22], v[26], v[34], v[38]), (7, 8, 9, 10, 11));
+        v.clear();
+        Message::Trade { locate: 0x0102, symbol_seq: 0x0304_0506, ts: 7, px: 8, sz: 9 }.encode(&mut v);
+        assert_eq!(v[..7], [b'T', 1, 2, 3, 4, 5, 6]);
+        assert_eq!((v[14], v[22], v[26]), (7, 8, 9));
+        // A v1 trade (23 bytes) is refused, not misread.
+        let mut v1 = v.clone();
+        v1.truncate(23);
+        assert_eq!(Message::decode(&v1).unwrap_err(), DecodeError::BadLength { msg_type: b'T', len: 23 });
     }
 
     #[test]
@@ -690,18 +736,21 @@ mod tests {
         prop_oneof![
             (any::<u16>(), "[A-Z0-9.-]{1,8}")
                 .prop_map(|(locate, s)| Message::SymbolDirectory { locate, symbol: sym(&s) }),
-            (any::<u16>(), any::<u64>(), any::<i64>(), any::<u32>(), any::<i64>(), any::<u32>()).prop_map(
-                |(locate, ts, bid_px, bid_sz, ask_px, ask_sz)| Message::Quote {
-                    locate,
-                    ts,
-                    bid_px,
-                    bid_sz,
-                    ask_px,
-                    ask_sz
-                }
+            (
+                any::<u16>(),
+                any::<u32>(),
+                any::<u64>(),
+                any::<i64>(),
+                any::<u32>(),
+                any::<i64>(),
+                any::<u32>()
+            )
+                .prop_map(|(locate, symbol_seq, ts, bid_px, bid_sz, ask_px, ask_sz)| {
+                    Message::Quote { locate, symbol_seq, ts, bid_px, bid_sz, ask_px, ask_sz }
+                }),
+            (any::<u16>(), any::<u32>(), any::<u64>(), any::<i64>(), any::<u32>()).prop_map(
+                |(locate, symbol_seq, ts, px, sz)| Message::Trade { locate, symbol_seq, ts, px, sz }
             ),
-            (any::<u16>(), any::<u64>(), any::<i64>(), any::<u32>())
-                .prop_map(|(locate, ts, px, sz)| Message::Trade { locate, ts, px, sz }),
         ]
     }
 

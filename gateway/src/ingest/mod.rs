@@ -532,22 +532,24 @@ impl Ingest {
                     }
                 }
             },
-            Message::Quote { locate, ts, bid_px, bid_sz, ask_px, ask_sz } => {
+            Message::Quote { locate, symbol_seq, ts, bid_px, bid_sz, ask_px, ask_sz } => {
                 let Some(id) = self.locate(locate) else { return };
                 let s = &mut self.syms[id as usize];
                 s.needs_refresh = false;
                 let q = &mut s.quote;
                 q.kind = UpdateKind::Quote;
+                q.feed_symbol_seq = symbol_seq;
                 q.bid_px = bid_px;
                 q.bid_sz = u64::from(bid_sz);
                 q.ask_px = ask_px;
                 q.ask_sz = u64::from(ask_sz);
                 self.commit(id, ts as i64, ts_recv, feed_seq);
             }
-            Message::Trade { locate, ts, px, sz } => {
+            Message::Trade { locate, symbol_seq, ts, px, sz } => {
                 let Some(id) = self.locate(locate) else { return };
                 let q = &mut self.syms[id as usize].quote;
                 q.kind = UpdateKind::Trade;
+                q.feed_symbol_seq = symbol_seq;
                 q.last_px = px;
                 q.last_sz = u64::from(sz);
                 self.commit(id, ts as i64, ts_recv, feed_seq);
@@ -706,8 +708,10 @@ mod tests {
         let logs = warnings(|| {
             ing.on_datagram(&dir, t0, 1);
             for i in 0..50 {
-                let _lost = build(Message::Trade { locate: 1, ts: i, px: 1, sz: 1 });
-                let next = build(Message::Trade { locate: 1, ts: i, px: 2, sz: 1 });
+                let _lost =
+                    build(Message::Trade { locate: 1, symbol_seq: 2 * i as u32 + 1, ts: i, px: 1, sz: 1 });
+                let next =
+                    build(Message::Trade { locate: 1, symbol_seq: 2 * i as u32 + 2, ts: i, px: 2, sz: 1 });
                 ing.on_datagram(&next, t0, 1);
             }
         });
