@@ -130,6 +130,19 @@ pub struct SimConfig {
     #[arg(long, env = "FEED_SIM_REORDER_EVERY", default_value_t = 0)]
     pub reorder_every: u64,
 
+    /// Seeded trading halts: after every Nth tick one trading symbol is
+    /// halted (ITCH 'H' state H, reason T1) or paused (state P, reason LUDP),
+    /// chosen from --seed; no quotes or trades for it until it resumes.
+    /// Counted in ticks, not time, so the stream depends only on the seed;
+    /// 0 = no halts.
+    #[arg(long, env = "FEED_SIM_HALT_EVERY_TICKS", default_value_t = 0)]
+    pub halt_every_ticks: u64,
+
+    /// How long a halt lasts, in ticks of the whole market; then the symbol
+    /// resumes (state T).
+    #[arg(long, env = "FEED_SIM_HALT_TICKS", default_value_t = 5_000)]
+    pub halt_ticks: u64,
+
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9101
     /// (default: no metrics endpoint).
     #[arg(long, env = "FEED_SIM_METRICS_ADDR")]
@@ -166,6 +179,8 @@ impl Default for SimConfig {
             drop_every: 0,
             dup_every: 0,
             reorder_every: 0,
+            halt_every_ticks: 0,
+            halt_ticks: 5_000,
             metrics_addr: None,
             record: false,
         }
@@ -206,6 +221,9 @@ pub enum ConfigError {
     /// `--drop-every 1` or `--reorder-every 1`.
     #[error("--{0} 1: would affect every packet; use 0 (off) or >= 2")]
     BadFaultPeriod(&'static str),
+    /// Halt flags that cannot work.
+    #[error("halts: {0}")]
+    BadHalts(&'static str),
     /// `--session` that does not fit the 10-byte field.
     #[error("--session {0:?}: must be 1-10 printable ASCII characters without spaces")]
     BadSession(String),
@@ -251,6 +269,14 @@ impl SimConfig {
         }
         if self.reorder_every == 1 {
             return Err(ConfigError::BadFaultPeriod("reorder-every"));
+        }
+        if self.halt_every_ticks > 0 {
+            if self.halt_ticks == 0 {
+                return Err(ConfigError::BadHalts("--halt-ticks must be >= 1"));
+            }
+            if self.symbols < 2 {
+                return Err(ConfigError::BadHalts("--halt-every-ticks needs --symbols >= 2"));
+            }
         }
         if let Some(s) = &self.session {
             if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_graphic()) {
@@ -367,6 +393,8 @@ mod tests {
             (&["--drop-every", "1"], "--drop-every 1"),
             (&["--reorder-every", "1"], "--reorder-every 1"),
             (&["--session", "ELEVENCHARS"], "--session \"ELEVENCHARS\""),
+            (&["--halt-every-ticks", "10", "--halt-ticks", "0"], "--halt-ticks must be >= 1"),
+            (&["--halt-every-ticks", "10", "--symbols", "1"], "--symbols >= 2"),
             (&["--session", "A B"], "--session \"A B\""),
         ];
         for (args, want) in cases {

@@ -22,7 +22,8 @@ pub struct Report {
     pub session: SessionId,
     /// Datagrams written to the socket, of every kind.
     pub packets: u64,
-    /// Sequenced messages (directory + quotes + trades); equals
+    /// Sequenced messages (directory + quotes + trades + system events +
+    /// trading actions); equals
     /// `next_seq - first_seq`.
     pub messages: u64,
     /// Quote messages.
@@ -31,6 +32,12 @@ pub struct Report {
     pub trades: u64,
     /// Symbol directory messages (the initial one and every repeat).
     pub directory: u64,
+    /// System events (`S`): start of messages and of market hours at the
+    /// start, end of market hours and of messages at the end (4 per
+    /// session).
+    pub system_events: u64,
+    /// Trading actions (`H`): halts, pauses and resumptions.
+    pub trading_actions: u64,
     /// Heartbeat datagrams.
     pub heartbeats: u64,
     /// UDP payload bytes written.
@@ -96,8 +103,8 @@ impl fmt::Display for Report {
         writeln!(f, "sequences    {}..{} ({} messages)", self.first_seq, self.next_seq, self.messages)?;
         writeln!(
             f,
-            "messages     {} quotes, {} trades, {} directory",
-            self.quotes, self.trades, self.directory
+            "messages     {} quotes, {} trades, {} directory, {} system events, {} trading actions",
+            self.quotes, self.trades, self.directory, self.system_events, self.trading_actions
         )?;
         writeln!(f, "packets      {} ({} bytes), {} heartbeats", self.packets, self.bytes, self.heartbeats)?;
         writeln!(

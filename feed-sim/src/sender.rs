@@ -16,7 +16,9 @@ use std::io;
 use std::net::{SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use quotecast_proto::feed::{header, Message, PacketBuilder, SessionId, HEADER_LEN};
+use quotecast_proto::feed::{
+    header, Message, PacketBuilder, SessionId, SystemEventCode, FORMAT_VERSION, HEADER_LEN,
+};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -249,6 +251,8 @@ impl Wire {
 #[derive(Debug, Default, Clone, Copy)]
 struct TypeCounts {
     directory: u64,
+    system: u64,
+    actions: u64,
     quotes: u64,
     trades: u64,
 }
@@ -289,6 +293,8 @@ impl Packetizer {
         }
         match msg {
             Message::SymbolDirectory { .. } => self.pkt.directory += 1,
+            Message::SystemEvent { .. } => self.pkt.system += 1,
+            Message::TradingAction { .. } => self.pkt.actions += 1,
             Message::Quote { locate, .. } => {
                 self.pkt.quotes += 1;
                 self.locates.push(locate);
@@ -318,6 +324,10 @@ impl Packetizer {
         self.wire.send_data(bytes, count, &self.locates, now)?;
         let (p, m) = (self.pkt, &self.wire.m);
         m.directory.increment(p.directory);
+        m.system.increment(p.system);
+        m.actions.increment(p.actions);
+        self.total.system += p.system;
+        self.total.actions += p.actions;
         m.quotes.increment(p.quotes);
         m.trades.increment(p.trades);
         self.total.directory += p.directory;
@@ -369,7 +379,11 @@ pub(crate) fn send_loop(
 ) -> io::Result<Report> {
     let clock = Clock::new();
     let start = clock.start;
-    let mut market = Market::new(cfg.seed, cfg.symbols, cfg.zipf, cfg.trade_ratio);
+    let mut market = Market::new(cfg.seed, cfg.symbols, cfg.zipf, cfg.trade_ratio).with_halts(
+        cfg.seed,
+        cfg.halt_every_ticks,
+        cfg.halt_ticks,
+    );
     let directory = market.directory();
     let pace = Pace::new(cfg);
     let m = Handles::new();
@@ -410,9 +424,12 @@ pub(crate) fn send_loop(
     let deadline = cfg.duration.map(|d| start + d);
     let max_ticks = cfg.max_ticks.unwrap_or(u64::MAX);
 
+    let event = |ts, event| Message::SystemEvent { ts, event, version: FORMAT_VERSION };
+    out.push(event(clock.ts(start), SystemEventCode::StartOfMessages), start)?;
     for d in &directory {
         out.push(*d, start)?;
     }
+    out.push(event(clock.ts(start), SystemEventCode::StartOfMarketHours), start)?;
     let mut next_dir = dir_every.map(|i| start + i);
     let mut ticks = 0u64;
     let mut skipped = 0u64;
@@ -457,7 +474,11 @@ pub(crate) fn send_loop(
         if batch > 0 {
             let ts = clock.ts(now);
             for _ in 0..batch {
-                out.push(market.next_tick(ts), now)?;
+                let tick = market.next_tick(ts);
+                while let Some(action) = market.take_status() {
+                    out.push(action, now)?;
+                }
+                out.push(tick, now)?;
             }
             ticks += batch;
         }
@@ -501,6 +522,8 @@ pub(crate) fn send_loop(
     }
 
     let now = Instant::now();
+    out.push(event(clock.ts(now), SystemEventCode::EndOfMarketHours), now)?;
+    out.push(event(clock.ts(now), SystemEventCode::EndOfMessages), now)?;
     out.flush(now)?;
     out.wire.release_held()?;
     let eos = out.builder.end_of_session();
@@ -522,6 +545,8 @@ pub(crate) fn send_loop(
         quotes: total.quotes,
         trades: total.trades,
         directory: total.directory,
+        system_events: total.system,
+        trading_actions: total.actions,
         heartbeats: w.heartbeats,
         bytes: w.bytes,
         dropped_packets: w.dropped_packets,

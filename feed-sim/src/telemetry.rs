@@ -13,7 +13,8 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 /// Datagrams written to the socket, of every kind (data, duplicates,
 /// heartbeats, end of session).
 pub const PACKETS_SENT: &str = "feedsim_packets_sent_total";
-/// Sequenced messages generated, by `type` = directory|quote|trade
+/// Sequenced messages generated, by `type` =
+/// directory|quote|trade|system_event|trading_action
 /// (including those in packets dropped on purpose).
 pub const MESSAGES_SENT: &str = "feedsim_messages_sent_total";
 /// Bytes written to the socket (UDP payload).
@@ -63,6 +64,8 @@ pub(crate) struct Handles {
     pub directory: Counter,
     pub quotes: Counter,
     pub trades: Counter,
+    pub system: Counter,
+    pub actions: Counter,
     pub drops: Counter,
     pub dups: Counter,
     pub reorders: Counter,
@@ -80,6 +83,8 @@ impl Handles {
             directory: counter!(MESSAGES_SENT, "type" => "directory"),
             quotes: counter!(MESSAGES_SENT, "type" => "quote"),
             trades: counter!(MESSAGES_SENT, "type" => "trade"),
+            system: counter!(MESSAGES_SENT, "type" => "system_event"),
+            actions: counter!(MESSAGES_SENT, "type" => "trading_action"),
             drops: counter!(FAULTS_INJECTED, "kind" => "drop"),
             dups: counter!(FAULTS_INJECTED, "kind" => "dup"),
             reorders: counter!(FAULTS_INJECTED, "kind" => "reorder"),

@@ -3,7 +3,7 @@
 
 use quotecast_proto::feed::{
     Message, Packet, PacketBuilder, SessionId, FORMAT_VERSION, HEADER_LEN, QUOTE_LEN, SYMBOL_DIRECTORY_LEN,
-    TRADE_LEN,
+    SYSTEM_EVENT_LEN, TRADE_LEN, TRADING_ACTION_LEN,
 };
 
 fn doc() -> String {
@@ -48,12 +48,16 @@ fn size_tables_match_the_constants() {
     assert!(d.contains(&format!("### `R`: symbol directory ({SYMBOL_DIRECTORY_LEN} bytes)")));
     assert!(d.contains(&format!("### `Q`: quote ({QUOTE_LEN} bytes)")));
     assert!(d.contains(&format!("### `T`: trade ({TRADE_LEN} bytes)")));
+    assert!(d.contains(&format!("### `H`: trading action ({TRADING_ACTION_LEN} bytes)")));
+    assert!(d.contains(&format!("### `S`: system event ({SYSTEM_EVENT_LEN} bytes)")));
     // Each layout table's rows are contiguous and add up to the size.
     for (title, len) in [
         ("### Packet header", HEADER_LEN),
         ("### `R`", SYMBOL_DIRECTORY_LEN),
         ("### `Q`", QUOTE_LEN),
         ("### `T`", TRADE_LEN),
+        ("### `H`", TRADING_ACTION_LEN),
+        ("### `S`", SYSTEM_EVENT_LEN),
     ] {
         let section = &d[d.find(title).unwrap()..];
         let section = &section[..section[4..].find("\n### ").map_or(section.len(), |i| i + 4)];

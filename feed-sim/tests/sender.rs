@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{book, data, decode_all, receive, test_config, Got};
 use feed_sim::{ConfigError, Market, Report, SimConfig};
-use quotecast_proto::feed::{Message, PacketKind, SessionId};
+use quotecast_proto::feed::{Message, PacketKind, SessionId, SystemEventCode, TradingState, FORMAT_VERSION};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -32,7 +32,7 @@ fn assert_clean_end(report: &Report, got: &[Got]) {
 
 fn ticks_only(ms: impl IntoIterator<Item = Message>) -> Vec<Message> {
     ms.into_iter()
-        .filter(|m| !matches!(m, Message::SymbolDirectory { .. }))
+        .filter(|m| matches!(m, Message::Quote { .. } | Message::Trade { .. }))
         .map(|m| match m {
             Message::Quote { locate, symbol_seq, bid_px, bid_sz, ask_px, ask_sz, .. } => {
                 Message::Quote { locate, symbol_seq, ts: 0, bid_px, bid_sz, ask_px, ask_sz }
@@ -85,8 +85,21 @@ async fn clean_session_delivers_exactly_the_recorded_stream() {
 
     let received: Vec<(u64, Message)> = data(&got).iter().flat_map(|g| g.msgs.iter().copied()).collect();
     assert_eq!(received, report.recorded, "received stream differs from the recorded one");
-    // The directory arrives first, locates 1..=300 in order.
-    for (i, (_, m)) in received[..300].iter().enumerate() {
+    // Start of messages, then the directory (locates 1..=300 in order),
+    // then the market opens; it closes and messages end just before the
+    // end of session.
+    let event = |m: &Message| match *m {
+        Message::SystemEvent { event, version, .. } => Some((event, version)),
+        _ => None,
+    };
+    assert_eq!(event(&received[0].1), Some((SystemEventCode::StartOfMessages, FORMAT_VERSION)));
+    assert_eq!(event(&received[301].1), Some((SystemEventCode::StartOfMarketHours, FORMAT_VERSION)));
+    let n = received.len();
+    assert_eq!(event(&received[n - 2].1), Some((SystemEventCode::EndOfMarketHours, FORMAT_VERSION)));
+    assert_eq!(event(&received[n - 1].1), Some((SystemEventCode::EndOfMessages, FORMAT_VERSION)));
+    assert_eq!(received.iter().filter(|(_, m)| event(m).is_some()).count(), 4);
+    assert_eq!((report.system_events, report.trading_actions), (4, 0));
+    for (i, (_, m)) in received[1..301].iter().enumerate() {
         assert!(
             matches!(m, Message::SymbolDirectory { locate, .. } if usize::from(*locate) == i + 1),
             "{m:?}"
@@ -95,7 +108,7 @@ async fn clean_session_delivers_exactly_the_recorded_stream() {
 
     assert_eq!(report.ticks(), 20_000);
     assert_eq!(report.messages, report.next_seq - 1);
-    assert_eq!(report.messages, report.quotes + report.trades + report.directory);
+    assert_eq!(report.messages, report.quotes + report.trades + report.directory + 4);
     assert!(report.directory >= 300 && report.directory % 300 == 0);
     assert_eq!(report.last.len(), 300);
     assert!(report.last.values().all(|t| t.updates == t.updates_delivered));
@@ -270,8 +283,12 @@ async fn idle_feed_sends_heartbeats_with_the_next_sequence() {
     assert!(heartbeats >= 5, "{heartbeats} heartbeats");
     // At 20 ticks/s with a 200 us flush, every tick goes out on its own.
     let tick_packets: Vec<_> = data(&got).into_iter().skip(1).collect();
+    // (The last one also carries the closing system events, pushed right
+    // after the last tick.)
     assert_eq!(tick_packets.len(), 6, "{tick_packets:?}");
-    assert!(tick_packets.iter().all(|g| g.count() == 1));
+    let is_tick = |m: &Message| matches!(m, Message::Quote { .. } | Message::Trade { .. });
+    assert!(tick_packets.iter().all(|g| g.msgs.iter().filter(|(_, m)| is_tick(m)).count() == 1));
+    assert!(tick_packets[..5].iter().all(|g| g.count() == 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,4 +385,43 @@ async fn run_rejects_a_bad_config_before_sending() {
         .await
         .expect_err("ttl 300");
     assert_eq!(err.downcast_ref::<ConfigError>(), Some(&ConfigError::BadTtl(300)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_halts_silence_their_symbols_until_resumed() {
+    let cfg = SimConfig {
+        seed: 8,
+        symbols: 50,
+        max_ticks: Some(20_000),
+        rate: 200_000,
+        halt_every_ticks: 2_000,
+        halt_ticks: 1_500,
+        ..test_config("HALT1")
+    };
+    let (report, got) = run_and_capture(cfg).await;
+    assert_clean_end(&report, &got);
+    let received: Vec<(u64, Message)> = data(&got).iter().flat_map(|g| g.msgs.iter().copied()).collect();
+    assert_eq!(received, report.recorded);
+    let mut state = std::collections::BTreeMap::<u16, TradingState>::new();
+    let mut actions = 0;
+    for (_, m) in &received {
+        match *m {
+            Message::TradingAction { locate, state: s, .. } => {
+                actions += 1;
+                state.insert(locate, s);
+            }
+            Message::Quote { locate, .. } | Message::Trade { locate, .. } => {
+                assert_eq!(state.get(&locate).copied().unwrap_or_default(), TradingState::Trading, "{m:?}");
+            }
+            _ => {}
+        }
+    }
+    // 10 halts (ticks 2000, 4000, ..., 20000), 9 of them lifted in time.
+    assert_eq!(actions, 19);
+    assert_eq!(report.trading_actions, 19);
+    assert_eq!(report.messages, report.ticks() + report.directory + 4 + 19);
+    for t in report.last.values() {
+        assert_eq!(t.trading_state, state.get(&t.locate).copied().unwrap_or_default());
+    }
+    assert_eq!(report.last.values().filter(|t| t.trading_state != TradingState::Trading).count(), 1);
 }

@@ -62,6 +62,7 @@ fn history(recorded: &[(u64, Message)]) -> HashMap<String, Vec<Truth>> {
                 (t.last_px, t.last_sz, t.ts_event) = (px, u64::from(sz), ts as i64);
                 out.entry(names[&locate].clone()).or_default().push(*t);
             }
+            _ => {}
         }
     }
     out

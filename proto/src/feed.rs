@@ -27,6 +27,11 @@ pub const QUOTE_LEN: usize = 39;
 /// Wire size of a [`Message::Trade`] payload.
 pub const TRADE_LEN: usize = 27;
 
+/// Wire size of a [`Message::TradingAction`] payload.
+pub const TRADING_ACTION_LEN: usize = 16;
+/// Wire size of a [`Message::SystemEvent`] payload.
+pub const SYSTEM_EVENT_LEN: usize = 11;
+
 /// Version of the feed format this codec speaks (`FEED_FORMAT.md`).
 ///
 /// Version 2 added the per-symbol sequence to `Q` and `T`. The MoldUDP64
@@ -39,6 +44,8 @@ pub const FORMAT_VERSION: u8 = 2;
 const TYPE_DIRECTORY: u8 = b'R';
 const TYPE_QUOTE: u8 = b'Q';
 const TYPE_TRADE: u8 = b'T';
+const TYPE_TRADING_ACTION: u8 = b'H';
+const TYPE_SYSTEM_EVENT: u8 = b'S';
 
 /// A feed session identifier: 10 ASCII bytes, space padded. A sender
 /// restart starts a new session, which restarts sequence numbers at 1.
@@ -154,6 +161,127 @@ pub enum SymbolError {
     BadPadding,
 }
 
+/// A symbol's trading state, as announced by a [`Message::TradingAction`]
+/// (the ITCH `H` states plus quotation-only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TradingState {
+    /// `H`: halted; no quotes or trades until a later action.
+    Halted,
+    /// `P`: paused (e.g. a volatility pause); no quotes or trades.
+    Paused,
+    /// `Q`: quotation only: quotes but no trades (e.g. before a reopening).
+    QuotationOnly,
+    /// `T`: trading normally. A symbol's state until an action says otherwise.
+    #[default]
+    Trading,
+}
+
+impl TradingState {
+    /// The wire byte.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            TradingState::Halted => b'H',
+            TradingState::Paused => b'P',
+            TradingState::QuotationOnly => b'Q',
+            TradingState::Trading => b'T',
+        }
+    }
+
+    /// Parses the wire byte; `None` for anything else.
+    pub fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            b'H' => TradingState::Halted,
+            b'P' => TradingState::Paused,
+            b'Q' => TradingState::QuotationOnly,
+            b'T' => TradingState::Trading,
+            _ => return None,
+        })
+    }
+
+    /// Whether quotes may be sent in this state (trades only when `Trading`).
+    pub fn quotes_allowed(self) -> bool {
+        matches!(self, TradingState::Trading | TradingState::QuotationOnly)
+    }
+}
+
+/// A 4-byte ASCII reason code of a trading action (ITCH style: `T1`
+/// news pending, `LUDP` volatility pause, ...), space padded; all spaces
+/// when there is no reason.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReasonCode(pub [u8; 4]);
+
+impl ReasonCode {
+    /// No reason: four spaces.
+    pub const NONE: ReasonCode = ReasonCode(*b"    ");
+
+    /// From text, truncated or space padded to 4 bytes; non-printable
+    /// characters become `?` so the result always encodes.
+    pub fn from_text(s: &str) -> Self {
+        let mut b = [b' '; 4];
+        for (d, c) in b.iter_mut().zip(s.bytes()) {
+            *d = if c.is_ascii_graphic() { c } else { b'?' };
+        }
+        ReasonCode(b)
+    }
+
+    /// The text without trailing padding.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("????").trim_end()
+    }
+
+    fn valid(b: &[u8; 4]) -> bool {
+        b.iter().all(|&c| c == b' ' || c.is_ascii_graphic())
+    }
+}
+
+impl Default for ReasonCode {
+    fn default() -> Self {
+        ReasonCode::NONE
+    }
+}
+
+impl std::fmt::Debug for ReasonCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReasonCode({:?})", self.as_str())
+    }
+}
+
+/// What a [`Message::SystemEvent`] announces (ITCH `S` event codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SystemEventCode {
+    /// `O`: start of messages: the first message of a session.
+    StartOfMessages,
+    /// `Q`: start of market hours: the market is open.
+    StartOfMarketHours,
+    /// `M`: end of market hours: the market is closed.
+    EndOfMarketHours,
+    /// `C`: end of messages: the last message of a session.
+    EndOfMessages,
+}
+
+impl SystemEventCode {
+    /// The wire byte.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            SystemEventCode::StartOfMessages => b'O',
+            SystemEventCode::StartOfMarketHours => b'Q',
+            SystemEventCode::EndOfMarketHours => b'M',
+            SystemEventCode::EndOfMessages => b'C',
+        }
+    }
+
+    /// Parses the wire byte; `None` for anything else.
+    pub fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            b'O' => SystemEventCode::StartOfMessages,
+            b'Q' => SystemEventCode::StartOfMarketHours,
+            b'M' => SystemEventCode::EndOfMarketHours,
+            b'C' => SystemEventCode::EndOfMessages,
+            _ => return None,
+        })
+    }
+}
+
 /// One feed message. Prices are fixed-point with [`PRICE_SCALE`]; `ts` is
 /// the exchange timestamp in nanoseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +324,27 @@ pub enum Message {
         /// Trade size (shares).
         sz: u32,
     },
+    /// A symbol's trading state changed (ITCH `H`, stock trading action).
+    TradingAction {
+        /// Symbol locate code.
+        locate: u16,
+        /// Exchange timestamp (ns).
+        ts: u64,
+        /// The new state.
+        state: TradingState,
+        /// Why (4 ASCII bytes, space padded).
+        reason: ReasonCode,
+    },
+    /// A session-wide event (ITCH `S`): start/end of messages and of market
+    /// hours.
+    SystemEvent {
+        /// Exchange timestamp (ns).
+        ts: u64,
+        /// What happened.
+        event: SystemEventCode,
+        /// The feed format version the sender speaks ([`FORMAT_VERSION`]).
+        version: u8,
+    },
 }
 
 impl Message {
@@ -205,6 +354,8 @@ impl Message {
             Message::SymbolDirectory { .. } => SYMBOL_DIRECTORY_LEN,
             Message::Quote { .. } => QUOTE_LEN,
             Message::Trade { .. } => TRADE_LEN,
+            Message::TradingAction { .. } => TRADING_ACTION_LEN,
+            Message::SystemEvent { .. } => SYSTEM_EVENT_LEN,
         }
     }
 
@@ -234,6 +385,19 @@ impl Message {
                 out.extend_from_slice(&px.to_be_bytes());
                 out.extend_from_slice(&sz.to_be_bytes());
             }
+            Message::TradingAction { locate, ts, state, reason } => {
+                out.push(TYPE_TRADING_ACTION);
+                out.extend_from_slice(&locate.to_be_bytes());
+                out.extend_from_slice(&ts.to_be_bytes());
+                out.push(state.to_byte());
+                out.extend_from_slice(&reason.0);
+            }
+            Message::SystemEvent { ts, event, version } => {
+                out.push(TYPE_SYSTEM_EVENT);
+                out.extend_from_slice(&ts.to_be_bytes());
+                out.push(event.to_byte());
+                out.push(version);
+            }
         }
     }
 
@@ -250,6 +414,8 @@ impl Message {
             TYPE_DIRECTORY => SYMBOL_DIRECTORY_LEN,
             TYPE_QUOTE => QUOTE_LEN,
             TYPE_TRADE => TRADE_LEN,
+            TYPE_TRADING_ACTION => TRADING_ACTION_LEN,
+            TYPE_SYSTEM_EVENT => SYSTEM_EVENT_LEN,
             other => return Err(DecodeError::UnknownType(other)),
         };
         if p.len() != want {
@@ -271,8 +437,24 @@ impl Message {
                 ask_px: r.i64(),
                 ask_sz: r.u32(),
             },
-            _ => {
+            TYPE_TRADE => {
                 Message::Trade { locate: r.u16(), symbol_seq: r.u32(), ts: r.u64(), px: r.i64(), sz: r.u32() }
+            }
+            TYPE_TRADING_ACTION => {
+                let (locate, ts) = (r.u16(), r.u64());
+                let state = TradingState::from_byte(r.u8())
+                    .ok_or(DecodeError::BadValue { msg_type: ty, field: "state" })?;
+                let reason = r.array();
+                if !ReasonCode::valid(&reason) {
+                    return Err(DecodeError::BadValue { msg_type: ty, field: "reason" });
+                }
+                Message::TradingAction { locate, ts, state, reason: ReasonCode(reason) }
+            }
+            _ => {
+                let ts = r.u64();
+                let event = SystemEventCode::from_byte(r.u8())
+                    .ok_or(DecodeError::BadValue { msg_type: ty, field: "event" })?;
+                Message::SystemEvent { ts, event, version: r.u8() }
             }
         })
     }
@@ -287,6 +469,9 @@ impl Reader<'_> {
         a.copy_from_slice(&self.0[..N]);
         self.0 = &self.0[N..];
         a
+    }
+    fn u8(&mut self) -> u8 {
+        u8::from_be_bytes(self.array())
     }
     fn u16(&mut self) -> u16 {
         u16::from_be_bytes(self.array())
@@ -338,6 +523,15 @@ pub enum DecodeError {
     /// Sequence number plus count overflows u64.
     #[error("sequence number overflow")]
     SequenceOverflow,
+    /// A field holding a value its type does not define (an unknown
+    /// trading state or system event code, a non-ASCII reason).
+    #[error("message type 0x{msg_type:02x} has an invalid {field}")]
+    BadValue {
+        /// The type byte.
+        msg_type: u8,
+        /// Name of the field.
+        field: &'static str,
+    },
 }
 
 impl DecodeError {
@@ -352,6 +546,7 @@ impl DecodeError {
             DecodeError::BadLength { .. } => "bad_length",
             DecodeError::BadSymbol(_) => "bad_symbol",
             DecodeError::SequenceOverflow => "sequence_overflow",
+            DecodeError::BadValue { .. } => "bad_value",
         }
     }
 }
@@ -604,6 +799,17 @@ mod tests {
                 ask_sz: u32::MAX,
             },
             Message::Trade { locate: 0, symbol_seq: 1, ts: 1, px: -5, sz: 1 },
+            Message::TradingAction {
+                locate: 9,
+                ts: 3,
+                state: TradingState::Halted,
+                reason: ReasonCode::from_text("T1"),
+            },
+            Message::SystemEvent {
+                ts: 4,
+                event: SystemEventCode::StartOfMarketHours,
+                version: FORMAT_VERSION,
+            },
         ]
     }
 
@@ -615,7 +821,7 @@ mod tests {
             m.encode(&mut v);
             assert_eq!(v.len(), m.wire_len(), "{m:?}");
         }
-        assert_eq!(samples().iter().map(Message::wire_len).collect::<Vec<_>>(), [11, 39, 27]);
+        assert_eq!(samples().iter().map(Message::wire_len).collect::<Vec<_>>(), [11, 39, 27, 16, 11]);
         assert_eq!(header(SessionId::from_text("A"), 1, 0).len(), 20);
         let mut b = PacketBuilder::new(SessionId::from_text("A"), 1, 1400);
         assert!(b.push(&samples()[1]));
@@ -648,6 +854,45 @@ mod tests {
         assert_eq!(Message::decode(&v1).unwrap_err(), DecodeError::BadLength { msg_type: b'T', len: 23 });
     }
 
+    /// Pins the `H` and `S` offsets written in FEED_FORMAT.md and rejects
+    /// values their fields do not define.
+    #[test]
+    fn status_offsets_and_values() {
+        let mut v = Vec::new();
+        Message::TradingAction {
+            locate: 0x0102,
+            ts: 3,
+            state: TradingState::Paused,
+            reason: ReasonCode::from_text("LUDP"),
+        }
+        .encode(&mut v);
+        assert_eq!(v, [b"H\x01\x02".as_slice(), &[0, 0, 0, 0, 0, 0, 0, 3], b"PLUDP"].concat());
+        let mut bad = v.clone();
+        bad[11] = b'X';
+        assert_eq!(Message::decode(&bad).unwrap_err().reason(), "bad_value");
+        bad[11] = b'T';
+        bad[12] = 0x07;
+        assert_eq!(
+            Message::decode(&bad).unwrap_err(),
+            DecodeError::BadValue { msg_type: b'H', field: "reason" }
+        );
+        v.clear();
+        Message::SystemEvent { ts: 5, event: SystemEventCode::EndOfMessages, version: 2 }.encode(&mut v);
+        assert_eq!(v, [b"S".as_slice(), &[0, 0, 0, 0, 0, 0, 0, 5], b"C", &[2]].concat());
+        v[9] = b'Z';
+        assert_eq!(
+            Message::decode(&v).unwrap_err(),
+            DecodeError::BadValue { msg_type: b'S', field: "event" }
+        );
+        for s in
+            [TradingState::Halted, TradingState::Paused, TradingState::QuotationOnly, TradingState::Trading]
+        {
+            assert_eq!(TradingState::from_byte(s.to_byte()), Some(s));
+        }
+        assert_eq!(ReasonCode::from_text("T1").as_str(), "T1");
+        assert_eq!(ReasonCode::from_text("A\nBCDE").0, *b"A?BC");
+    }
+
     #[test]
     fn round_trip_every_message_type() {
         let mut b = PacketBuilder::new(SessionId::from_text("SESS01"), 42, 1400);
@@ -658,11 +903,11 @@ mod tests {
         let p = Packet::decode(&bytes).unwrap();
         assert_eq!(p.session, SessionId::from_text("SESS01"));
         assert_eq!(p.seq, 42);
-        assert_eq!(p.kind, PacketKind::Data(3));
+        assert_eq!(p.kind, PacketKind::Data(5));
         let got: Vec<_> = p.messages().collect();
         let want: Vec<_> = samples().into_iter().enumerate().map(|(i, m)| (42 + i as u64, m)).collect();
         assert_eq!(got, want);
-        assert_eq!(b.next_seq(), 45);
+        assert_eq!(b.next_seq(), 47);
     }
 
     #[test]
@@ -751,6 +996,24 @@ mod tests {
             (any::<u16>(), any::<u32>(), any::<u64>(), any::<i64>(), any::<u32>()).prop_map(
                 |(locate, symbol_seq, ts, px, sz)| Message::Trade { locate, symbol_seq, ts, px, sz }
             ),
+            (any::<u16>(), any::<u64>(), 0..4usize, "[ A-Z0-9]{4}").prop_map(|(locate, ts, s, r)| {
+                let state = [
+                    TradingState::Halted,
+                    TradingState::Paused,
+                    TradingState::QuotationOnly,
+                    TradingState::Trading,
+                ][s];
+                Message::TradingAction { locate, ts, state, reason: ReasonCode::from_text(&r) }
+            }),
+            (any::<u64>(), 0..4usize, any::<u8>()).prop_map(|(ts, e, version)| {
+                let event = [
+                    SystemEventCode::StartOfMessages,
+                    SystemEventCode::StartOfMarketHours,
+                    SystemEventCode::EndOfMarketHours,
+                    SystemEventCode::EndOfMessages,
+                ][e];
+                Message::SystemEvent { ts, event, version }
+            }),
         ]
     }
 

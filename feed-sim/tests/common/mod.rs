@@ -110,13 +110,12 @@ pub fn data(got: &[Got]) -> Vec<&Got> {
 /// quotes, last from trades, and the number of updates applied.
 pub type Book = BTreeMap<u16, (i64, u32, i64, u32, i64, u32, u64)>;
 
-/// Applies quotes and trades to a [`Book`]; directory messages are ignored
+/// Applies quotes and trades to a [`Book`]; other messages are ignored
 /// (keyed by locate, so a dropped directory packet does not matter).
 pub fn book(msgs: impl IntoIterator<Item = Message>) -> Book {
     let mut out = Book::new();
     for m in msgs {
         match m {
-            Message::SymbolDirectory { .. } => {}
             Message::Quote { locate, bid_px, bid_sz, ask_px, ask_sz, .. } => {
                 let e = out.entry(locate).or_default();
                 (e.0, e.1, e.2, e.3) = (bid_px, bid_sz, ask_px, ask_sz);
@@ -127,6 +126,7 @@ pub fn book(msgs: impl IntoIterator<Item = Message>) -> Book {
                 (e.4, e.5) = (px, sz);
                 e.6 += 1;
             }
+            _ => {}
         }
     }
     out

@@ -70,6 +70,14 @@ pub struct FeedStats {
     pub unknown_locate: AtomicU64,
     /// Directory entries refused because the book is full.
     pub book_full: AtomicU64,
+    /// Trading actions (feed `H`: halt, pause, resume) applied. Only
+    /// counted for now.
+    // TODO(issue 9): keep each symbol's trading state in the book and send
+    // it to clients.
+    pub trading_actions: AtomicU64,
+    /// System events (feed `S`: start/end of messages, market open/close)
+    /// applied. Only counted for now.
+    pub system_events: AtomicU64,
     /// True while trusted packets arrive within the feed timeout.
     pub up: AtomicBool,
     /// Gateway wall clock of the last trusted datagram (ns since epoch,
@@ -90,7 +98,7 @@ pub const SUSPECT_REASONS: [&str; 3] = ["foreign_session", "seq_jump", "source_n
 const SOURCE_NOT_ALLOWED: usize = 2;
 
 /// Label values of [`FeedStats::decode_errors`], in index order.
-pub const DECODE_REASONS: [&str; 8] = [
+pub const DECODE_REASONS: [&str; 9] = [
     "short_header",
     "truncated",
     "trailing_bytes",
@@ -99,6 +107,7 @@ pub const DECODE_REASONS: [&str; 8] = [
     "bad_length",
     "bad_symbol",
     "sequence_overflow",
+    "bad_value",
 ];
 
 /// Index of a decode error in [`FeedStats::decode_errors`].
@@ -554,6 +563,12 @@ impl Ingest {
                 q.last_sz = u64::from(sz);
                 self.commit(id, ts as i64, ts_recv, feed_seq);
             }
+            Message::TradingAction { .. } => {
+                self.stats.trading_actions.fetch_add(1, Ordering::Relaxed);
+            }
+            Message::SystemEvent { .. } => {
+                self.stats.system_events.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -720,6 +735,51 @@ mod tests {
         assert_eq!(stats.missed_messages.load(Ordering::Relaxed), 50);
         assert_eq!(stats.stale_symbols.load(Ordering::Relaxed), 1, "a gap without a window marks stale too");
         assert_eq!(ing.book.locate(0), Some(1));
+    }
+
+    #[test]
+    fn v2_messages_decode_and_status_messages_are_counted() {
+        use quotecast_proto::feed::{
+            PacketBuilder, ReasonCode, SessionId, Symbol, SystemEventCode, TradingState, FORMAT_VERSION,
+        };
+        let (mut ing, stats) = ingest(0);
+        let mut b = PacketBuilder::new(SessionId::from_text("V2"), 1, 1400);
+        let msgs = [
+            Message::SystemEvent { ts: 1, event: SystemEventCode::StartOfMessages, version: FORMAT_VERSION },
+            Message::SymbolDirectory { locate: 1, symbol: Symbol::new("AAPL").unwrap() },
+            Message::Quote {
+                locate: 1,
+                symbol_seq: 1,
+                ts: 2,
+                bid_px: 100,
+                bid_sz: 1,
+                ask_px: 200,
+                ask_sz: 1,
+            },
+            Message::TradingAction {
+                locate: 1,
+                ts: 3,
+                state: TradingState::Halted,
+                reason: ReasonCode::from_text("T1"),
+            },
+            Message::TradingAction {
+                locate: 1,
+                ts: 4,
+                state: TradingState::Trading,
+                reason: ReasonCode::NONE,
+            },
+            Message::Trade { locate: 1, symbol_seq: 2, ts: 5, px: 150, sz: 10 },
+        ];
+        for m in &msgs {
+            assert!(b.push(m));
+        }
+        let p = b.finish().to_vec();
+        ing.on_datagram(&p, Instant::now(), 1);
+        assert_eq!(stats.messages.load(Ordering::Relaxed), 6);
+        assert_eq!(stats.trading_actions.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.system_events.load(Ordering::Relaxed), 1);
+        let q = ing.book.get(0).unwrap();
+        assert_eq!((q.feed_symbol_seq, q.seq, q.last_px, q.bid_px), (2, 2, 150, 100));
     }
 
     #[test]
