@@ -12,6 +12,8 @@ use clap::Parser;
 use quotecast_proto::feed::{BLOCK_PREFIX_LEN, HEADER_LEN, MAX_PACKET_LEN, QUOTE_LEN};
 use thiserror::Error;
 
+use crate::sender::Faults;
+
 /// Exit status for a bad flag or environment value (BSD `EX_USAGE`), so
 /// scripts can tell "you called me wrong" from "I failed while running".
 pub const EX_USAGE: u8 = 64;
@@ -116,19 +118,59 @@ pub struct SimConfig {
     #[arg(long, env = "FEED_SIM_DIRECTORY_INTERVAL_MS", default_value_t = 1000)]
     pub directory_interval_ms: u64,
 
-    /// Fault injection: skip every Nth data packet (its sequence numbers are
-    /// still used, so receivers see a gap); 0 = off.
+    /// Line B: also send every packet, identically, to this multicast group
+    /// (like an exchange's A/B feeds); default: line A only.
+    #[arg(long, env = "FEED_SIM_LINE_B_GROUP")]
+    pub line_b_group: Option<Ipv4Addr>,
+
+    /// UDP port of line B (default: --port). Group and port must not both
+    /// equal line A's.
+    #[arg(long, env = "FEED_SIM_LINE_B_PORT")]
+    pub line_b_port: Option<u16>,
+
+    /// Fault injection on BOTH lines: skip every Nth data packet (its
+    /// sequence numbers are still used, so receivers see a gap even when
+    /// they take A and B); 0 = off. With one line, line A.
     #[arg(long, env = "FEED_SIM_DROP_EVERY", default_value_t = 0)]
     pub drop_every: u64,
 
-    /// Fault injection: send every Nth data packet twice; 0 = off.
+    /// Fault injection on both lines: send every Nth data packet twice; 0 = off.
     #[arg(long, env = "FEED_SIM_DUP_EVERY", default_value_t = 0)]
     pub dup_every: u64,
 
-    /// Fault injection: hold every Nth data packet and send it after the
-    /// next one; 0 = off.
+    /// Fault injection on both lines: hold every Nth data packet and send it
+    /// after the next one; 0 = off.
     #[arg(long, env = "FEED_SIM_REORDER_EVERY", default_value_t = 0)]
     pub reorder_every: u64,
+
+    /// Fault injection on line A only: skip every Nth data packet (N counts
+    /// data packets of the session, the same on both lines, so the packet
+    /// is still on line B); 0 = off. Adds to --drop-every.
+    #[arg(long, env = "FEED_SIM_A_DROP_EVERY", default_value_t = 0)]
+    pub a_drop_every: u64,
+
+    /// Fault injection on line A only: send every Nth data packet twice.
+    #[arg(long, env = "FEED_SIM_A_DUP_EVERY", default_value_t = 0)]
+    pub a_dup_every: u64,
+
+    /// Fault injection on line A only: send every Nth data packet after the
+    /// next one.
+    #[arg(long, env = "FEED_SIM_A_REORDER_EVERY", default_value_t = 0)]
+    pub a_reorder_every: u64,
+
+    /// Fault injection on line B only (needs --line-b-group): skip every
+    /// Nth data packet.
+    #[arg(long, env = "FEED_SIM_B_DROP_EVERY", default_value_t = 0)]
+    pub b_drop_every: u64,
+
+    /// Fault injection on line B only: send every Nth data packet twice.
+    #[arg(long, env = "FEED_SIM_B_DUP_EVERY", default_value_t = 0)]
+    pub b_dup_every: u64,
+
+    /// Fault injection on line B only: send every Nth data packet after the
+    /// next one.
+    #[arg(long, env = "FEED_SIM_B_REORDER_EVERY", default_value_t = 0)]
+    pub b_reorder_every: u64,
 
     /// Seeded trading halts: after every Nth tick one trading symbol is
     /// halted (ITCH 'H' state H, reason T1) or paused (state P, reason LUDP),
@@ -179,6 +221,14 @@ impl Default for SimConfig {
             drop_every: 0,
             dup_every: 0,
             reorder_every: 0,
+            line_b_group: None,
+            line_b_port: None,
+            a_drop_every: 0,
+            a_dup_every: 0,
+            a_reorder_every: 0,
+            b_drop_every: 0,
+            b_dup_every: 0,
+            b_reorder_every: 0,
             halt_every_ticks: 0,
             halt_ticks: 5_000,
             metrics_addr: None,
@@ -221,6 +271,9 @@ pub enum ConfigError {
     /// `--drop-every 1` or `--reorder-every 1`.
     #[error("--{0} 1: would affect every packet; use 0 (off) or >= 2")]
     BadFaultPeriod(&'static str),
+    /// Line B flags that cannot work.
+    #[error("line B: {0}")]
+    BadLineB(String),
     /// Halt flags that cannot work.
     #[error("halts: {0}")]
     BadHalts(&'static str),
@@ -264,12 +317,19 @@ impl SimConfig {
             return Err(ConfigError::BadPacketBytes(self.max_packet_bytes));
         }
         self.validate_burst()?;
-        if self.drop_every == 1 {
-            return Err(ConfigError::BadFaultPeriod("drop-every"));
+        for (flag, v) in [
+            ("drop-every", self.drop_every),
+            ("reorder-every", self.reorder_every),
+            ("a-drop-every", self.a_drop_every),
+            ("a-reorder-every", self.a_reorder_every),
+            ("b-drop-every", self.b_drop_every),
+            ("b-reorder-every", self.b_reorder_every),
+        ] {
+            if v == 1 {
+                return Err(ConfigError::BadFaultPeriod(flag));
+            }
         }
-        if self.reorder_every == 1 {
-            return Err(ConfigError::BadFaultPeriod("reorder-every"));
-        }
+        self.validate_line_b()?;
         if self.halt_every_ticks > 0 {
             if self.halt_ticks == 0 {
                 return Err(ConfigError::BadHalts("--halt-ticks must be >= 1"));
@@ -284,6 +344,57 @@ impl SimConfig {
             }
         }
         Ok(())
+    }
+
+    fn validate_line_b(&self) -> Result<(), ConfigError> {
+        let Some((group, port)) = self.line_b() else {
+            if self.line_b_port.is_some() {
+                return Err(ConfigError::BadLineB("--line-b-port needs --line-b-group".into()));
+            }
+            if self.line_faults(true) != Faults::default() {
+                return Err(ConfigError::BadLineB("--b-*-every needs --line-b-group".into()));
+            }
+            return Ok(());
+        };
+        if !group.is_multicast() {
+            return Err(ConfigError::BadLineB(format!("--line-b-group {group}: not a multicast address")));
+        }
+        if port == 0 {
+            return Err(ConfigError::BadLineB("--line-b-port 0: must be 1..=65535".into()));
+        }
+        if (group, port) == (self.group, self.port) {
+            return Err(ConfigError::BadLineB(format!(
+                "{group}:{port} is line A's group and port; give line B its own"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Line B's group and port, when enabled.
+    pub fn line_b(&self) -> Option<(Ipv4Addr, u16)> {
+        self.line_b_group.map(|g| (g, self.line_b_port.unwrap_or(self.port)))
+    }
+
+    /// Faults of the old flags, which apply to every line.
+    pub(crate) fn both_faults(&self) -> Faults {
+        Faults { drop_every: self.drop_every, dup_every: self.dup_every, reorder_every: self.reorder_every }
+    }
+
+    /// Faults of line A only (`b` false) or line B only (`b` true).
+    pub(crate) fn line_faults(&self, b: bool) -> Faults {
+        if b {
+            Faults {
+                drop_every: self.b_drop_every,
+                dup_every: self.b_dup_every,
+                reorder_every: self.b_reorder_every,
+            }
+        } else {
+            Faults {
+                drop_every: self.a_drop_every,
+                dup_every: self.a_dup_every,
+                reorder_every: self.a_reorder_every,
+            }
+        }
     }
 
     fn validate_burst(&self) -> Result<(), ConfigError> {
@@ -394,6 +505,11 @@ mod tests {
             (&["--reorder-every", "1"], "--reorder-every 1"),
             (&["--session", "ELEVENCHARS"], "--session \"ELEVENCHARS\""),
             (&["--halt-every-ticks", "10", "--halt-ticks", "0"], "--halt-ticks must be >= 1"),
+            (&["--b-drop-every", "1"], "--b-drop-every 1"),
+            (&["--b-drop-every", "3"], "--b-*-every needs --line-b-group"),
+            (&["--line-b-port", "3"], "--line-b-port needs --line-b-group"),
+            (&["--line-b-group", "10.0.0.1"], "--line-b-group 10.0.0.1: not a multicast"),
+            (&["--line-b-group", "239.255.0.1"], "line A's group and port"),
             (&["--halt-every-ticks", "10", "--symbols", "1"], "--symbols >= 2"),
             (&["--session", "A B"], "--session \"A B\""),
         ];
@@ -413,6 +529,8 @@ mod tests {
             &["--max-packet-bytes", "65000", "--dup-every", "1", "--drop-every", "2"],
             &["--burst-every-ms", "100", "--burst-len-ms", "100", "--burst-multiplier", "0.5"],
             &["--session", "ABCDEFGHIJ", "--rate", "0", "--duration", "1.5s"],
+            &["--line-b-group", "239.255.0.2", "--b-drop-every", "2", "--a-dup-every", "1"],
+            &["--line-b-group", "239.255.0.1", "--line-b-port", "31002"],
         ];
         for args in ok {
             let cfg = parse(args).unwrap();

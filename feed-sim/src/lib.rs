@@ -7,8 +7,9 @@
 //!   validation; one struct for the CLI and for library callers.
 //! - [`market`]: [`Market`], the pure seeded model: tickers, a cent-grid
 //!   random walk, Zipf-skewed activity; produces [`Message`]s, no I/O.
-//! - [`sender`]: the multicast socket, the pacer, packetizing with
-//!   `PacketBuilder`, heartbeats, fault injection, end of session.
+//! - [`sender`]: the multicast sockets (line A, optional line B), the
+//!   pacer, packetizing with `PacketBuilder`, heartbeats, per-line fault
+//!   injection, end of session.
 //! - [`report`]: [`Report`], what a session sent plus per-symbol ground truth.
 //! - [`telemetry`]: Prometheus metric names and the exporter.
 //!
@@ -39,7 +40,7 @@ use tracing::info;
 
 pub use config::{ConfigError, SimConfig};
 pub use market::{Market, SymbolTruth};
-pub use report::Report;
+pub use report::{LineReport, Report};
 
 /// Runs one feed session: validates `cfg`, opens the socket, sends until
 /// `max_ticks`, `duration` or `shutdown`, ends the session and returns what
@@ -62,8 +63,14 @@ pub async fn run(cfg: SimConfig, shutdown: CancellationToken) -> anyhow::Result<
         .session
         .as_deref()
         .map_or_else(|| sender::default_session(SystemTime::now()), SessionId::from_text);
-    let sock = sender::open_socket(&cfg).with_context(|| {
-        format!("opening multicast sender to {}:{} via {}", cfg.group, cfg.port, cfg.interface)
+    let socks = sender::Sockets::open(&cfg).with_context(|| {
+        format!(
+            "opening multicast sender to {}:{} (line B {:?}) via {}",
+            cfg.group,
+            cfg.port,
+            cfg.line_b(),
+            cfg.interface
+        )
     })?;
     info!(
         %session, group = %cfg.group, port = cfg.port, interface = %cfg.interface, ttl = cfg.ttl,
@@ -74,7 +81,7 @@ pub async fn run(cfg: SimConfig, shutdown: CancellationToken) -> anyhow::Result<
     let stop = shutdown.child_token();
     let guard = stop.clone().drop_guard();
     let thread_stop = stop.clone();
-    let report = tokio::task::spawn_blocking(move || sender::send_loop(&cfg, session, sock, &thread_stop))
+    let report = tokio::task::spawn_blocking(move || sender::send_loop(&cfg, session, socks, &thread_stop))
         .await
         .context("send thread panicked")?
         .context("sending the feed")?;

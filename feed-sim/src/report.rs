@@ -14,8 +14,9 @@ use crate::market::SymbolTruth;
 /// Counting rules: `messages`, `quotes`, `trades` and `directory` count
 /// sequenced messages *generated*, including those in packets dropped on
 /// purpose; `packets` and `bytes` count datagrams actually written to the
-/// socket, of every kind (data, duplicates, heartbeats, the three
-/// end-of-session copies).
+/// sockets of every line, of every kind (data, duplicates, heartbeats, the
+/// three end-of-session copies); `lines` has the same per line. With one
+/// line, the totals are line A's.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     /// Session id every packet carried.
@@ -42,13 +43,14 @@ pub struct Report {
     pub heartbeats: u64,
     /// UDP payload bytes written.
     pub bytes: u64,
-    /// Data packets skipped by `--drop-every` (their sequences are gaps).
+    /// Data packets dropped on purpose on *every* line (their sequences are
+    /// gaps even for a receiver that takes A and B); per line in `lines`.
     pub dropped_packets: u64,
-    /// Messages inside the dropped packets.
+    /// Messages inside those packets.
     pub dropped_messages: u64,
-    /// Data packets sent a second time by `--dup-every`.
+    /// Data packets sent a second time, summed over lines.
     pub duplicated_packets: u64,
-    /// Data packets sent after their successor by `--reorder-every`. A held
+    /// Data packets sent after their successor, summed over lines. A held
     /// packet that had to go out with nothing after it (a heartbeat or the
     /// end of session came first) is not counted: it arrived in order.
     pub reordered_packets: u64,
@@ -69,6 +71,27 @@ pub struct Report {
     /// its feed sequence, dropped ones too; only when `SimConfig::record` is
     /// true, empty otherwise.
     pub recorded: Vec<(u64, Message)>,
+    /// Per line (A first, then B if configured): what went out on it.
+    pub lines: Vec<LineReport>,
+}
+
+/// What one line (A or B) carried.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LineReport {
+    /// `a` or `b`.
+    pub name: String,
+    /// Datagrams written on this line, of every kind.
+    pub packets: u64,
+    /// UDP payload bytes written on this line.
+    pub bytes: u64,
+    /// Data packets dropped on purpose on this line.
+    pub dropped_packets: u64,
+    /// Messages inside them.
+    pub dropped_messages: u64,
+    /// Data packets sent twice on this line.
+    pub duplicated_packets: u64,
+    /// Data packets sent after their successor on this line.
+    pub reordered_packets: u64,
 }
 
 impl Report {
@@ -112,6 +135,20 @@ impl fmt::Display for Report {
             "faults       {} dropped packets ({} messages), {} duplicated, {} reordered",
             self.dropped_packets, self.dropped_messages, self.duplicated_packets, self.reordered_packets
         )?;
+        if self.lines.len() > 1 {
+            for l in &self.lines {
+                writeln!(
+                    f,
+                    "line {}       {} packets, {} dropped ({} messages), {} duplicated, {} reordered",
+                    l.name,
+                    l.packets,
+                    l.dropped_packets,
+                    l.dropped_messages,
+                    l.duplicated_packets,
+                    l.reordered_packets
+                )?;
+            }
+        }
         if self.skipped_ticks > 0 {
             writeln!(f, "skipped      {} ticks (sender fell behind its schedule)", self.skipped_ticks)?;
         }

@@ -9,11 +9,12 @@
 //! Pace::due(elapsed) ─► Market::next_tick ─► Packetizer (PacketBuilder)
 //!                                              │ full / flush_us / end
 //!                                              ▼
-//!                                  Wire: drop? hold? send, dup?, release held
+//!                                  Wire: per line (A, optional B):
+//!                                    drop? hold? send, dup?, release held
 //! ```
 
 use std::io;
-use std::net::{SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use quotecast_proto::feed::{
@@ -25,8 +26,8 @@ use tracing::{debug, warn};
 
 use crate::config::SimConfig;
 use crate::market::Market;
-use crate::report::Report;
-use crate::telemetry::Handles;
+use crate::report::{LineReport, Report};
+use crate::telemetry::{Handles, LineHandles};
 
 /// Ticks generated between two looks at the clock and the shutdown token.
 /// About one 1400-byte packet's worth: the clock read is amortised, and
@@ -62,6 +63,35 @@ const SEND_BUFFER: usize = 4 << 20;
 /// Any socket call failing, e.g. an `--interface` address this host does
 /// not have.
 pub fn open_socket(cfg: &SimConfig) -> io::Result<UdpSocket> {
+    open_multicast(cfg, cfg.group, cfg.port)
+}
+
+/// The sockets a session sends on: line A always, line B when configured.
+#[derive(Debug)]
+pub struct Sockets {
+    /// Line A: `--group`/`--port`.
+    pub a: UdpSocket,
+    /// Line B: `--line-b-group`/`--line-b-port`, if set.
+    pub b: Option<UdpSocket>,
+}
+
+impl Sockets {
+    /// Opens every line `cfg` asks for, each like [`open_socket`].
+    ///
+    /// # Errors
+    /// Any socket call failing.
+    pub fn open(cfg: &SimConfig) -> io::Result<Sockets> {
+        let b = cfg.line_b().map(|(g, p)| open_multicast(cfg, g, p)).transpose()?;
+        Ok(Sockets { a: open_socket(cfg)?, b })
+    }
+}
+
+/// A sender socket to `group:port` with `cfg`'s interface and TTL (see
+/// [`open_socket`]).
+///
+/// # Errors
+/// Any socket call failing.
+pub fn open_multicast(cfg: &SimConfig, group: Ipv4Addr, port: u16) -> io::Result<UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_multicast_if_v4(&cfg.interface)?;
     s.set_multicast_ttl_v4(cfg.ttl)?;
@@ -69,7 +99,7 @@ pub fn open_socket(cfg: &SimConfig) -> io::Result<UdpSocket> {
     // Best effort: a smaller buffer only means more blocking in send.
     let _ = s.set_send_buffer_size(SEND_BUFFER);
     s.bind(&SockAddr::from(SocketAddrV4::new(cfg.interface, 0)))?;
-    s.connect(&SockAddr::from(SocketAddrV4::new(cfg.group, cfg.port)))?;
+    s.connect(&SockAddr::from(SocketAddrV4::new(group, port)))?;
     Ok(s.into())
 }
 
@@ -134,39 +164,40 @@ impl Pace {
     }
 }
 
-/// The socket end: fault injection, counting, and the one place bytes
-/// are written.
-struct Wire {
+/// Fault periods of one line: every Nth data packet (N counted over all
+/// data packets of the session, so both lines agree on which packet is
+/// "the Nth"); 0 = off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Faults {
+    pub drop_every: u64,
+    pub dup_every: u64,
+    pub reorder_every: u64,
+}
+
+/// One multicast line (A or B): its socket, its fault injection, its
+/// counts. Every line gets every packet; only faults differ.
+struct Line {
     sock: UdpSocket,
-    m: Handles,
-    drop_every: u64,
-    dup_every: u64,
-    reorder_every: u64,
-    /// Data packets handed to the wire so far (the N in "every Nth").
-    data_packets: u64,
-    /// A data packet held back by `--reorder-every`; reused buffer.
+    /// Faults of this line, and the "both lines" ones from the old flags.
+    own: Faults,
+    both: Faults,
+    /// A data packet held back by reorder; reused buffer.
     held: Vec<u8>,
     /// `Some(dup)` while `held` holds a packet; `dup` = send it twice.
     holding: Option<bool>,
-    /// Last time a packet left, from the sender's point of view (a packet
-    /// dropped on purpose counts: the sender believes it sent it).
-    last_packet: Instant,
-    packets: u64,
-    bytes: u64,
-    heartbeats: u64,
-    dropped_packets: u64,
-    dropped_messages: u64,
-    duplicated_packets: u64,
-    reordered_packets: u64,
-    /// Per locate, quotes and trades lost in dropped packets.
-    dropped_updates: Vec<u64>,
+    report: LineReport,
+    m: LineHandles,
 }
 
 fn nth(every: u64, n: u64) -> bool {
     every > 0 && n % every == 0
 }
 
-impl Wire {
+impl Line {
+    fn hits(&self, n: u64, f: impl Fn(&Faults) -> u64) -> bool {
+        nth(f(&self.own), n) || nth(f(&self.both), n)
+    }
+
     fn send_raw(&mut self, b: &[u8]) -> io::Result<()> {
         loop {
             match self.sock.send(b) {
@@ -175,50 +206,45 @@ impl Wire {
                 Err(e) => return Err(e),
             }
         }
-        self.packets += 1;
-        self.bytes += b.len() as u64;
+        self.report.packets += 1;
+        self.report.bytes += b.len() as u64;
         self.m.packets.increment(1);
         self.m.bytes.increment(b.len() as u64);
+        self.m.all_packets.increment(1);
+        self.m.all_bytes.increment(b.len() as u64);
         Ok(())
     }
 
-    /// Sends one finished data packet through the fault injectors.
-    /// `locates` lists the symbols of its quotes and trades, for the
-    /// delivered-updates ground truth.
-    fn send_data(&mut self, bytes: &[u8], count: u16, locates: &[u16], now: Instant) -> io::Result<()> {
-        self.data_packets += 1;
-        self.last_packet = now;
-        let n = self.data_packets;
-        if nth(self.drop_every, n) {
-            self.dropped_packets += 1;
-            self.dropped_messages += u64::from(count);
-            for &l in locates {
-                self.dropped_updates[usize::from(l)] += 1;
-            }
+    /// Sends data packet number `n` through this line's fault injectors;
+    /// returns false when it was dropped on purpose.
+    fn send_data(&mut self, bytes: &[u8], count: u16, n: u64) -> io::Result<bool> {
+        if self.hits(n, |f| f.drop_every) {
+            self.report.dropped_packets += 1;
+            self.report.dropped_messages += u64::from(count);
             self.m.drops.increment(1);
-            return Ok(());
+            return Ok(false);
         }
-        let dup = nth(self.dup_every, n);
-        if nth(self.reorder_every, n) && self.holding.is_none() {
+        let dup = self.hits(n, |f| f.dup_every);
+        if self.hits(n, |f| f.reorder_every) && self.holding.is_none() {
             self.held.clear();
             self.held.extend_from_slice(bytes);
             self.holding = Some(dup);
-            return Ok(());
+            return Ok(true);
         }
         self.send_counted(bytes, dup)?;
         if self.holding.is_some() {
-            self.reordered_packets += 1;
+            self.report.reordered_packets += 1;
             self.m.reorders.increment(1);
             self.release_held()?;
         }
-        Ok(())
+        Ok(true)
     }
 
     fn send_counted(&mut self, bytes: &[u8], dup: bool) -> io::Result<()> {
         self.send_raw(bytes)?;
         if dup {
             self.send_raw(bytes)?;
-            self.duplicated_packets += 1;
+            self.report.duplicated_packets += 1;
             self.m.dups.increment(1);
         }
         Ok(())
@@ -236,10 +262,64 @@ impl Wire {
         }
         Ok(())
     }
+}
+
+/// The socket end: every line, counting, and the one place bytes are
+/// written.
+struct Wire {
+    lines: Vec<Line>,
+    m: Handles,
+    /// Data packets handed to the wire so far (the N in "every Nth").
+    data_packets: u64,
+    /// Last time a packet left, from the sender's point of view (a packet
+    /// dropped on purpose counts: the sender believes it sent it).
+    last_packet: Instant,
+    heartbeats: u64,
+    /// Data packets dropped on every line (a real gap for any receiver).
+    lost_packets: u64,
+    lost_messages: u64,
+    /// Per locate, quotes and trades lost on every line.
+    dropped_updates: Vec<u64>,
+}
+
+impl Wire {
+    /// Sends a header-only packet (heartbeat, end of session) on every
+    /// line, after any held packet.
+    fn send_all(&mut self, b: &[u8]) -> io::Result<()> {
+        for l in &mut self.lines {
+            l.release_held()?;
+            l.send_raw(b)?;
+        }
+        Ok(())
+    }
+
+    fn release_held(&mut self) -> io::Result<()> {
+        self.lines.iter_mut().try_for_each(Line::release_held)
+    }
+
+    /// Sends one finished data packet on every line through its fault
+    /// injectors. `locates` lists the symbols of its quotes and trades, for
+    /// the delivered-updates ground truth.
+    fn send_data(&mut self, bytes: &[u8], count: u16, locates: &[u16], now: Instant) -> io::Result<()> {
+        self.data_packets += 1;
+        self.last_packet = now;
+        let n = self.data_packets;
+        let mut delivered = false;
+        for l in &mut self.lines {
+            delivered |= l.send_data(bytes, count, n)?;
+        }
+        if !delivered {
+            self.lost_packets += 1;
+            self.lost_messages += u64::from(count);
+            for &l in locates {
+                self.dropped_updates[usize::from(l)] += 1;
+            }
+        }
+        Ok(())
+    }
 
     fn heartbeat(&mut self, session: SessionId, next_seq: u64, now: Instant) -> io::Result<()> {
-        self.release_held()?;
-        self.send_raw(&header(session, next_seq, 0))?;
+        self.send_all(&header(session, next_seq, 0))?;
         self.heartbeats += 1;
         self.m.heartbeats.increment(1);
         self.last_packet = now;
@@ -374,7 +454,7 @@ impl Clock {
 pub(crate) fn send_loop(
     cfg: &SimConfig,
     session: SessionId,
-    sock: UdpSocket,
+    socks: Sockets,
     shutdown: &CancellationToken,
 ) -> io::Result<Report> {
     let clock = Clock::new();
@@ -388,23 +468,27 @@ pub(crate) fn send_loop(
     let pace = Pace::new(cfg);
     let m = Handles::new();
     m.target.set(pace.rate_at(0.0));
-    let wire = Wire {
+    let line = |name: &'static str, sock: UdpSocket, own: Faults| Line {
         sock,
-        m,
-        drop_every: cfg.drop_every,
-        dup_every: cfg.dup_every,
-        reorder_every: cfg.reorder_every,
-        data_packets: 0,
+        own,
+        both: cfg.both_faults(),
         held: Vec::with_capacity(cfg.max_packet_bytes),
         holding: None,
+        report: LineReport { name: name.to_owned(), ..LineReport::default() },
+        m: LineHandles::new(name),
+    };
+    let mut lines = vec![line("a", socks.a, cfg.line_faults(false))];
+    if let Some(b) = socks.b {
+        lines.push(line("b", b, cfg.line_faults(true)));
+    }
+    let wire = Wire {
+        lines,
+        m,
+        data_packets: 0,
         last_packet: start,
-        packets: 0,
-        bytes: 0,
         heartbeats: 0,
-        dropped_packets: 0,
-        dropped_messages: 0,
-        duplicated_packets: 0,
-        reordered_packets: 0,
+        lost_packets: 0,
+        lost_messages: 0,
         dropped_updates: vec![0; cfg.symbols + 1],
     };
     let mut out = Packetizer {
@@ -528,7 +612,7 @@ pub(crate) fn send_loop(
     out.wire.release_held()?;
     let eos = out.builder.end_of_session();
     for _ in 0..END_OF_SESSION_COPIES {
-        out.wire.send_raw(&eos)?;
+        out.wire.send_all(&eos)?;
     }
     let elapsed = start.elapsed();
 
@@ -538,9 +622,11 @@ pub(crate) fn send_loop(
     }
     let w = &out.wire;
     let total = out.total;
+    let lines: Vec<LineReport> = w.lines.iter().map(|l| l.report.clone()).collect();
+    let sum = |f: fn(&LineReport) -> u64| lines.iter().map(f).sum::<u64>();
     Ok(Report {
         session,
-        packets: w.packets,
+        packets: sum(|l| l.packets),
         messages: out.builder.next_seq() - 1,
         quotes: total.quotes,
         trades: total.trades,
@@ -548,17 +634,18 @@ pub(crate) fn send_loop(
         system_events: total.system,
         trading_actions: total.actions,
         heartbeats: w.heartbeats,
-        bytes: w.bytes,
-        dropped_packets: w.dropped_packets,
-        dropped_messages: w.dropped_messages,
-        duplicated_packets: w.duplicated_packets,
-        reordered_packets: w.reordered_packets,
+        bytes: sum(|l| l.bytes),
+        dropped_packets: w.lost_packets,
+        dropped_messages: w.lost_messages,
+        duplicated_packets: sum(|l| l.duplicated_packets),
+        reordered_packets: sum(|l| l.reordered_packets),
         skipped_ticks: skipped,
         first_seq: 1,
         next_seq: out.builder.next_seq(),
         elapsed,
         last,
         recorded: out.recorded.take().unwrap_or_default(),
+        lines,
     })
 }
 

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{book, data, decode_all, receive, test_config, Got};
+use common::{book, data, decode_all, receive, receive_on, test_config, unique_group_port, Got};
 use feed_sim::{ConfigError, Market, Report, SimConfig};
 use quotecast_proto::feed::{Message, PacketKind, SessionId, SystemEventCode, TradingState, FORMAT_VERSION};
 use tokio_util::sync::CancellationToken;
@@ -424,4 +424,64 @@ async fn seeded_halts_silence_their_symbols_until_resumed() {
         assert_eq!(t.trading_state, state.get(&t.locate).copied().unwrap_or_default());
     }
     assert_eq!(report.last.values().filter(|t| t.trading_state != TradingState::Trading).count(), 1);
+}
+
+/// Runs `cfg` (which must have line B) capturing both lines.
+async fn run_and_capture_ab(cfg: SimConfig) -> (Report, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let (bg, bp) = cfg.line_b().expect("line B configured");
+    let (ra, rb) = (receive(&cfg, WAIT), receive_on(bg, bp, WAIT));
+    let report = feed_sim::run(cfg, CancellationToken::new()).await.expect("run");
+    (report, ra.join().unwrap(), rb.join().unwrap())
+}
+
+fn line_b(cfg: SimConfig) -> SimConfig {
+    let (g, p) = unique_group_port();
+    SimConfig { line_b_group: Some(g), line_b_port: Some(p), ..cfg }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_b_carries_every_packet_identically() {
+    let cfg = line_b(SimConfig { seed: 6, max_ticks: Some(10_000), rate: 200_000, ..test_config("AB1") });
+    let (report, a, b) = run_and_capture_ab(cfg).await;
+    assert_eq!(a, b, "line B differs from line A");
+    assert_eq!(report.lines.len(), 2);
+    assert_eq!(report.lines[0].packets, a.len() as u64);
+    assert_eq!(report.lines[1].packets, b.len() as u64);
+    assert_eq!(report.packets, 2 * a.len() as u64);
+    let got = decode_all(&a);
+    assert_clean_end(&report, &got);
+    let received: Vec<_> = data(&got).iter().flat_map(|g| g.msgs.iter().copied()).collect();
+    assert_eq!(received, report.recorded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_on_line_a_only_is_present_on_line_b() {
+    let cfg = line_b(SimConfig {
+        seed: 7,
+        max_ticks: Some(10_000),
+        rate: 200_000,
+        a_drop_every: 5,
+        b_dup_every: 3,
+        ..test_config("AB2")
+    });
+    let (report, a, b) = run_and_capture_ab(cfg).await;
+    let (ga, gb) = (decode_all(&a), decode_all(&b));
+    let seqs = |g: &[Got]| data(g).iter().map(|p| p.seq).collect::<HashSet<u64>>();
+    let (sa, sb) = (seqs(&ga), seqs(&gb));
+    let only_b: Vec<u64> = sb.difference(&sa).copied().collect();
+    assert!(sa.is_subset(&sb), "line A has a packet line B lacks");
+    assert_eq!(only_b.len() as u64, report.lines[0].dropped_packets);
+    assert!(only_b.len() > 20, "{} drops", only_b.len());
+    assert_eq!((report.lines[1].dropped_packets, report.dropped_packets, report.dropped_messages), (0, 0, 0));
+    assert!(report.last.values().all(|t| t.updates == t.updates_delivered), "B delivered everything");
+    // Line B alone, duplicates dropped, is the whole session.
+    let mut seen = HashSet::new();
+    let from_b: Vec<(u64, Message)> =
+        data(&gb).into_iter().filter(|g| seen.insert(g.seq)).flat_map(|g| g.msgs.iter().copied()).collect();
+    assert_eq!(from_b, report.recorded);
+    assert_eq!(
+        report.lines[1].duplicated_packets,
+        (gb.len() - seen.len() - 3 - report.heartbeats as usize) as u64
+    );
+    assert_eq!(report.lines[0].duplicated_packets, 0);
 }

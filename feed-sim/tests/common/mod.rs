@@ -47,7 +47,12 @@ pub fn join(group: Ipv4Addr, port: u16) -> UdpSocket {
 /// Starts receiving on `cfg`'s group in a thread, before the sender runs,
 /// until three end-of-session packets arrived or `limit` passed.
 pub fn receive(cfg: &SimConfig, limit: Duration) -> JoinHandle<Vec<Vec<u8>>> {
-    let sock = join(cfg.group, cfg.port);
+    receive_on(cfg.group, cfg.port, limit)
+}
+
+/// Like [`receive`], on any group and port (line B, say).
+pub fn receive_on(group: Ipv4Addr, port: u16, limit: Duration) -> JoinHandle<Vec<Vec<u8>>> {
+    let sock = join(group, port);
     std::thread::spawn(move || {
         let deadline = Instant::now() + limit;
         let mut out = Vec::new();
