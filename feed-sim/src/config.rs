@@ -172,6 +172,32 @@ pub struct SimConfig {
     #[arg(long, env = "FEED_SIM_B_REORDER_EVERY", default_value_t = 0)]
     pub b_reorder_every: u64,
 
+    /// Serve MoldUDP64-style retransmission requests (unicast UDP) on this
+    /// address, e.g. 127.0.0.1:31010; default: no retransmission server.
+    /// Keep it on 127.0.0.1 unless other hosts must reach it.
+    #[arg(long, env = "FEED_SIM_RETRANS_ADDR")]
+    pub retrans_addr: Option<SocketAddr>,
+
+    /// Data packets the retransmission server keeps (the newest ones); a
+    /// request for anything older is answered "gone".
+    #[arg(long, env = "FEED_SIM_RETRANS_RING_PACKETS", default_value_t = 65_536)]
+    pub retrans_ring_packets: usize,
+
+    /// Most messages one retransmission request gets; the answer covers the
+    /// first ones of the range (ask again for the rest).
+    #[arg(long, env = "FEED_SIM_RETRANS_MAX_MESSAGES", default_value_t = 2_000)]
+    pub retrans_max_messages: u16,
+
+    /// Most retransmission requests per second from one requester
+    /// (ip:port); more are dropped unanswered and counted.
+    #[arg(long, env = "FEED_SIM_RETRANS_MAX_REQUESTS_PER_SEC", default_value_t = 100)]
+    pub retrans_max_requests_per_sec: u32,
+
+    /// Keep answering retransmission requests this long after the end of
+    /// session, in milliseconds, so the last packets can still be filled.
+    #[arg(long, env = "FEED_SIM_RETRANS_LINGER_MS", default_value_t = 1_000)]
+    pub retrans_linger_ms: u64,
+
     /// Seeded trading halts: after every Nth tick one trading symbol is
     /// halted (ITCH 'H' state H, reason T1) or paused (state P, reason LUDP),
     /// chosen from --seed; no quotes or trades for it until it resumes.
@@ -229,6 +255,11 @@ impl Default for SimConfig {
             b_drop_every: 0,
             b_dup_every: 0,
             b_reorder_every: 0,
+            retrans_addr: None,
+            retrans_ring_packets: 65_536,
+            retrans_max_messages: 2_000,
+            retrans_max_requests_per_sec: 100,
+            retrans_linger_ms: 1_000,
             halt_every_ticks: 0,
             halt_ticks: 5_000,
             metrics_addr: None,
@@ -274,6 +305,9 @@ pub enum ConfigError {
     /// Line B flags that cannot work.
     #[error("line B: {0}")]
     BadLineB(String),
+    /// Retransmission flags that cannot work.
+    #[error("retransmission: {0}")]
+    BadRetrans(String),
     /// Halt flags that cannot work.
     #[error("halts: {0}")]
     BadHalts(&'static str),
@@ -330,6 +364,24 @@ impl SimConfig {
             }
         }
         self.validate_line_b()?;
+        if let Some(a) = self.retrans_addr {
+            if a.ip().is_unspecified() || a.ip().is_multicast() {
+                return Err(ConfigError::BadRetrans(format!(
+                    "--retrans-addr {a}: must be a unicast address of this host, e.g. 127.0.0.1:31010"
+                )));
+            }
+        }
+        if self.retrans_ring_packets == 0 || self.retrans_ring_packets > 1 << 24 {
+            return Err(ConfigError::BadRetrans(format!(
+                "--retrans-ring-packets {}: must be 1..=16777216",
+                self.retrans_ring_packets
+            )));
+        }
+        if self.retrans_max_messages == 0 || self.retrans_max_requests_per_sec == 0 {
+            return Err(ConfigError::BadRetrans(
+                "--retrans-max-messages and --retrans-max-requests-per-sec must be >= 1".into(),
+            ));
+        }
         if self.halt_every_ticks > 0 {
             if self.halt_ticks == 0 {
                 return Err(ConfigError::BadHalts("--halt-ticks must be >= 1"));
@@ -506,6 +558,9 @@ mod tests {
             (&["--session", "ELEVENCHARS"], "--session \"ELEVENCHARS\""),
             (&["--halt-every-ticks", "10", "--halt-ticks", "0"], "--halt-ticks must be >= 1"),
             (&["--b-drop-every", "1"], "--b-drop-every 1"),
+            (&["--retrans-addr", "0.0.0.0:5000"], "--retrans-addr 0.0.0.0:5000"),
+            (&["--retrans-ring-packets", "0"], "--retrans-ring-packets 0"),
+            (&["--retrans-max-messages", "0"], "must be >= 1"),
             (&["--b-drop-every", "3"], "--b-*-every needs --line-b-group"),
             (&["--line-b-port", "3"], "--line-b-port needs --line-b-group"),
             (&["--line-b-group", "10.0.0.1"], "--line-b-group 10.0.0.1: not a multicast"),

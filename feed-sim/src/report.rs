@@ -73,6 +73,48 @@ pub struct Report {
     pub recorded: Vec<(u64, Message)>,
     /// Per line (A first, then B if configured): what went out on it.
     pub lines: Vec<LineReport>,
+    /// What the retransmission server did, when it ran.
+    pub retrans: Option<RetransReport>,
+}
+
+/// Counts of the retransmission server over the session (and its linger).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetransReport {
+    /// Requests received, of every kind.
+    pub requests: u64,
+    /// Answered with data.
+    pub answered: u64,
+    /// Answered "gone" (the range was evicted from the ring).
+    pub gone: u64,
+    /// Answered "not yet" (the range was not sent yet).
+    pub not_yet: u64,
+    /// Dropped: over the per-requester rate.
+    pub rate_limited: u64,
+    /// Dropped: not a 20-byte request, or count 0.
+    pub malformed: u64,
+    /// Dropped: another session.
+    pub foreign_session: u64,
+    /// Datagrams sent in answers.
+    pub packets: u64,
+    /// Messages retransmitted.
+    pub messages: u64,
+}
+
+impl From<&crate::retrans::Stats> for RetransReport {
+    fn from(s: &crate::retrans::Stats) -> Self {
+        let l = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        RetransReport {
+            requests: l(&s.requests),
+            answered: l(&s.answered),
+            gone: l(&s.gone),
+            not_yet: l(&s.not_yet),
+            rate_limited: l(&s.rate_limited),
+            malformed: l(&s.malformed),
+            foreign_session: l(&s.foreign_session),
+            packets: l(&s.packets),
+            messages: l(&s.messages),
+        }
+    }
 }
 
 /// What one line (A or B) carried.
@@ -148,6 +190,13 @@ impl fmt::Display for Report {
                     l.reordered_packets
                 )?;
             }
+        }
+        if let Some(r) = &self.retrans {
+            writeln!(
+                f,
+                "retrans      {} requests: {} answered ({} messages), {} gone, {} not yet, {} rate-limited, {} malformed, {} other session",
+                r.requests, r.answered, r.messages, r.gone, r.not_yet, r.rate_limited, r.malformed, r.foreign_session
+            )?;
         }
         if self.skipped_ticks > 0 {
             writeln!(f, "skipped      {} ticks (sender fell behind its schedule)", self.skipped_ticks)?;

@@ -27,6 +27,7 @@ use tracing::{debug, warn};
 use crate::config::SimConfig;
 use crate::market::Market;
 use crate::report::{LineReport, Report};
+use crate::retrans::SharedRing;
 use crate::telemetry::{Handles, LineHandles};
 
 /// Ticks generated between two looks at the clock and the shutdown token.
@@ -280,6 +281,8 @@ struct Wire {
     lost_messages: u64,
     /// Per locate, quotes and trades lost on every line.
     dropped_updates: Vec<u64>,
+    /// Every data packet as sequenced (before faults), for retransmission.
+    ring: Option<SharedRing>,
 }
 
 impl Wire {
@@ -303,6 +306,9 @@ impl Wire {
     fn send_data(&mut self, bytes: &[u8], count: u16, locates: &[u16], now: Instant) -> io::Result<()> {
         self.data_packets += 1;
         self.last_packet = now;
+        if let Some(r) = &self.ring {
+            r.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(bytes);
+        }
         let n = self.data_packets;
         let mut delivered = false;
         for l in &mut self.lines {
@@ -455,6 +461,7 @@ pub(crate) fn send_loop(
     cfg: &SimConfig,
     session: SessionId,
     socks: Sockets,
+    ring: Option<SharedRing>,
     shutdown: &CancellationToken,
 ) -> io::Result<Report> {
     let clock = Clock::new();
@@ -490,6 +497,7 @@ pub(crate) fn send_loop(
         lost_packets: 0,
         lost_messages: 0,
         dropped_updates: vec![0; cfg.symbols + 1],
+        ring,
     };
     let mut out = Packetizer {
         builder: PacketBuilder::new(session, 1, cfg.max_packet_bytes),
@@ -646,6 +654,7 @@ pub(crate) fn send_loop(
         last,
         recorded: out.recorded.take().unwrap_or_default(),
         lines,
+        retrans: None,
     })
 }
 

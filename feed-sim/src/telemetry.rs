@@ -27,6 +27,13 @@ pub const FAULTS_INJECTED: &str = "feedsim_faults_injected_total";
 pub const LINE_PACKETS_SENT: &str = "feedsim_line_packets_sent_total";
 /// Bytes written on one line, by `line` = a|b.
 pub const LINE_BYTES_SENT: &str = "feedsim_line_bytes_sent_total";
+/// Retransmission requests, by `result` =
+/// answered|gone|not_yet|rate_limited|malformed|foreign_session.
+pub const RETRANS_REQUESTS: &str = "feedsim_retrans_requests_total";
+/// Datagrams sent by the retransmission server (data and heartbeats).
+pub const RETRANS_PACKETS: &str = "feedsim_retrans_packets_sent_total";
+/// Messages retransmitted.
+pub const RETRANS_MESSAGES: &str = "feedsim_retrans_messages_sent_total";
 /// Ticks per second the pacer aims at right now (0 = unlimited).
 pub const TICKS_TARGET: &str = "feedsim_ticks_per_second_target";
 
@@ -58,6 +65,9 @@ fn describe() {
     describe_counter!(FAULTS_INJECTED, Unit::Count, "Faults injected on purpose, by kind and line");
     describe_counter!(LINE_PACKETS_SENT, Unit::Count, "Datagrams sent on one line (A or B)");
     describe_counter!(LINE_BYTES_SENT, Unit::Bytes, "UDP payload bytes sent on one line (A or B)");
+    describe_counter!(RETRANS_REQUESTS, Unit::Count, "Retransmission requests, by result");
+    describe_counter!(RETRANS_PACKETS, Unit::Count, "Datagrams sent by the retransmission server");
+    describe_counter!(RETRANS_MESSAGES, Unit::Count, "Messages retransmitted");
     describe_gauge!(TICKS_TARGET, "Ticks per second the pacer aims at (0 = unlimited)");
 }
 

@@ -41,7 +41,13 @@ async fn metrics_match_the_report() {
         metrics_addr: Some(addr),
         ..test_config("MET1")
     };
-    let cfg = SimConfig { line_b_group: Some(common::unique_group_port().0), ..cfg };
+    let retrans = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let cfg = SimConfig {
+        line_b_group: Some(common::unique_group_port().0),
+        retrans_addr: Some(retrans),
+        retrans_linger_ms: 0,
+        ..cfg
+    };
     let report = feed_sim::run(cfg, CancellationToken::new()).await.unwrap();
     let text = tokio::task::spawn_blocking(move || scrape(addr)).await.unwrap();
 
@@ -69,6 +75,11 @@ async fn metrics_match_the_report() {
         );
     }
     assert_eq!(report.lines.len(), 2);
+    // The retransmission server's series exist from the start (no requests here).
+    for result in ["answered", "gone", "not_yet", "rate_limited", "malformed", "foreign_session"] {
+        assert_eq!(value(&text, &format!("feedsim_retrans_requests_total{{result=\"{result}\"}}")), 0.0);
+    }
+    assert_eq!(report.retrans, Some(feed_sim::RetransReport::default()));
     // Line B drops every 4th packet on top of every 7th on both lines.
     assert!(report.lines[1].dropped_packets > report.lines[0].dropped_packets);
     assert_eq!(report.lines[0].dropped_packets, report.dropped_packets, "A's drops are the both-lines ones");
