@@ -198,6 +198,22 @@ pub struct SimConfig {
     #[arg(long, env = "FEED_SIM_RETRANS_LINGER_MS", default_value_t = 1_000)]
     pub retrans_linger_ms: u64,
 
+    /// Snapshot channel: loop the full state of every symbol on this
+    /// multicast group (MDP3-style snapshot loop for late joiners and
+    /// recovery); default: off.
+    #[arg(long, env = "FEED_SIM_SNAPSHOT_GROUP")]
+    pub snapshot_group: Option<Ipv4Addr>,
+
+    /// UDP port of the snapshot channel (default: --port). Group and port
+    /// must differ from both lines'.
+    #[arg(long, env = "FEED_SIM_SNAPSHOT_PORT")]
+    pub snapshot_port: Option<u16>,
+
+    /// Snapshot channel pace, in symbol snapshots per second: a cycle of N
+    /// symbols takes N / rate seconds.
+    #[arg(long, env = "FEED_SIM_SNAPSHOT_RATE", default_value_t = 5_000)]
+    pub snapshot_rate: u64,
+
     /// Seeded trading halts: after every Nth tick one trading symbol is
     /// halted (ITCH 'H' state H, reason T1) or paused (state P, reason LUDP),
     /// chosen from --seed; no quotes or trades for it until it resumes.
@@ -255,6 +271,9 @@ impl Default for SimConfig {
             b_drop_every: 0,
             b_dup_every: 0,
             b_reorder_every: 0,
+            snapshot_group: None,
+            snapshot_port: None,
+            snapshot_rate: 5_000,
             retrans_addr: None,
             retrans_ring_packets: 65_536,
             retrans_max_messages: 2_000,
@@ -305,6 +324,9 @@ pub enum ConfigError {
     /// Line B flags that cannot work.
     #[error("line B: {0}")]
     BadLineB(String),
+    /// Snapshot flags that cannot work.
+    #[error("snapshot channel: {0}")]
+    BadSnapshot(String),
     /// Retransmission flags that cannot work.
     #[error("retransmission: {0}")]
     BadRetrans(String),
@@ -364,6 +386,7 @@ impl SimConfig {
             }
         }
         self.validate_line_b()?;
+        self.validate_snapshot()?;
         if let Some(a) = self.retrans_addr {
             if a.ip().is_unspecified() || a.ip().is_multicast() {
                 return Err(ConfigError::BadRetrans(format!(
@@ -420,6 +443,35 @@ impl SimConfig {
             )));
         }
         Ok(())
+    }
+
+    fn validate_snapshot(&self) -> Result<(), ConfigError> {
+        if self.snapshot_rate == 0 {
+            return Err(ConfigError::BadSnapshot("--snapshot-rate 0: must be >= 1 symbol per second".into()));
+        }
+        let Some((group, port)) = self.snapshot() else {
+            if self.snapshot_port.is_some() {
+                return Err(ConfigError::BadSnapshot("--snapshot-port needs --snapshot-group".into()));
+            }
+            return Ok(());
+        };
+        if !group.is_multicast() {
+            return Err(ConfigError::BadSnapshot(format!(
+                "--snapshot-group {group}: not a multicast address"
+            )));
+        }
+        if port == 0 {
+            return Err(ConfigError::BadSnapshot("--snapshot-port 0: must be 1..=65535".into()));
+        }
+        if (group, port) == (self.group, self.port) || Some((group, port)) == self.line_b() {
+            return Err(ConfigError::BadSnapshot(format!("{group}:{port} is a live line's group and port")));
+        }
+        Ok(())
+    }
+
+    /// The snapshot channel's group and port, when enabled.
+    pub fn snapshot(&self) -> Option<(Ipv4Addr, u16)> {
+        self.snapshot_group.map(|g| (g, self.snapshot_port.unwrap_or(self.port)))
     }
 
     /// Line B's group and port, when enabled.
@@ -559,6 +611,10 @@ mod tests {
             (&["--halt-every-ticks", "10", "--halt-ticks", "0"], "--halt-ticks must be >= 1"),
             (&["--b-drop-every", "1"], "--b-drop-every 1"),
             (&["--retrans-addr", "0.0.0.0:5000"], "--retrans-addr 0.0.0.0:5000"),
+            (&["--snapshot-group", "239.255.0.1"], "is a live line's group and port"),
+            (&["--snapshot-group", "10.1.1.1"], "--snapshot-group 10.1.1.1: not a multicast"),
+            (&["--snapshot-port", "9"], "--snapshot-port needs --snapshot-group"),
+            (&["--snapshot-rate", "0"], "--snapshot-rate 0"),
             (&["--retrans-ring-packets", "0"], "--retrans-ring-packets 0"),
             (&["--retrans-max-messages", "0"], "must be >= 1"),
             (&["--b-drop-every", "3"], "--b-*-every needs --line-b-group"),

@@ -10,6 +10,8 @@
 //! - [`sender`]: the multicast sockets (line A, optional line B), the
 //!   pacer, packetizing with `PacketBuilder`, heartbeats, per-line fault
 //!   injection, end of session.
+//! - [`snapshot`]: the snapshot channel: every symbol's full state in a
+//!   loop on its own group, paced in symbols per second.
 //! - [`report`]: [`Report`], what a session sent plus per-symbol ground truth.
 //! - [`retrans`]: the retransmission server (MoldUDP64 re-requests over
 //!   unicast UDP) and the ring of recent packets it answers from.
@@ -32,6 +34,7 @@ pub mod market;
 pub mod report;
 pub mod retrans;
 pub mod sender;
+pub mod snapshot;
 pub mod telemetry;
 
 use std::net::{SocketAddr, UdpSocket};
@@ -45,7 +48,7 @@ use tracing::info;
 
 pub use config::{ConfigError, SimConfig};
 pub use market::{Market, SymbolTruth};
-pub use report::{LineReport, Report, RetransReport};
+pub use report::{LineReport, Report, RetransReport, SnapshotReport};
 
 /// Runs one feed session: validates `cfg`, opens the socket, sends until
 /// `max_ticks`, `duration` or `shutdown`, ends the session and returns what

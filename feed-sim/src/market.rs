@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
-use quotecast_proto::feed::{Message, ReasonCode, Symbol, TradingState};
+use quotecast_proto::feed::{Message, ReasonCode, Symbol, SymbolSnapshot, TradingState};
 use quotecast_proto::PRICE_SCALE;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -79,6 +79,10 @@ pub struct SymbolTruth {
 #[derive(Debug, Clone)]
 struct SymState {
     symbol: Symbol,
+    /// `ts` of the last quote and of the last trade (0 = none), for
+    /// snapshots; kept out of [`SymbolTruth`] because they are wall clock.
+    quote_ts: u64,
+    trade_ts: u64,
     /// Anchor of the walk, in cents.
     anchor_cents: f64,
     /// Log deviation of the mid from the anchor.
@@ -148,6 +152,8 @@ impl Market {
                 let anchor_cents = (dollars * 100.0).round();
                 SymState {
                     symbol,
+                    quote_ts: 0,
+                    trade_ts: 0,
                     anchor_cents,
                     x: 0.0,
                     sigma: rng.random_range(1e-4..4e-4),
@@ -244,6 +250,34 @@ impl Market {
             .collect()
     }
 
+    /// The full state of the symbol at `index` (locate `index + 1`), as a
+    /// snapshot-channel message body reflecting every message sequenced up
+    /// to `feed_seq` (the caller's claim: the market has generated exactly
+    /// the messages sequenced so far).
+    ///
+    /// # Panics
+    /// If `index >= len()`.
+    pub fn snapshot(&self, index: usize, feed_seq: u64) -> SymbolSnapshot {
+        let s = &self.syms[index];
+        let t = &s.truth;
+        SymbolSnapshot {
+            locate: t.locate,
+            symbol: s.symbol,
+            feed_seq,
+            symbol_seq: t.symbol_seq,
+            state: t.trading_state,
+            reason: t.trading_reason,
+            quote_ts: s.quote_ts,
+            bid_px: t.bid_px,
+            bid_sz: t.bid_sz,
+            ask_px: t.ask_px,
+            ask_sz: t.ask_sz,
+            trade_ts: s.trade_ts,
+            last_px: t.last_px,
+            last_sz: t.last_sz,
+        }
+    }
+
     /// The ticker bound to `locate`, if any.
     pub fn symbol(&self, locate: u16) -> Option<Symbol> {
         self.syms.get(usize::from(locate).checked_sub(1)?).map(|s| s.symbol)
@@ -302,6 +336,7 @@ fn quote(s: &mut SymState, rng: &mut SmallRng, ts: u64) -> Message {
         spread += 1;
     }
     let bid_cents = (mid_cents - spread / 2).max(1);
+    s.quote_ts = ts;
     let t = &mut s.truth;
     t.bid_px = bid_cents * CENT;
     t.ask_px = (bid_cents + spread) * CENT;
@@ -319,6 +354,7 @@ fn quote(s: &mut SymState, rng: &mut SmallRng, ts: u64) -> Message {
 }
 
 fn trade(s: &mut SymState, rng: &mut SmallRng, ts: u64) -> Message {
+    s.trade_ts = ts;
     let t = &mut s.truth;
     let ticks_inside = (t.ask_px - t.bid_px) / CENT - 1;
     let u: f64 = rng.random();

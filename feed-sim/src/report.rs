@@ -75,6 +75,21 @@ pub struct Report {
     pub lines: Vec<LineReport>,
     /// What the retransmission server did, when it ran.
     pub retrans: Option<RetransReport>,
+    /// What the snapshot channel sent, when enabled.
+    pub snapshot: Option<SnapshotReport>,
+}
+
+/// What the snapshot channel sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotReport {
+    /// Cycles completed (begin, every symbol, end).
+    pub cycles: u64,
+    /// Symbol snapshots sent.
+    pub snapshots: u64,
+    /// Datagrams sent.
+    pub packets: u64,
+    /// UDP payload bytes sent.
+    pub bytes: u64,
 }
 
 /// Counts of the retransmission server over the session (and its linger).
@@ -196,6 +211,13 @@ impl fmt::Display for Report {
                 f,
                 "retrans      {} requests: {} answered ({} messages), {} gone, {} not yet, {} rate-limited, {} malformed, {} other session",
                 r.requests, r.answered, r.messages, r.gone, r.not_yet, r.rate_limited, r.malformed, r.foreign_session
+            )?;
+        }
+        if let Some(s) = &self.snapshot {
+            writeln!(
+                f,
+                "snapshots    {} cycles, {} symbol snapshots in {} packets ({} bytes)",
+                s.cycles, s.snapshots, s.packets, s.bytes
             )?;
         }
         if self.skipped_ticks > 0 {

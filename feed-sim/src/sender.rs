@@ -28,6 +28,7 @@ use crate::config::SimConfig;
 use crate::market::Market;
 use crate::report::{LineReport, Report};
 use crate::retrans::SharedRing;
+use crate::snapshot::SnapshotLoop;
 use crate::telemetry::{Handles, LineHandles};
 
 /// Ticks generated between two looks at the clock and the shutdown token.
@@ -74,6 +75,8 @@ pub struct Sockets {
     pub a: UdpSocket,
     /// Line B: `--line-b-group`/`--line-b-port`, if set.
     pub b: Option<UdpSocket>,
+    /// The snapshot channel: `--snapshot-group`/`--snapshot-port`, if set.
+    pub snapshot: Option<UdpSocket>,
 }
 
 impl Sockets {
@@ -83,7 +86,8 @@ impl Sockets {
     /// Any socket call failing.
     pub fn open(cfg: &SimConfig) -> io::Result<Sockets> {
         let b = cfg.line_b().map(|(g, p)| open_multicast(cfg, g, p)).transpose()?;
-        Ok(Sockets { a: open_socket(cfg)?, b })
+        let snapshot = cfg.snapshot().map(|(g, p)| open_multicast(cfg, g, p)).transpose()?;
+        Ok(Sockets { a: open_socket(cfg)?, b, snapshot })
     }
 }
 
@@ -381,6 +385,9 @@ impl Packetizer {
             Message::SymbolDirectory { .. } => self.pkt.directory += 1,
             Message::SystemEvent { .. } => self.pkt.system += 1,
             Message::TradingAction { .. } => self.pkt.actions += 1,
+            Message::SnapshotBegin { .. } | Message::SymbolSnapshot(_) | Message::SnapshotEnd { .. } => {
+                debug_assert!(false, "snapshot messages go on the snapshot channel only");
+            }
             Message::Quote { locate, .. } => {
                 self.pkt.quotes += 1;
                 self.locates.push(locate);
@@ -424,6 +431,12 @@ impl Packetizer {
         self.len = HEADER_LEN;
         self.opened = None;
         Ok(())
+    }
+
+    /// Sequence of the last message sequenced (pushed, sent or not); 0
+    /// before the first.
+    fn last_seq(&self) -> u64 {
+        self.builder.next_seq() + u64::from(self.builder.len()) - 1
     }
 
     /// When the current datagram must go out, if one is open.
@@ -484,6 +497,8 @@ pub(crate) fn send_loop(
         report: LineReport { name: name.to_owned(), ..LineReport::default() },
         m: LineHandles::new(name),
     };
+    let mut snapshots =
+        socks.snapshot.map(|s| SnapshotLoop::new(s, session, cfg.snapshot_rate, cfg.max_packet_bytes));
     let mut lines = vec![line("a", socks.a, cfg.line_faults(false))];
     if let Some(b) = socks.b {
         lines.push(line("b", b, cfg.line_faults(true)));
@@ -575,6 +590,9 @@ pub(crate) fn send_loop(
             ticks += batch;
         }
 
+        if let Some(s) = &mut snapshots {
+            s.emit(&market, out.last_seq(), t)?;
+        }
         if out.flush_deadline().is_some_and(|d| now >= d) {
             out.flush(now)?;
         }
@@ -600,9 +618,16 @@ pub(crate) fn send_loop(
             let short = (ticks + skipped + 1) as f64 - due;
             wake = wake.min(now + Duration::from_secs_f64((short / rate).clamp(0.0, 1.0)));
         }
-        for d in [out.flush_deadline(), heartbeat.map(|h| out.wire.last_packet + h), next_dir, deadline]
-            .into_iter()
-            .flatten()
+        let next_snapshot = snapshots.as_ref().map(|s| s.next_due(start));
+        for d in [
+            out.flush_deadline(),
+            heartbeat.map(|h| out.wire.last_packet + h),
+            next_dir,
+            deadline,
+            next_snapshot,
+        ]
+        .into_iter()
+        .flatten()
         {
             wake = wake.min(d);
         }
@@ -655,6 +680,7 @@ pub(crate) fn send_loop(
         recorded: out.recorded.take().unwrap_or_default(),
         lines,
         retrans: None,
+        snapshot: snapshots.as_ref().map(SnapshotLoop::report),
     })
 }
 

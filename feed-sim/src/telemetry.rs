@@ -34,6 +34,12 @@ pub const RETRANS_REQUESTS: &str = "feedsim_retrans_requests_total";
 pub const RETRANS_PACKETS: &str = "feedsim_retrans_packets_sent_total";
 /// Messages retransmitted.
 pub const RETRANS_MESSAGES: &str = "feedsim_retrans_messages_sent_total";
+/// Snapshot-channel cycles completed.
+pub const SNAPSHOT_CYCLES: &str = "feedsim_snapshot_cycles_total";
+/// Symbol snapshots sent on the snapshot channel.
+pub const SNAPSHOT_SYMBOLS: &str = "feedsim_snapshot_symbols_sent_total";
+/// Datagrams sent on the snapshot channel.
+pub const SNAPSHOT_PACKETS: &str = "feedsim_snapshot_packets_sent_total";
 /// Ticks per second the pacer aims at right now (0 = unlimited).
 pub const TICKS_TARGET: &str = "feedsim_ticks_per_second_target";
 
@@ -68,6 +74,9 @@ fn describe() {
     describe_counter!(RETRANS_REQUESTS, Unit::Count, "Retransmission requests, by result");
     describe_counter!(RETRANS_PACKETS, Unit::Count, "Datagrams sent by the retransmission server");
     describe_counter!(RETRANS_MESSAGES, Unit::Count, "Messages retransmitted");
+    describe_counter!(SNAPSHOT_CYCLES, Unit::Count, "Snapshot-channel cycles completed");
+    describe_counter!(SNAPSHOT_SYMBOLS, Unit::Count, "Symbol snapshots sent on the snapshot channel");
+    describe_counter!(SNAPSHOT_PACKETS, Unit::Count, "Datagrams sent on the snapshot channel");
     describe_gauge!(TICKS_TARGET, "Ticks per second the pacer aims at (0 = unlimited)");
 }
 

@@ -2,8 +2,8 @@
 //! what the codec produces, and its size tables must match the constants.
 
 use quotecast_proto::feed::{
-    Message, Packet, PacketBuilder, SessionId, FORMAT_VERSION, HEADER_LEN, QUOTE_LEN, SYMBOL_DIRECTORY_LEN,
-    SYSTEM_EVENT_LEN, TRADE_LEN, TRADING_ACTION_LEN,
+    Message, Packet, PacketBuilder, SessionId, FORMAT_VERSION, HEADER_LEN, QUOTE_LEN, SNAPSHOT_MARKER_LEN,
+    SYMBOL_DIRECTORY_LEN, SYMBOL_SNAPSHOT_LEN, SYSTEM_EVENT_LEN, TRADE_LEN, TRADING_ACTION_LEN,
 };
 
 fn doc() -> String {
@@ -50,6 +50,9 @@ fn size_tables_match_the_constants() {
     assert!(d.contains(&format!("### `T`: trade ({TRADE_LEN} bytes)")));
     assert!(d.contains(&format!("### `H`: trading action ({TRADING_ACTION_LEN} bytes)")));
     assert!(d.contains(&format!("### `S`: system event ({SYSTEM_EVENT_LEN} bytes)")));
+    assert!(d.contains(&format!("### `B`: snapshot cycle begin ({SNAPSHOT_MARKER_LEN} bytes)")));
+    assert!(d.contains(&format!("### `X`: symbol snapshot ({SYMBOL_SNAPSHOT_LEN} bytes)")));
+    assert!(d.contains(&format!("### `E`: snapshot cycle end ({SNAPSHOT_MARKER_LEN} bytes)")));
     // Each layout table's rows are contiguous and add up to the size.
     for (title, len) in [
         ("### Packet header", HEADER_LEN),
@@ -58,9 +61,14 @@ fn size_tables_match_the_constants() {
         ("### `T`", TRADE_LEN),
         ("### `H`", TRADING_ACTION_LEN),
         ("### `S`", SYSTEM_EVENT_LEN),
+        ("### `B`", SNAPSHOT_MARKER_LEN),
+        ("### `X`", SYMBOL_SNAPSHOT_LEN),
+        ("### `E`", SNAPSHOT_MARKER_LEN),
     ] {
         let section = &d[d.find(title).unwrap()..];
-        let section = &section[..section[4..].find("\n### ").map_or(section.len(), |i| i + 4)];
+        // Up to the next heading of the same or a higher level.
+        let end = ["\n### ", "\n## "].iter().filter_map(|h| section[4..].find(h)).min();
+        let section = &section[..end.map_or(section.len(), |i| i + 4)];
         let mut next = 0;
         for row in section.lines().filter(|l| l.starts_with("| ")) {
             let cells: Vec<&str> = row.split('|').map(str::trim).collect();

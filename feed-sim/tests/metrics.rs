@@ -46,6 +46,8 @@ async fn metrics_match_the_report() {
         line_b_group: Some(common::unique_group_port().0),
         retrans_addr: Some(retrans),
         retrans_linger_ms: 0,
+        snapshot_group: Some(common::unique_group_port().0),
+        snapshot_port: Some(common::unique_group_port().1),
         ..cfg
     };
     let report = feed_sim::run(cfg, CancellationToken::new()).await.unwrap();
@@ -80,6 +82,11 @@ async fn metrics_match_the_report() {
         assert_eq!(value(&text, &format!("feedsim_retrans_requests_total{{result=\"{result}\"}}")), 0.0);
     }
     assert_eq!(report.retrans, Some(feed_sim::RetransReport::default()));
+    let snap = report.snapshot.clone().unwrap();
+    assert_eq!(value(&text, "feedsim_snapshot_cycles_total"), snap.cycles as f64);
+    assert_eq!(value(&text, "feedsim_snapshot_symbols_sent_total"), snap.snapshots as f64);
+    assert_eq!(value(&text, "feedsim_snapshot_packets_sent_total"), snap.packets as f64);
+    assert!(snap.cycles > 0);
     // Line B drops every 4th packet on top of every 7th on both lines.
     assert!(report.lines[1].dropped_packets > report.lines[0].dropped_packets);
     assert_eq!(report.lines[0].dropped_packets, report.dropped_packets, "A's drops are the both-lines ones");

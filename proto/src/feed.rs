@@ -31,6 +31,10 @@ pub const TRADE_LEN: usize = 27;
 pub const TRADING_ACTION_LEN: usize = 16;
 /// Wire size of a [`Message::SystemEvent`] payload.
 pub const SYSTEM_EVENT_LEN: usize = 11;
+/// Wire size of a [`Message::SnapshotBegin`] or [`Message::SnapshotEnd`] payload.
+pub const SNAPSHOT_MARKER_LEN: usize = 15;
+/// Wire size of a [`Message::SymbolSnapshot`] payload.
+pub const SYMBOL_SNAPSHOT_LEN: usize = 80;
 
 /// Version of the feed format this codec speaks (`FEED_FORMAT.md`).
 ///
@@ -46,6 +50,9 @@ const TYPE_QUOTE: u8 = b'Q';
 const TYPE_TRADE: u8 = b'T';
 const TYPE_TRADING_ACTION: u8 = b'H';
 const TYPE_SYSTEM_EVENT: u8 = b'S';
+const TYPE_SNAPSHOT_BEGIN: u8 = b'B';
+const TYPE_SYMBOL_SNAPSHOT: u8 = b'X';
+const TYPE_SNAPSHOT_END: u8 = b'E';
 
 /// A feed session identifier: 10 ASCII bytes, space padded. A sender
 /// restart starts a new session, which restarts sequence numbers at 1.
@@ -282,6 +289,41 @@ impl SystemEventCode {
     }
 }
 
+/// The full state of one symbol on the snapshot channel, as of a live
+/// feed sequence: apply it, then the live messages after `feed_seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SymbolSnapshot {
+    /// Locate code (as bound by the directory).
+    pub locate: u16,
+    /// The ticker bound to it.
+    pub symbol: Symbol,
+    /// Live feed sequence this reflects: every live message with a
+    /// sequence `<= feed_seq` is included, none after it.
+    pub feed_seq: u64,
+    /// The symbol's last per-symbol sequence (0 = no quote or trade yet).
+    pub symbol_seq: u32,
+    /// Trading state after the symbol's last trading action.
+    pub state: TradingState,
+    /// Reason code of that action (spaces if none).
+    pub reason: ReasonCode,
+    /// Timestamp of the last quote (0 = none).
+    pub quote_ts: u64,
+    /// Best bid price (fixed-point; 0 = no quote yet).
+    pub bid_px: i64,
+    /// Best bid size.
+    pub bid_sz: u32,
+    /// Best ask price (fixed-point).
+    pub ask_px: i64,
+    /// Best ask size.
+    pub ask_sz: u32,
+    /// Timestamp of the last trade (0 = none).
+    pub trade_ts: u64,
+    /// Last trade price (fixed-point; 0 = no trade yet).
+    pub last_px: i64,
+    /// Last trade size.
+    pub last_sz: u32,
+}
+
 /// One feed message. Prices are fixed-point with [`PRICE_SCALE`]; `ts` is
 /// the exchange timestamp in nanoseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,6 +387,27 @@ pub enum Message {
         /// The feed format version the sender speaks ([`FORMAT_VERSION`]).
         version: u8,
     },
+    /// Snapshot channel: a cycle starts; `symbols` snapshots follow.
+    SnapshotBegin {
+        /// Cycle number, from 1, +1 per cycle.
+        cycle: u32,
+        /// Symbol snapshots in this cycle (every symbol once).
+        symbols: u16,
+        /// Live feed sequence when the cycle started (each snapshot has
+        /// its own).
+        feed_seq: u64,
+    },
+    /// Snapshot channel: one symbol's state.
+    SymbolSnapshot(SymbolSnapshot),
+    /// Snapshot channel: the cycle is complete.
+    SnapshotEnd {
+        /// The cycle's number (as in its begin).
+        cycle: u32,
+        /// Symbol snapshots sent in the cycle.
+        symbols: u16,
+        /// Live feed sequence when the cycle ended.
+        feed_seq: u64,
+    },
 }
 
 impl Message {
@@ -356,6 +419,8 @@ impl Message {
             Message::Trade { .. } => TRADE_LEN,
             Message::TradingAction { .. } => TRADING_ACTION_LEN,
             Message::SystemEvent { .. } => SYSTEM_EVENT_LEN,
+            Message::SnapshotBegin { .. } | Message::SnapshotEnd { .. } => SNAPSHOT_MARKER_LEN,
+            Message::SymbolSnapshot(_) => SYMBOL_SNAPSHOT_LEN,
         }
     }
 
@@ -398,6 +463,34 @@ impl Message {
                 out.push(event.to_byte());
                 out.push(version);
             }
+            Message::SnapshotBegin { cycle, symbols, feed_seq }
+            | Message::SnapshotEnd { cycle, symbols, feed_seq } => {
+                out.push(if matches!(self, Message::SnapshotBegin { .. }) {
+                    TYPE_SNAPSHOT_BEGIN
+                } else {
+                    TYPE_SNAPSHOT_END
+                });
+                out.extend_from_slice(&cycle.to_be_bytes());
+                out.extend_from_slice(&symbols.to_be_bytes());
+                out.extend_from_slice(&feed_seq.to_be_bytes());
+            }
+            Message::SymbolSnapshot(s) => {
+                out.push(TYPE_SYMBOL_SNAPSHOT);
+                out.extend_from_slice(&s.locate.to_be_bytes());
+                out.extend_from_slice(&s.symbol.wire());
+                out.extend_from_slice(&s.feed_seq.to_be_bytes());
+                out.extend_from_slice(&s.symbol_seq.to_be_bytes());
+                out.push(s.state.to_byte());
+                out.extend_from_slice(&s.reason.0);
+                out.extend_from_slice(&s.quote_ts.to_be_bytes());
+                out.extend_from_slice(&s.bid_px.to_be_bytes());
+                out.extend_from_slice(&s.bid_sz.to_be_bytes());
+                out.extend_from_slice(&s.ask_px.to_be_bytes());
+                out.extend_from_slice(&s.ask_sz.to_be_bytes());
+                out.extend_from_slice(&s.trade_ts.to_be_bytes());
+                out.extend_from_slice(&s.last_px.to_be_bytes());
+                out.extend_from_slice(&s.last_sz.to_be_bytes());
+            }
         }
     }
 
@@ -416,6 +509,8 @@ impl Message {
             TYPE_TRADE => TRADE_LEN,
             TYPE_TRADING_ACTION => TRADING_ACTION_LEN,
             TYPE_SYSTEM_EVENT => SYSTEM_EVENT_LEN,
+            TYPE_SNAPSHOT_BEGIN | TYPE_SNAPSHOT_END => SNAPSHOT_MARKER_LEN,
+            TYPE_SYMBOL_SNAPSHOT => SYMBOL_SNAPSHOT_LEN,
             other => return Err(DecodeError::UnknownType(other)),
         };
         if p.len() != want {
@@ -450,11 +545,41 @@ impl Message {
                 }
                 Message::TradingAction { locate, ts, state, reason: ReasonCode(reason) }
             }
-            _ => {
+            TYPE_SYSTEM_EVENT => {
                 let ts = r.u64();
                 let event = SystemEventCode::from_byte(r.u8())
                     .ok_or(DecodeError::BadValue { msg_type: ty, field: "event" })?;
                 Message::SystemEvent { ts, event, version: r.u8() }
+            }
+            TYPE_SNAPSHOT_BEGIN => {
+                Message::SnapshotBegin { cycle: r.u32(), symbols: r.u16(), feed_seq: r.u64() }
+            }
+            TYPE_SNAPSHOT_END => Message::SnapshotEnd { cycle: r.u32(), symbols: r.u16(), feed_seq: r.u64() },
+            _ => {
+                let (locate, symbol, feed_seq, symbol_seq) =
+                    (r.u16(), Symbol::from_wire(r.array())?, r.u64(), r.u32());
+                let state = TradingState::from_byte(r.u8())
+                    .ok_or(DecodeError::BadValue { msg_type: ty, field: "state" })?;
+                let reason = r.array();
+                if !ReasonCode::valid(&reason) {
+                    return Err(DecodeError::BadValue { msg_type: ty, field: "reason" });
+                }
+                Message::SymbolSnapshot(SymbolSnapshot {
+                    locate,
+                    symbol,
+                    feed_seq,
+                    symbol_seq,
+                    state,
+                    reason: ReasonCode(reason),
+                    quote_ts: r.u64(),
+                    bid_px: r.i64(),
+                    bid_sz: r.u32(),
+                    ask_px: r.i64(),
+                    ask_sz: r.u32(),
+                    trade_ts: r.u64(),
+                    last_px: r.i64(),
+                    last_sz: r.u32(),
+                })
             }
         })
     }
@@ -810,7 +935,29 @@ mod tests {
                 event: SystemEventCode::StartOfMarketHours,
                 version: FORMAT_VERSION,
             },
+            Message::SnapshotBegin { cycle: 1, symbols: 2, feed_seq: 99 },
+            Message::SymbolSnapshot(snapshot()),
+            Message::SnapshotEnd { cycle: 1, symbols: 2, feed_seq: 120 },
         ]
+    }
+
+    fn snapshot() -> SymbolSnapshot {
+        SymbolSnapshot {
+            locate: 0x0102,
+            symbol: sym("BRK.B"),
+            feed_seq: 0x0304,
+            symbol_seq: 0x0506,
+            state: TradingState::QuotationOnly,
+            reason: ReasonCode::from_text("T3"),
+            quote_ts: 7,
+            bid_px: 8,
+            bid_sz: 9,
+            ask_px: 10,
+            ask_sz: 11,
+            trade_ts: 12,
+            last_px: 13,
+            last_sz: 14,
+        }
     }
 
     /// Pins every size in FEED_FORMAT.md.
@@ -821,7 +968,10 @@ mod tests {
             m.encode(&mut v);
             assert_eq!(v.len(), m.wire_len(), "{m:?}");
         }
-        assert_eq!(samples().iter().map(Message::wire_len).collect::<Vec<_>>(), [11, 39, 27, 16, 11]);
+        assert_eq!(
+            samples().iter().map(Message::wire_len).collect::<Vec<_>>(),
+            [11, 39, 27, 16, 11, 15, 80, 15]
+        );
         assert_eq!(header(SessionId::from_text("A"), 1, 0).len(), 20);
         let mut b = PacketBuilder::new(SessionId::from_text("A"), 1, 1400);
         assert!(b.push(&samples()[1]));
@@ -893,6 +1043,27 @@ mod tests {
         assert_eq!(ReasonCode::from_text("A\nBCDE").0, *b"A?BC");
     }
 
+    /// Pins the snapshot-channel offsets written in FEED_FORMAT.md.
+    #[test]
+    fn snapshot_offsets() {
+        let mut v = Vec::new();
+        Message::SnapshotBegin { cycle: 0x0102_0304, symbols: 0x0506, feed_seq: 7 }.encode(&mut v);
+        assert_eq!(v, [b"B".as_slice(), &[1, 2, 3, 4, 5, 6], &[0, 0, 0, 0, 0, 0, 0, 7]].concat());
+        v.clear();
+        Message::SymbolSnapshot(snapshot()).encode(&mut v);
+        assert_eq!(v[..3], [b'X', 1, 2]);
+        assert_eq!(&v[3..11], b"BRK.B   ");
+        assert_eq!((v[17], v[18], v[21], v[22], v[23]), (3, 4, 5, 6, b'Q'));
+        assert_eq!(&v[24..28], b"T3  ");
+        // Each number field's last byte: quote_ts .. last_sz.
+        assert_eq!([v[35], v[43], v[47], v[55], v[59], v[67], v[75], v[79]], [7, 8, 9, 10, 11, 12, 13, 14]);
+        v[23] = b'?';
+        assert_eq!(
+            Message::decode(&v).unwrap_err(),
+            DecodeError::BadValue { msg_type: b'X', field: "state" }
+        );
+    }
+
     #[test]
     fn round_trip_every_message_type() {
         let mut b = PacketBuilder::new(SessionId::from_text("SESS01"), 42, 1400);
@@ -903,11 +1074,11 @@ mod tests {
         let p = Packet::decode(&bytes).unwrap();
         assert_eq!(p.session, SessionId::from_text("SESS01"));
         assert_eq!(p.seq, 42);
-        assert_eq!(p.kind, PacketKind::Data(5));
+        assert_eq!(p.kind, PacketKind::Data(8));
         let got: Vec<_> = p.messages().collect();
         let want: Vec<_> = samples().into_iter().enumerate().map(|(i, m)| (42 + i as u64, m)).collect();
         assert_eq!(got, want);
-        assert_eq!(b.next_seq(), 47);
+        assert_eq!(b.next_seq(), 50);
     }
 
     #[test]
@@ -1014,6 +1185,42 @@ mod tests {
                 ][e];
                 Message::SystemEvent { ts, event, version }
             }),
+            (any::<u32>(), any::<u16>(), any::<u64>(), any::<bool>()).prop_map(
+                |(cycle, symbols, feed_seq, end)| {
+                    if end {
+                        Message::SnapshotEnd { cycle, symbols, feed_seq }
+                    } else {
+                        Message::SnapshotBegin { cycle, symbols, feed_seq }
+                    }
+                }
+            ),
+            (
+                any::<u16>(),
+                "[A-Z0-9.-]{1,8}",
+                any::<u64>(),
+                any::<u32>(),
+                any::<[i64; 3]>(),
+                any::<[u32; 3]>(),
+                any::<[u64; 2]>()
+            )
+                .prop_map(|(locate, s, feed_seq, symbol_seq, px, sz, ts)| {
+                    Message::SymbolSnapshot(SymbolSnapshot {
+                        locate,
+                        symbol: sym(&s),
+                        feed_seq,
+                        symbol_seq,
+                        state: TradingState::Halted,
+                        reason: ReasonCode::from_text("LUDP"),
+                        quote_ts: ts[0],
+                        bid_px: px[0],
+                        bid_sz: sz[0],
+                        ask_px: px[1],
+                        ask_sz: sz[1],
+                        trade_ts: ts[1],
+                        last_px: px[2],
+                        last_sz: sz[2],
+                    })
+                }),
         ]
     }
 

@@ -569,6 +569,9 @@ impl Ingest {
             Message::SystemEvent { .. } => {
                 self.stats.system_events.fetch_add(1, Ordering::Relaxed);
             }
+            // Snapshot-channel messages never belong on a live line (and
+            // the gateway does not join the snapshot channel yet): ignored.
+            Message::SnapshotBegin { .. } | Message::SymbolSnapshot(_) | Message::SnapshotEnd { .. } => {}
         }
     }
 
