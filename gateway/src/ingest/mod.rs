@@ -563,8 +563,16 @@ impl Ingest {
                 q.last_sz = u64::from(sz);
                 self.commit(id, ts as i64, ts_recv, feed_seq);
             }
-            Message::TradingAction { .. } => {
+            Message::TradingAction { locate, state, .. } => {
                 self.stats.trading_actions.fetch_add(1, Ordering::Relaxed);
+                let Some(id) = self.locate(locate) else { return };
+                let q = &mut self.syms[id as usize].quote;
+                if q.trading_state != state {
+                    q.trading_state = state;
+                    // A state change, not an update: readers of the book see
+                    // it; no client is told yet (TODO(issue 9)).
+                    self.book.publish(id, Arc::new(q.clone()), false);
+                }
             }
             Message::SystemEvent { .. } => {
                 self.stats.system_events.fetch_add(1, Ordering::Relaxed);
@@ -783,6 +791,18 @@ mod tests {
         assert_eq!(stats.system_events.load(Ordering::Relaxed), 1);
         let q = ing.book.get(0).unwrap();
         assert_eq!((q.feed_symbol_seq, q.seq, q.last_px, q.bid_px), (2, 2, 150, 100));
+        assert_eq!(q.trading_state, TradingState::Trading, "halted, then resumed");
+        let halt = Message::TradingAction {
+            locate: 1,
+            ts: 6,
+            state: TradingState::Paused,
+            reason: ReasonCode::from_text("LUDP"),
+        };
+        assert!(b.push(&halt));
+        let p = b.finish().to_vec();
+        ing.on_datagram(&p, Instant::now(), 1);
+        let q = ing.book.get(0).unwrap();
+        assert_eq!((q.trading_state, q.seq), (TradingState::Paused, 2), "a state change is not an update");
     }
 
     #[test]
