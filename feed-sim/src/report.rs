@@ -105,7 +105,7 @@ pub struct RetransReport {
     pub not_yet: u64,
     /// Dropped: over the per-requester rate.
     pub rate_limited: u64,
-    /// Dropped: not a 20-byte request, or count 0.
+    /// Dropped: not a 20-byte request, or count 0 or 0xFFFF.
     pub malformed: u64,
     /// Dropped: another session.
     pub foreign_session: u64,

@@ -14,8 +14,8 @@
 //!                                                     receiver
 //! ```
 //!
-//! Request (exactly 20 bytes, the MoldUDP64 request layout): session (10),
-//! sequence (u64), count (u16). Answers (see `FEED_FORMAT.md`,
+//! Request ([`RetransRequest`], exactly 20 bytes, the MoldUDP64 request
+//! layout): session (10), sequence (u64), count (u16). Answers (see `FEED_FORMAT.md`,
 //! "Retransmission"):
 //! - the requested messages, at most `max_messages`, in datagrams with the
 //!   session's framing: one per original packet, trimmed to the range (an
@@ -37,13 +37,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use metrics::{counter, Counter};
-use quotecast_proto::feed::{header, SessionId, BLOCK_PREFIX_LEN, HEADER_LEN};
+use quotecast_proto::feed::{header, RetransRequest, SessionId, BLOCK_PREFIX_LEN, HEADER_LEN};
 use tokio_util::sync::CancellationToken;
 
 use crate::telemetry::{RETRANS_MESSAGES, RETRANS_PACKETS, RETRANS_REQUESTS};
-
-/// Bytes of a re-request: session (10), sequence (8), count (2).
-pub const REQUEST_LEN: usize = 20;
 
 /// Requesters remembered for rate limiting; beyond this, those whose
 /// window has passed are forgotten first (a flood of fresh source ports
@@ -194,7 +191,7 @@ pub struct Stats {
     pub not_yet: AtomicU64,
     /// Requests dropped: over the per-requester rate.
     pub rate_limited: AtomicU64,
-    /// Requests dropped: not 20 bytes, or count 0.
+    /// Requests dropped: not 20 bytes, or count 0 or 0xFFFF.
     pub malformed: AtomicU64,
     /// Requests dropped: another session id.
     pub foreign_session: AtomicU64,
@@ -287,17 +284,11 @@ pub fn serve(
             Err(e) => return Err(e),
         };
         stats.requests.fetch_add(1, Ordering::Relaxed);
-        if n != REQUEST_LEN {
+        let Ok(RetransRequest { session: req_session, seq, count }) = RetransRequest::decode(&buf[..n])
+        else {
             add(&stats.malformed, &m.malformed, 1);
             continue;
-        }
-        let req_session = SessionId(buf[..10].try_into().unwrap_or_default());
-        let seq = u64::from_be_bytes(buf[10..18].try_into().unwrap_or_default());
-        let count = u16::from_be_bytes([buf[18], buf[19]]);
-        if count == 0 {
-            add(&stats.malformed, &m.malformed, 1);
-            continue;
-        }
+        };
         if req_session != session {
             add(&stats.foreign_session, &m.foreign, 1);
             continue;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{join, test_config};
 use feed_sim::SimConfig;
-use quotecast_proto::feed::{header, Message, Packet, PacketKind, SessionId};
+use quotecast_proto::feed::{Message, Packet, PacketKind, RetransRequest, SessionId};
 use tokio_util::sync::CancellationToken;
 
 /// A requester socket on loopback with a short read timeout.
@@ -19,7 +19,7 @@ fn requester() -> UdpSocket {
 }
 
 fn request(s: &UdpSocket, to: SocketAddr, session: SessionId, seq: u64, count: u16) {
-    s.send_to(&header(session, seq, count), to).unwrap();
+    s.send_to(&RetransRequest { session, seq, count }.encode(), to).unwrap();
 }
 
 /// Every datagram that arrives on `s` until it is quiet for the timeout.

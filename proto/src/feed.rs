@@ -893,6 +893,55 @@ impl PacketBuilder {
     }
 }
 
+/// A MoldUDP64 retransmission request (`FEED_FORMAT.md`, "Retransmission"):
+/// `count` messages of `session` from `seq`, in the 20-byte header layout.
+///
+/// ```
+/// use quotecast_proto::feed::{RetransRequest, SessionId};
+/// let r = RetransRequest { session: SessionId::from_text("S1"), seq: 42, count: 3 };
+/// assert_eq!(RetransRequest::decode(&r.encode()), Ok(r));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetransRequest {
+    /// Session the messages belong to.
+    pub session: SessionId,
+    /// First message wanted.
+    pub seq: u64,
+    /// Messages wanted, `1..=0xFFFE`.
+    pub count: u16,
+}
+
+impl RetransRequest {
+    /// Bytes of a request.
+    pub const LEN: usize = HEADER_LEN;
+
+    /// The request datagram.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        header(self.session, self.seq, self.count)
+    }
+
+    /// Parses a request datagram.
+    ///
+    /// # Errors
+    /// [`DecodeError::ShortHeader`] or [`DecodeError::TrailingBytes`] for a
+    /// datagram that is not 20 bytes; [`DecodeError::BadValue`] for a count
+    /// of 0 or `0xFFFF`.
+    pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
+        if b.len() < HEADER_LEN {
+            return Err(DecodeError::ShortHeader(b.len()));
+        }
+        if b.len() > HEADER_LEN {
+            return Err(DecodeError::TrailingBytes(b.len() - HEADER_LEN));
+        }
+        let mut r = Reader(b);
+        let (session, seq, count) = (SessionId(r.array()), r.u64(), r.u16());
+        if count == 0 || count == END_OF_SESSION {
+            return Err(DecodeError::BadValue { msg_type: 0, field: "count" });
+        }
+        Ok(RetransRequest { session, seq, count })
+    }
+}
+
 /// A 20-byte header-only datagram (heartbeat: `count` 0; end: `END_OF_SESSION`).
 pub fn header(session: SessionId, seq: u64, count: u16) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
@@ -1062,6 +1111,20 @@ mod tests {
             Message::decode(&v).unwrap_err(),
             DecodeError::BadValue { msg_type: b'X', field: "state" }
         );
+    }
+
+    #[test]
+    fn retrans_requests() {
+        let r = RetransRequest { session: SessionId::from_text("S1"), seq: 7, count: 2 };
+        let b = r.encode();
+        assert_eq!(b, header(r.session, 7, 2));
+        assert_eq!(RetransRequest::decode(&b), Ok(r));
+        assert_eq!(RetransRequest::decode(&b[..19]), Err(DecodeError::ShortHeader(19)));
+        assert_eq!(RetransRequest::decode(&[&b[..], &[0]].concat()), Err(DecodeError::TrailingBytes(1)));
+        for count in [0, END_OF_SESSION] {
+            let bad = header(r.session, 7, count);
+            assert_eq!(RetransRequest::decode(&bad).unwrap_err().reason(), "bad_value");
+        }
     }
 
     #[test]
