@@ -179,7 +179,8 @@ pub struct SimConfig {
     pub retrans_addr: Option<SocketAddr>,
 
     /// Data packets the retransmission server keeps (the newest ones); a
-    /// request for anything older is answered "gone".
+    /// request for anything older is answered "gone". Memory: up to this
+    /// many × --max-packet-bytes (about 90 MB at the defaults).
     #[arg(long, env = "FEED_SIM_RETRANS_RING_PACKETS", default_value_t = 65_536)]
     pub retrans_ring_packets: usize,
 

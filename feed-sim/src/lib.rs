@@ -6,7 +6,8 @@
 //! - [`config`]: [`SimConfig`], the clap flags (`FEED_SIM_*` env) and their
 //!   validation; one struct for the CLI and for library callers.
 //! - [`market`]: [`Market`], the pure seeded model: tickers, a cent-grid
-//!   random walk, Zipf-skewed activity; produces [`Message`]s, no I/O.
+//!   random walk, Zipf-skewed activity, per-symbol sequences, seeded
+//!   halts; produces [`Message`]s and snapshots, no I/O.
 //! - [`sender`]: the multicast sockets (line A, optional line B), the
 //!   pacer, packetizing with `PacketBuilder`, heartbeats, per-line fault
 //!   injection, end of session.
@@ -19,10 +20,14 @@
 //!
 //! ```text
 //! SimConfig ─► run ─► spawn_blocking(send_loop)
-//!                       Market::next_tick ─► PacketBuilder ─► UDP multicast
-//!                       (directory at start and every interval; heartbeats
-//!                        when idle; 3 × end-of-session on stop)
-//!              ◄─ Report
+//!                       S(open) R… S(market open)
+//!                       Market::next_tick (+ H halts) ─► PacketBuilder ─► Wire ─► line A (multicast)
+//!                       (directory every interval;          │  per-line faults └─► line B (multicast)
+//!                        heartbeats when idle;              └─► retrans::Ring ◄── retrans::serve (own
+//!                        S(close) S(end), 3 × end of             thread, unicast 127.0.0.1)
+//!                        session on stop)
+//!                       SnapshotLoop::emit(market) ─► snapshot group (B X… E cycles)
+//!              ◄─ Report (+ per line, retransmission, snapshot counts)
 //! ```
 //!
 //! The wire format is specified in `proto/FEED_FORMAT.md`.

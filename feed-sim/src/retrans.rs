@@ -103,13 +103,16 @@ impl Ring {
         }
         let seq = u64::from_be_bytes(bytes[10..18].try_into().unwrap_or_default());
         let count = u16::from_be_bytes([bytes[18], bytes[19]]);
-        if self.packets.len() == self.capacity {
-            self.packets.pop_front();
-        }
-        if self.packets.is_empty() {
-            self.start = seq;
-        }
-        self.packets.push_back(Held { seq, count, bytes: bytes.to_vec() });
+        // Reuse the evicted packet's buffer: no allocation per packet once
+        // the ring is full.
+        let mut buf = if self.packets.len() == self.capacity {
+            self.packets.pop_front().map(|h| h.bytes).unwrap_or_default()
+        } else {
+            Vec::with_capacity(bytes.len())
+        };
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        self.packets.push_back(Held { seq, count, bytes: buf });
         self.start = self.packets.front().map_or(seq, |p| p.seq);
         self.end = seq + u64::from(count);
     }

@@ -497,8 +497,9 @@ pub(crate) fn send_loop(
         report: LineReport { name: name.to_owned(), ..LineReport::default() },
         m: LineHandles::new(name),
     };
-    let mut snapshots =
-        socks.snapshot.map(|s| SnapshotLoop::new(s, session, cfg.snapshot_rate, cfg.max_packet_bytes));
+    let mut snapshots = socks
+        .snapshot
+        .map(|s| SnapshotLoop::new(s, session, cfg.snapshot_rate, cfg.max_packet_bytes, cfg.symbols));
     let mut lines = vec![line("a", socks.a, cfg.line_faults(false))];
     if let Some(b) = socks.b {
         lines.push(line("b", b, cfg.line_faults(true)));

@@ -17,7 +17,9 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use metrics::{counter, Counter};
-use quotecast_proto::feed::{Message, PacketBuilder, SessionId};
+use quotecast_proto::feed::{
+    Message, PacketBuilder, SessionId, BLOCK_PREFIX_LEN, HEADER_LEN, SYMBOL_SNAPSHOT_LEN,
+};
 
 use crate::market::Market;
 use crate::report::SnapshotReport;
@@ -32,6 +34,9 @@ pub(crate) struct SnapshotLoop {
     rate: f64,
     /// Symbol snapshots owed-and-sent or skipped so far (pacing).
     paced: u64,
+    /// Snapshots sent together: what fills a datagram (or every symbol, if
+    /// fewer), so the channel sends full packets rather than one per symbol.
+    batch: u64,
     /// Index of the next symbol of the current cycle; 0 = a cycle begins.
     next: usize,
     /// Number of the current (or next) cycle, from 1.
@@ -49,8 +54,11 @@ struct Handles {
 impl SnapshotLoop {
     /// A loop sending on `sock` (connected to the snapshot group) at `rate`
     /// symbols per second, in datagrams of at most `max_len` bytes.
-    pub fn new(sock: UdpSocket, session: SessionId, rate: u64, max_len: usize) -> Self {
+    pub fn new(sock: UdpSocket, session: SessionId, rate: u64, max_len: usize, symbols: usize) -> Self {
+        let per_packet =
+            (max_len.saturating_sub(HEADER_LEN) / (BLOCK_PREFIX_LEN + SYMBOL_SNAPSHOT_LEN)).max(1);
         SnapshotLoop {
+            batch: per_packet.min(symbols.max(1)) as u64,
             sock,
             builder: PacketBuilder::new(session, 1, max_len),
             rate: rate.max(1) as f64,
@@ -66,13 +74,15 @@ impl SnapshotLoop {
         }
     }
 
-    /// When the next symbol snapshot is due, `start` being the session start.
+    /// When the next batch of symbol snapshots is due, `start` being the
+    /// session start.
     pub fn next_due(&self, start: Instant) -> Instant {
-        start + Duration::from_secs_f64((self.paced + 1) as f64 / self.rate)
+        start + Duration::from_secs_f64((self.paced + self.batch) as f64 / self.rate)
     }
 
-    /// Sends the symbol snapshots due by `t` seconds into the session, each
-    /// reflecting the live feed up to `feed_seq`. A backlog of more than
+    /// Sends the symbol snapshots due by `t` seconds into the session (once
+    /// a datagram's worth is due), each reflecting the live feed up to
+    /// `feed_seq`. A backlog of more than
     /// one cycle (a stalled sender) is skipped, not sent in a burst.
     ///
     /// # Errors
@@ -85,7 +95,7 @@ impl SnapshotLoop {
             self.paced += owed - n as u64;
             owed = n as u64;
         }
-        if owed == 0 {
+        if owed < self.batch {
             return Ok(());
         }
         let symbols = n as u16;
