@@ -12,6 +12,8 @@ use clap::Parser;
 use quotecast_proto::feed::{BLOCK_PREFIX_LEN, HEADER_LEN, MAX_PACKET_LEN, QUOTE_LEN};
 use thiserror::Error;
 
+use crate::sender::Faults;
+
 /// Exit status for a bad flag or environment value (BSD `EX_USAGE`), so
 /// scripts can tell "you called me wrong" from "I failed while running".
 pub const EX_USAGE: u8 = 64;
@@ -116,19 +118,115 @@ pub struct SimConfig {
     #[arg(long, env = "FEED_SIM_DIRECTORY_INTERVAL_MS", default_value_t = 1000)]
     pub directory_interval_ms: u64,
 
-    /// Fault injection: skip every Nth data packet (its sequence numbers are
-    /// still used, so receivers see a gap); 0 = off.
+    /// Line B: also send every packet, identically, to this multicast group
+    /// (like an exchange's A/B feeds); default: line A only.
+    #[arg(long, env = "FEED_SIM_LINE_B_GROUP")]
+    pub line_b_group: Option<Ipv4Addr>,
+
+    /// UDP port of line B (default: --port). Group and port must not both
+    /// equal line A's.
+    #[arg(long, env = "FEED_SIM_LINE_B_PORT")]
+    pub line_b_port: Option<u16>,
+
+    /// Fault injection on BOTH lines: skip every Nth data packet (its
+    /// sequence numbers are still used, so receivers see a gap even when
+    /// they take A and B); 0 = off. With one line, line A.
     #[arg(long, env = "FEED_SIM_DROP_EVERY", default_value_t = 0)]
     pub drop_every: u64,
 
-    /// Fault injection: send every Nth data packet twice; 0 = off.
+    /// Fault injection on both lines: send every Nth data packet twice; 0 = off.
     #[arg(long, env = "FEED_SIM_DUP_EVERY", default_value_t = 0)]
     pub dup_every: u64,
 
-    /// Fault injection: hold every Nth data packet and send it after the
-    /// next one; 0 = off.
+    /// Fault injection on both lines: hold every Nth data packet and send it
+    /// after the next one; 0 = off.
     #[arg(long, env = "FEED_SIM_REORDER_EVERY", default_value_t = 0)]
     pub reorder_every: u64,
+
+    /// Fault injection on line A only: skip every Nth data packet (N counts
+    /// data packets of the session, the same on both lines, so the packet
+    /// is still on line B); 0 = off. Adds to --drop-every.
+    #[arg(long, env = "FEED_SIM_A_DROP_EVERY", default_value_t = 0)]
+    pub a_drop_every: u64,
+
+    /// Fault injection on line A only: send every Nth data packet twice.
+    #[arg(long, env = "FEED_SIM_A_DUP_EVERY", default_value_t = 0)]
+    pub a_dup_every: u64,
+
+    /// Fault injection on line A only: send every Nth data packet after the
+    /// next one.
+    #[arg(long, env = "FEED_SIM_A_REORDER_EVERY", default_value_t = 0)]
+    pub a_reorder_every: u64,
+
+    /// Fault injection on line B only (needs --line-b-group): skip every
+    /// Nth data packet.
+    #[arg(long, env = "FEED_SIM_B_DROP_EVERY", default_value_t = 0)]
+    pub b_drop_every: u64,
+
+    /// Fault injection on line B only: send every Nth data packet twice.
+    #[arg(long, env = "FEED_SIM_B_DUP_EVERY", default_value_t = 0)]
+    pub b_dup_every: u64,
+
+    /// Fault injection on line B only: send every Nth data packet after the
+    /// next one.
+    #[arg(long, env = "FEED_SIM_B_REORDER_EVERY", default_value_t = 0)]
+    pub b_reorder_every: u64,
+
+    /// Serve MoldUDP64-style retransmission requests (unicast UDP) on this
+    /// address, e.g. 127.0.0.1:31010; default: no retransmission server.
+    /// Keep it on 127.0.0.1 unless other hosts must reach it.
+    #[arg(long, env = "FEED_SIM_RETRANS_ADDR")]
+    pub retrans_addr: Option<SocketAddr>,
+
+    /// Data packets the retransmission server keeps (the newest ones); a
+    /// request for anything older is answered "gone". Memory: up to this
+    /// many × --max-packet-bytes (about 90 MB at the defaults).
+    #[arg(long, env = "FEED_SIM_RETRANS_RING_PACKETS", default_value_t = 65_536)]
+    pub retrans_ring_packets: usize,
+
+    /// Most messages one retransmission request gets; the answer covers the
+    /// first ones of the range (ask again for the rest).
+    #[arg(long, env = "FEED_SIM_RETRANS_MAX_MESSAGES", default_value_t = 2_000)]
+    pub retrans_max_messages: u16,
+
+    /// Most retransmission requests per second from one requester
+    /// (ip:port); more are dropped unanswered and counted.
+    #[arg(long, env = "FEED_SIM_RETRANS_MAX_REQUESTS_PER_SEC", default_value_t = 100)]
+    pub retrans_max_requests_per_sec: u32,
+
+    /// Keep answering retransmission requests this long after the end of
+    /// session, in milliseconds, so the last packets can still be filled.
+    #[arg(long, env = "FEED_SIM_RETRANS_LINGER_MS", default_value_t = 1_000)]
+    pub retrans_linger_ms: u64,
+
+    /// Snapshot channel: loop the full state of every symbol on this
+    /// multicast group (MDP3-style snapshot loop for late joiners and
+    /// recovery); default: off.
+    #[arg(long, env = "FEED_SIM_SNAPSHOT_GROUP")]
+    pub snapshot_group: Option<Ipv4Addr>,
+
+    /// UDP port of the snapshot channel (default: --port). Group and port
+    /// must differ from both lines'.
+    #[arg(long, env = "FEED_SIM_SNAPSHOT_PORT")]
+    pub snapshot_port: Option<u16>,
+
+    /// Snapshot channel pace, in symbol snapshots per second: a cycle of N
+    /// symbols takes N / rate seconds.
+    #[arg(long, env = "FEED_SIM_SNAPSHOT_RATE", default_value_t = 5_000)]
+    pub snapshot_rate: u64,
+
+    /// Seeded trading halts: after every Nth tick one trading symbol is
+    /// halted (ITCH 'H' state H, reason T1) or paused (state P, reason LUDP),
+    /// chosen from --seed; no quotes or trades for it until it resumes.
+    /// Counted in ticks, not time, so the stream depends only on the seed;
+    /// 0 = no halts.
+    #[arg(long, env = "FEED_SIM_HALT_EVERY_TICKS", default_value_t = 0)]
+    pub halt_every_ticks: u64,
+
+    /// How long a halt lasts, in ticks of the whole market; then the symbol
+    /// resumes (state T).
+    #[arg(long, env = "FEED_SIM_HALT_TICKS", default_value_t = 5_000)]
+    pub halt_ticks: u64,
 
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9101
     /// (default: no metrics endpoint).
@@ -166,6 +264,24 @@ impl Default for SimConfig {
             drop_every: 0,
             dup_every: 0,
             reorder_every: 0,
+            line_b_group: None,
+            line_b_port: None,
+            a_drop_every: 0,
+            a_dup_every: 0,
+            a_reorder_every: 0,
+            b_drop_every: 0,
+            b_dup_every: 0,
+            b_reorder_every: 0,
+            snapshot_group: None,
+            snapshot_port: None,
+            snapshot_rate: 5_000,
+            retrans_addr: None,
+            retrans_ring_packets: 65_536,
+            retrans_max_messages: 2_000,
+            retrans_max_requests_per_sec: 100,
+            retrans_linger_ms: 1_000,
+            halt_every_ticks: 0,
+            halt_ticks: 5_000,
             metrics_addr: None,
             record: false,
         }
@@ -206,6 +322,18 @@ pub enum ConfigError {
     /// `--drop-every 1` or `--reorder-every 1`.
     #[error("--{0} 1: would affect every packet; use 0 (off) or >= 2")]
     BadFaultPeriod(&'static str),
+    /// Line B flags that cannot work.
+    #[error("line B: {0}")]
+    BadLineB(String),
+    /// Snapshot flags that cannot work.
+    #[error("snapshot channel: {0}")]
+    BadSnapshot(String),
+    /// Retransmission flags that cannot work.
+    #[error("retransmission: {0}")]
+    BadRetrans(String),
+    /// Halt flags that cannot work.
+    #[error("halts: {0}")]
+    BadHalts(&'static str),
     /// `--session` that does not fit the 10-byte field.
     #[error("--session {0:?}: must be 1-10 printable ASCII characters without spaces")]
     BadSession(String),
@@ -246,11 +374,45 @@ impl SimConfig {
             return Err(ConfigError::BadPacketBytes(self.max_packet_bytes));
         }
         self.validate_burst()?;
-        if self.drop_every == 1 {
-            return Err(ConfigError::BadFaultPeriod("drop-every"));
+        for (flag, v) in [
+            ("drop-every", self.drop_every),
+            ("reorder-every", self.reorder_every),
+            ("a-drop-every", self.a_drop_every),
+            ("a-reorder-every", self.a_reorder_every),
+            ("b-drop-every", self.b_drop_every),
+            ("b-reorder-every", self.b_reorder_every),
+        ] {
+            if v == 1 {
+                return Err(ConfigError::BadFaultPeriod(flag));
+            }
         }
-        if self.reorder_every == 1 {
-            return Err(ConfigError::BadFaultPeriod("reorder-every"));
+        self.validate_line_b()?;
+        self.validate_snapshot()?;
+        if let Some(a) = self.retrans_addr {
+            if a.ip().is_unspecified() || a.ip().is_multicast() {
+                return Err(ConfigError::BadRetrans(format!(
+                    "--retrans-addr {a}: must be a unicast address of this host, e.g. 127.0.0.1:31010"
+                )));
+            }
+        }
+        if self.retrans_ring_packets == 0 || self.retrans_ring_packets > 1 << 24 {
+            return Err(ConfigError::BadRetrans(format!(
+                "--retrans-ring-packets {}: must be 1..=16777216",
+                self.retrans_ring_packets
+            )));
+        }
+        if self.retrans_max_messages == 0 || self.retrans_max_requests_per_sec == 0 {
+            return Err(ConfigError::BadRetrans(
+                "--retrans-max-messages and --retrans-max-requests-per-sec must be >= 1".into(),
+            ));
+        }
+        if self.halt_every_ticks > 0 {
+            if self.halt_ticks == 0 {
+                return Err(ConfigError::BadHalts("--halt-ticks must be >= 1"));
+            }
+            if self.symbols < 2 {
+                return Err(ConfigError::BadHalts("--halt-every-ticks needs --symbols >= 2"));
+            }
         }
         if let Some(s) = &self.session {
             if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_graphic()) {
@@ -258,6 +420,86 @@ impl SimConfig {
             }
         }
         Ok(())
+    }
+
+    fn validate_line_b(&self) -> Result<(), ConfigError> {
+        let Some((group, port)) = self.line_b() else {
+            if self.line_b_port.is_some() {
+                return Err(ConfigError::BadLineB("--line-b-port needs --line-b-group".into()));
+            }
+            if self.line_faults(true) != Faults::default() {
+                return Err(ConfigError::BadLineB("--b-*-every needs --line-b-group".into()));
+            }
+            return Ok(());
+        };
+        if !group.is_multicast() {
+            return Err(ConfigError::BadLineB(format!("--line-b-group {group}: not a multicast address")));
+        }
+        if port == 0 {
+            return Err(ConfigError::BadLineB("--line-b-port 0: must be 1..=65535".into()));
+        }
+        if (group, port) == (self.group, self.port) {
+            return Err(ConfigError::BadLineB(format!(
+                "{group}:{port} is line A's group and port; give line B its own"
+            )));
+        }
+        Ok(())
+    }
+
+    fn validate_snapshot(&self) -> Result<(), ConfigError> {
+        if self.snapshot_rate == 0 {
+            return Err(ConfigError::BadSnapshot("--snapshot-rate 0: must be >= 1 symbol per second".into()));
+        }
+        let Some((group, port)) = self.snapshot() else {
+            if self.snapshot_port.is_some() {
+                return Err(ConfigError::BadSnapshot("--snapshot-port needs --snapshot-group".into()));
+            }
+            return Ok(());
+        };
+        if !group.is_multicast() {
+            return Err(ConfigError::BadSnapshot(format!(
+                "--snapshot-group {group}: not a multicast address"
+            )));
+        }
+        if port == 0 {
+            return Err(ConfigError::BadSnapshot("--snapshot-port 0: must be 1..=65535".into()));
+        }
+        if (group, port) == (self.group, self.port) || Some((group, port)) == self.line_b() {
+            return Err(ConfigError::BadSnapshot(format!("{group}:{port} is a live line's group and port")));
+        }
+        Ok(())
+    }
+
+    /// The snapshot channel's group and port, when enabled.
+    pub fn snapshot(&self) -> Option<(Ipv4Addr, u16)> {
+        self.snapshot_group.map(|g| (g, self.snapshot_port.unwrap_or(self.port)))
+    }
+
+    /// Line B's group and port, when enabled.
+    pub fn line_b(&self) -> Option<(Ipv4Addr, u16)> {
+        self.line_b_group.map(|g| (g, self.line_b_port.unwrap_or(self.port)))
+    }
+
+    /// Faults of the old flags, which apply to every line.
+    pub(crate) fn both_faults(&self) -> Faults {
+        Faults { drop_every: self.drop_every, dup_every: self.dup_every, reorder_every: self.reorder_every }
+    }
+
+    /// Faults of line A only (`b` false) or line B only (`b` true).
+    pub(crate) fn line_faults(&self, b: bool) -> Faults {
+        if b {
+            Faults {
+                drop_every: self.b_drop_every,
+                dup_every: self.b_dup_every,
+                reorder_every: self.b_reorder_every,
+            }
+        } else {
+            Faults {
+                drop_every: self.a_drop_every,
+                dup_every: self.a_dup_every,
+                reorder_every: self.a_reorder_every,
+            }
+        }
     }
 
     fn validate_burst(&self) -> Result<(), ConfigError> {
@@ -367,6 +609,20 @@ mod tests {
             (&["--drop-every", "1"], "--drop-every 1"),
             (&["--reorder-every", "1"], "--reorder-every 1"),
             (&["--session", "ELEVENCHARS"], "--session \"ELEVENCHARS\""),
+            (&["--halt-every-ticks", "10", "--halt-ticks", "0"], "--halt-ticks must be >= 1"),
+            (&["--b-drop-every", "1"], "--b-drop-every 1"),
+            (&["--retrans-addr", "0.0.0.0:5000"], "--retrans-addr 0.0.0.0:5000"),
+            (&["--snapshot-group", "239.255.0.1"], "is a live line's group and port"),
+            (&["--snapshot-group", "10.1.1.1"], "--snapshot-group 10.1.1.1: not a multicast"),
+            (&["--snapshot-port", "9"], "--snapshot-port needs --snapshot-group"),
+            (&["--snapshot-rate", "0"], "--snapshot-rate 0"),
+            (&["--retrans-ring-packets", "0"], "--retrans-ring-packets 0"),
+            (&["--retrans-max-messages", "0"], "must be >= 1"),
+            (&["--b-drop-every", "3"], "--b-*-every needs --line-b-group"),
+            (&["--line-b-port", "3"], "--line-b-port needs --line-b-group"),
+            (&["--line-b-group", "10.0.0.1"], "--line-b-group 10.0.0.1: not a multicast"),
+            (&["--line-b-group", "239.255.0.1"], "line A's group and port"),
+            (&["--halt-every-ticks", "10", "--symbols", "1"], "--symbols >= 2"),
             (&["--session", "A B"], "--session \"A B\""),
         ];
         for (args, want) in cases {
@@ -385,6 +641,8 @@ mod tests {
             &["--max-packet-bytes", "65000", "--dup-every", "1", "--drop-every", "2"],
             &["--burst-every-ms", "100", "--burst-len-ms", "100", "--burst-multiplier", "0.5"],
             &["--session", "ABCDEFGHIJ", "--rate", "0", "--duration", "1.5s"],
+            &["--line-b-group", "239.255.0.2", "--b-drop-every", "2", "--a-dup-every", "1"],
+            &["--line-b-group", "239.255.0.1", "--line-b-port", "31002"],
         ];
         for args in ok {
             let cfg = parse(args).unwrap();

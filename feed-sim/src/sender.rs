@@ -9,22 +9,27 @@
 //! Pace::due(elapsed) ─► Market::next_tick ─► Packetizer (PacketBuilder)
 //!                                              │ full / flush_us / end
 //!                                              ▼
-//!                                  Wire: drop? hold? send, dup?, release held
+//!                                  Wire: per line (A, optional B):
+//!                                    drop? hold? send, dup?, release held
 //! ```
 
 use std::io;
-use std::net::{SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use quotecast_proto::feed::{header, Message, PacketBuilder, SessionId, HEADER_LEN};
+use quotecast_proto::feed::{
+    header, Message, PacketBuilder, SessionId, SystemEventCode, FORMAT_VERSION, HEADER_LEN,
+};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::config::SimConfig;
 use crate::market::Market;
-use crate::report::Report;
-use crate::telemetry::Handles;
+use crate::report::{LineReport, Report};
+use crate::retrans::SharedRing;
+use crate::snapshot::SnapshotLoop;
+use crate::telemetry::{Handles, LineHandles};
 
 /// Ticks generated between two looks at the clock and the shutdown token.
 /// About one 1400-byte packet's worth: the clock read is amortised, and
@@ -60,6 +65,38 @@ const SEND_BUFFER: usize = 4 << 20;
 /// Any socket call failing, e.g. an `--interface` address this host does
 /// not have.
 pub fn open_socket(cfg: &SimConfig) -> io::Result<UdpSocket> {
+    open_multicast(cfg, cfg.group, cfg.port)
+}
+
+/// The sockets a session sends on: line A always, line B when configured.
+#[derive(Debug)]
+pub struct Sockets {
+    /// Line A: `--group`/`--port`.
+    pub a: UdpSocket,
+    /// Line B: `--line-b-group`/`--line-b-port`, if set.
+    pub b: Option<UdpSocket>,
+    /// The snapshot channel: `--snapshot-group`/`--snapshot-port`, if set.
+    pub snapshot: Option<UdpSocket>,
+}
+
+impl Sockets {
+    /// Opens every line `cfg` asks for, each like [`open_socket`].
+    ///
+    /// # Errors
+    /// Any socket call failing.
+    pub fn open(cfg: &SimConfig) -> io::Result<Sockets> {
+        let b = cfg.line_b().map(|(g, p)| open_multicast(cfg, g, p)).transpose()?;
+        let snapshot = cfg.snapshot().map(|(g, p)| open_multicast(cfg, g, p)).transpose()?;
+        Ok(Sockets { a: open_socket(cfg)?, b, snapshot })
+    }
+}
+
+/// A sender socket to `group:port` with `cfg`'s interface and TTL (see
+/// [`open_socket`]).
+///
+/// # Errors
+/// Any socket call failing.
+pub fn open_multicast(cfg: &SimConfig, group: Ipv4Addr, port: u16) -> io::Result<UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_multicast_if_v4(&cfg.interface)?;
     s.set_multicast_ttl_v4(cfg.ttl)?;
@@ -67,7 +104,7 @@ pub fn open_socket(cfg: &SimConfig) -> io::Result<UdpSocket> {
     // Best effort: a smaller buffer only means more blocking in send.
     let _ = s.set_send_buffer_size(SEND_BUFFER);
     s.bind(&SockAddr::from(SocketAddrV4::new(cfg.interface, 0)))?;
-    s.connect(&SockAddr::from(SocketAddrV4::new(cfg.group, cfg.port)))?;
+    s.connect(&SockAddr::from(SocketAddrV4::new(group, port)))?;
     Ok(s.into())
 }
 
@@ -132,39 +169,40 @@ impl Pace {
     }
 }
 
-/// The socket end: fault injection, counting, and the one place bytes
-/// are written.
-struct Wire {
+/// Fault periods of one line: every Nth data packet (N counted over all
+/// data packets of the session, so both lines agree on which packet is
+/// "the Nth"); 0 = off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Faults {
+    pub drop_every: u64,
+    pub dup_every: u64,
+    pub reorder_every: u64,
+}
+
+/// One multicast line (A or B): its socket, its fault injection, its
+/// counts. Every line gets every packet; only faults differ.
+struct Line {
     sock: UdpSocket,
-    m: Handles,
-    drop_every: u64,
-    dup_every: u64,
-    reorder_every: u64,
-    /// Data packets handed to the wire so far (the N in "every Nth").
-    data_packets: u64,
-    /// A data packet held back by `--reorder-every`; reused buffer.
+    /// Faults of this line, and the "both lines" ones from the old flags.
+    own: Faults,
+    both: Faults,
+    /// A data packet held back by reorder; reused buffer.
     held: Vec<u8>,
     /// `Some(dup)` while `held` holds a packet; `dup` = send it twice.
     holding: Option<bool>,
-    /// Last time a packet left, from the sender's point of view (a packet
-    /// dropped on purpose counts: the sender believes it sent it).
-    last_packet: Instant,
-    packets: u64,
-    bytes: u64,
-    heartbeats: u64,
-    dropped_packets: u64,
-    dropped_messages: u64,
-    duplicated_packets: u64,
-    reordered_packets: u64,
-    /// Per locate, quotes and trades lost in dropped packets.
-    dropped_updates: Vec<u64>,
+    report: LineReport,
+    m: LineHandles,
 }
 
 fn nth(every: u64, n: u64) -> bool {
     every > 0 && n % every == 0
 }
 
-impl Wire {
+impl Line {
+    fn hits(&self, n: u64, f: impl Fn(&Faults) -> u64) -> bool {
+        nth(f(&self.own), n) || nth(f(&self.both), n)
+    }
+
     fn send_raw(&mut self, b: &[u8]) -> io::Result<()> {
         loop {
             match self.sock.send(b) {
@@ -173,50 +211,45 @@ impl Wire {
                 Err(e) => return Err(e),
             }
         }
-        self.packets += 1;
-        self.bytes += b.len() as u64;
+        self.report.packets += 1;
+        self.report.bytes += b.len() as u64;
         self.m.packets.increment(1);
         self.m.bytes.increment(b.len() as u64);
+        self.m.all_packets.increment(1);
+        self.m.all_bytes.increment(b.len() as u64);
         Ok(())
     }
 
-    /// Sends one finished data packet through the fault injectors.
-    /// `locates` lists the symbols of its quotes and trades, for the
-    /// delivered-updates ground truth.
-    fn send_data(&mut self, bytes: &[u8], count: u16, locates: &[u16], now: Instant) -> io::Result<()> {
-        self.data_packets += 1;
-        self.last_packet = now;
-        let n = self.data_packets;
-        if nth(self.drop_every, n) {
-            self.dropped_packets += 1;
-            self.dropped_messages += u64::from(count);
-            for &l in locates {
-                self.dropped_updates[usize::from(l)] += 1;
-            }
+    /// Sends data packet number `n` through this line's fault injectors;
+    /// returns false when it was dropped on purpose.
+    fn send_data(&mut self, bytes: &[u8], count: u16, n: u64) -> io::Result<bool> {
+        if self.hits(n, |f| f.drop_every) {
+            self.report.dropped_packets += 1;
+            self.report.dropped_messages += u64::from(count);
             self.m.drops.increment(1);
-            return Ok(());
+            return Ok(false);
         }
-        let dup = nth(self.dup_every, n);
-        if nth(self.reorder_every, n) && self.holding.is_none() {
+        let dup = self.hits(n, |f| f.dup_every);
+        if self.hits(n, |f| f.reorder_every) && self.holding.is_none() {
             self.held.clear();
             self.held.extend_from_slice(bytes);
             self.holding = Some(dup);
-            return Ok(());
+            return Ok(true);
         }
         self.send_counted(bytes, dup)?;
         if self.holding.is_some() {
-            self.reordered_packets += 1;
+            self.report.reordered_packets += 1;
             self.m.reorders.increment(1);
             self.release_held()?;
         }
-        Ok(())
+        Ok(true)
     }
 
     fn send_counted(&mut self, bytes: &[u8], dup: bool) -> io::Result<()> {
         self.send_raw(bytes)?;
         if dup {
             self.send_raw(bytes)?;
-            self.duplicated_packets += 1;
+            self.report.duplicated_packets += 1;
             self.m.dups.increment(1);
         }
         Ok(())
@@ -234,10 +267,69 @@ impl Wire {
         }
         Ok(())
     }
+}
+
+/// The socket end: every line, counting, and the one place bytes are
+/// written.
+struct Wire {
+    lines: Vec<Line>,
+    m: Handles,
+    /// Data packets handed to the wire so far (the N in "every Nth").
+    data_packets: u64,
+    /// Last time a packet left, from the sender's point of view (a packet
+    /// dropped on purpose counts: the sender believes it sent it).
+    last_packet: Instant,
+    heartbeats: u64,
+    /// Data packets dropped on every line (a real gap for any receiver).
+    lost_packets: u64,
+    lost_messages: u64,
+    /// Per locate, quotes and trades lost on every line.
+    dropped_updates: Vec<u64>,
+    /// Every data packet as sequenced (before faults), for retransmission.
+    ring: Option<SharedRing>,
+}
+
+impl Wire {
+    /// Sends a header-only packet (heartbeat, end of session) on every
+    /// line, after any held packet.
+    fn send_all(&mut self, b: &[u8]) -> io::Result<()> {
+        for l in &mut self.lines {
+            l.release_held()?;
+            l.send_raw(b)?;
+        }
+        Ok(())
+    }
+
+    fn release_held(&mut self) -> io::Result<()> {
+        self.lines.iter_mut().try_for_each(Line::release_held)
+    }
+
+    /// Sends one finished data packet on every line through its fault
+    /// injectors. `locates` lists the symbols of its quotes and trades, for
+    /// the delivered-updates ground truth.
+    fn send_data(&mut self, bytes: &[u8], count: u16, locates: &[u16], now: Instant) -> io::Result<()> {
+        self.data_packets += 1;
+        self.last_packet = now;
+        if let Some(r) = &self.ring {
+            r.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(bytes);
+        }
+        let n = self.data_packets;
+        let mut delivered = false;
+        for l in &mut self.lines {
+            delivered |= l.send_data(bytes, count, n)?;
+        }
+        if !delivered {
+            self.lost_packets += 1;
+            self.lost_messages += u64::from(count);
+            for &l in locates {
+                self.dropped_updates[usize::from(l)] += 1;
+            }
+        }
+        Ok(())
+    }
 
     fn heartbeat(&mut self, session: SessionId, next_seq: u64, now: Instant) -> io::Result<()> {
-        self.release_held()?;
-        self.send_raw(&header(session, next_seq, 0))?;
+        self.send_all(&header(session, next_seq, 0))?;
         self.heartbeats += 1;
         self.m.heartbeats.increment(1);
         self.last_packet = now;
@@ -249,6 +341,8 @@ impl Wire {
 #[derive(Debug, Default, Clone, Copy)]
 struct TypeCounts {
     directory: u64,
+    system: u64,
+    actions: u64,
     quotes: u64,
     trades: u64,
 }
@@ -289,6 +383,11 @@ impl Packetizer {
         }
         match msg {
             Message::SymbolDirectory { .. } => self.pkt.directory += 1,
+            Message::SystemEvent { .. } => self.pkt.system += 1,
+            Message::TradingAction { .. } => self.pkt.actions += 1,
+            Message::SnapshotBegin { .. } | Message::SymbolSnapshot(_) | Message::SnapshotEnd { .. } => {
+                debug_assert!(false, "snapshot messages go on the snapshot channel only");
+            }
             Message::Quote { locate, .. } => {
                 self.pkt.quotes += 1;
                 self.locates.push(locate);
@@ -318,6 +417,10 @@ impl Packetizer {
         self.wire.send_data(bytes, count, &self.locates, now)?;
         let (p, m) = (self.pkt, &self.wire.m);
         m.directory.increment(p.directory);
+        m.system.increment(p.system);
+        m.actions.increment(p.actions);
+        self.total.system += p.system;
+        self.total.actions += p.actions;
         m.quotes.increment(p.quotes);
         m.trades.increment(p.trades);
         self.total.directory += p.directory;
@@ -328,6 +431,12 @@ impl Packetizer {
         self.len = HEADER_LEN;
         self.opened = None;
         Ok(())
+    }
+
+    /// Sequence of the last message sequenced (pushed, sent or not); 0
+    /// before the first.
+    fn last_seq(&self) -> u64 {
+        self.builder.next_seq() + u64::from(self.builder.len()) - 1
     }
 
     /// When the current datagram must go out, if one is open.
@@ -364,34 +473,47 @@ impl Clock {
 pub(crate) fn send_loop(
     cfg: &SimConfig,
     session: SessionId,
-    sock: UdpSocket,
+    socks: Sockets,
+    ring: Option<SharedRing>,
     shutdown: &CancellationToken,
 ) -> io::Result<Report> {
     let clock = Clock::new();
     let start = clock.start;
-    let mut market = Market::new(cfg.seed, cfg.symbols, cfg.zipf, cfg.trade_ratio);
+    let mut market = Market::new(cfg.seed, cfg.symbols, cfg.zipf, cfg.trade_ratio).with_halts(
+        cfg.seed,
+        cfg.halt_every_ticks,
+        cfg.halt_ticks,
+    );
     let directory = market.directory();
     let pace = Pace::new(cfg);
     let m = Handles::new();
     m.target.set(pace.rate_at(0.0));
-    let wire = Wire {
+    let line = |name: &'static str, sock: UdpSocket, own: Faults| Line {
         sock,
-        m,
-        drop_every: cfg.drop_every,
-        dup_every: cfg.dup_every,
-        reorder_every: cfg.reorder_every,
-        data_packets: 0,
+        own,
+        both: cfg.both_faults(),
         held: Vec::with_capacity(cfg.max_packet_bytes),
         holding: None,
+        report: LineReport { name: name.to_owned(), ..LineReport::default() },
+        m: LineHandles::new(name),
+    };
+    let mut snapshots = socks
+        .snapshot
+        .map(|s| SnapshotLoop::new(s, session, cfg.snapshot_rate, cfg.max_packet_bytes, cfg.symbols));
+    let mut lines = vec![line("a", socks.a, cfg.line_faults(false))];
+    if let Some(b) = socks.b {
+        lines.push(line("b", b, cfg.line_faults(true)));
+    }
+    let wire = Wire {
+        lines,
+        m,
+        data_packets: 0,
         last_packet: start,
-        packets: 0,
-        bytes: 0,
         heartbeats: 0,
-        dropped_packets: 0,
-        dropped_messages: 0,
-        duplicated_packets: 0,
-        reordered_packets: 0,
+        lost_packets: 0,
+        lost_messages: 0,
         dropped_updates: vec![0; cfg.symbols + 1],
+        ring,
     };
     let mut out = Packetizer {
         builder: PacketBuilder::new(session, 1, cfg.max_packet_bytes),
@@ -410,9 +532,12 @@ pub(crate) fn send_loop(
     let deadline = cfg.duration.map(|d| start + d);
     let max_ticks = cfg.max_ticks.unwrap_or(u64::MAX);
 
+    let event = |ts, event| Message::SystemEvent { ts, event, version: FORMAT_VERSION };
+    out.push(event(clock.ts(start), SystemEventCode::StartOfMessages), start)?;
     for d in &directory {
         out.push(*d, start)?;
     }
+    out.push(event(clock.ts(start), SystemEventCode::StartOfMarketHours), start)?;
     let mut next_dir = dir_every.map(|i| start + i);
     let mut ticks = 0u64;
     let mut skipped = 0u64;
@@ -457,11 +582,18 @@ pub(crate) fn send_loop(
         if batch > 0 {
             let ts = clock.ts(now);
             for _ in 0..batch {
-                out.push(market.next_tick(ts), now)?;
+                let tick = market.next_tick(ts);
+                while let Some(action) = market.take_status() {
+                    out.push(action, now)?;
+                }
+                out.push(tick, now)?;
             }
             ticks += batch;
         }
 
+        if let Some(s) = &mut snapshots {
+            s.emit(&market, out.last_seq(), t)?;
+        }
         if out.flush_deadline().is_some_and(|d| now >= d) {
             out.flush(now)?;
         }
@@ -487,9 +619,16 @@ pub(crate) fn send_loop(
             let short = (ticks + skipped + 1) as f64 - due;
             wake = wake.min(now + Duration::from_secs_f64((short / rate).clamp(0.0, 1.0)));
         }
-        for d in [out.flush_deadline(), heartbeat.map(|h| out.wire.last_packet + h), next_dir, deadline]
-            .into_iter()
-            .flatten()
+        let next_snapshot = snapshots.as_ref().map(|s| s.next_due(start));
+        for d in [
+            out.flush_deadline(),
+            heartbeat.map(|h| out.wire.last_packet + h),
+            next_dir,
+            deadline,
+            next_snapshot,
+        ]
+        .into_iter()
+        .flatten()
         {
             wake = wake.min(d);
         }
@@ -501,11 +640,13 @@ pub(crate) fn send_loop(
     }
 
     let now = Instant::now();
+    out.push(event(clock.ts(now), SystemEventCode::EndOfMarketHours), now)?;
+    out.push(event(clock.ts(now), SystemEventCode::EndOfMessages), now)?;
     out.flush(now)?;
     out.wire.release_held()?;
     let eos = out.builder.end_of_session();
     for _ in 0..END_OF_SESSION_COPIES {
-        out.wire.send_raw(&eos)?;
+        out.wire.send_all(&eos)?;
     }
     let elapsed = start.elapsed();
 
@@ -515,25 +656,32 @@ pub(crate) fn send_loop(
     }
     let w = &out.wire;
     let total = out.total;
+    let lines: Vec<LineReport> = w.lines.iter().map(|l| l.report.clone()).collect();
+    let sum = |f: fn(&LineReport) -> u64| lines.iter().map(f).sum::<u64>();
     Ok(Report {
         session,
-        packets: w.packets,
+        packets: sum(|l| l.packets),
         messages: out.builder.next_seq() - 1,
         quotes: total.quotes,
         trades: total.trades,
         directory: total.directory,
+        system_events: total.system,
+        trading_actions: total.actions,
         heartbeats: w.heartbeats,
-        bytes: w.bytes,
-        dropped_packets: w.dropped_packets,
-        dropped_messages: w.dropped_messages,
-        duplicated_packets: w.duplicated_packets,
-        reordered_packets: w.reordered_packets,
+        bytes: sum(|l| l.bytes),
+        dropped_packets: w.lost_packets,
+        dropped_messages: w.lost_messages,
+        duplicated_packets: sum(|l| l.duplicated_packets),
+        reordered_packets: sum(|l| l.reordered_packets),
         skipped_ticks: skipped,
         first_seq: 1,
         next_seq: out.builder.next_seq(),
         elapsed,
         last,
         recorded: out.recorded.take().unwrap_or_default(),
+        lines,
+        retrans: None,
+        snapshot: snapshots.as_ref().map(SnapshotLoop::report),
     })
 }
 

@@ -48,7 +48,21 @@ fn help_lists_env_names_and_exits_0() {
     let out = feed_sim().arg("--help").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--rate", "--drop-every", "FEED_SIM_GROUP", "FEED_SIM_METRICS_ADDR", "239.255.0.1"] {
+    for flag in [
+        "--rate",
+        "--drop-every",
+        "FEED_SIM_GROUP",
+        "FEED_SIM_METRICS_ADDR",
+        "239.255.0.1",
+        "--line-b-group",
+        "--a-drop-every",
+        "--b-drop-every",
+        "--retrans-addr",
+        "FEED_SIM_RETRANS_RING_PACKETS",
+        "--snapshot-group",
+        "--snapshot-rate",
+        "--halt-every-ticks",
+    ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
     assert!(!help.contains("--record"), "--record is a hidden test flag");
@@ -104,4 +118,26 @@ fn sigterm_ends_the_session_cleanly() {
     let mut stdout = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
     assert!(stdout.contains("session      TERM1"), "{stdout}");
+}
+
+#[test]
+fn every_channel_at_once_prints_its_report_lines() {
+    let (group, port) = unique_group_port();
+    let (b, _) = unique_group_port();
+    let (snap, snap_port) = unique_group_port();
+    let retrans = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let out = feed_sim()
+        .args(["--group", &group.to_string(), "--port", &port.to_string(), "--line-b-group", &b.to_string()])
+        .args(["--snapshot-group", &snap.to_string(), "--snapshot-port", &snap_port.to_string()])
+        .args(["--retrans-addr", &retrans.to_string(), "--retrans-linger-ms", "0"])
+        .args(["--rate", "20000", "--max-ticks", "5000", "--halt-every-ticks", "1000", "--session", "CLI2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = String::from_utf8_lossy(&out.stdout);
+    for want in
+        ["line a", "line b", "retrans      0 requests", "snapshots    ", "4 system events, 5 trading actions"]
+    {
+        assert!(report.contains(want), "{want:?} missing from {report}");
+    }
 }

@@ -2,7 +2,8 @@
 //! what the codec produces, and its size tables must match the constants.
 
 use quotecast_proto::feed::{
-    Message, Packet, PacketBuilder, SessionId, HEADER_LEN, QUOTE_LEN, SYMBOL_DIRECTORY_LEN, TRADE_LEN,
+    Message, Packet, PacketBuilder, SessionId, FORMAT_VERSION, HEADER_LEN, QUOTE_LEN, SNAPSHOT_MARKER_LEN,
+    SYMBOL_DIRECTORY_LEN, SYMBOL_SNAPSHOT_LEN, SYSTEM_EVENT_LEN, TRADE_LEN, TRADING_ACTION_LEN,
 };
 
 fn doc() -> String {
@@ -29,31 +30,45 @@ fn example_bytes(doc: &str) -> Vec<u8> {
 #[test]
 fn worked_example_is_what_the_codec_encodes() {
     let mut b = PacketBuilder::new(SessionId::from_text("S1"), 42, 1400);
-    assert!(b.push(&Message::Trade { locate: 7, ts: 5, px: 1_234_500, sz: 100 }));
+    assert!(b.push(&Message::Trade { locate: 7, symbol_seq: 3, ts: 5, px: 1_234_500, sz: 100 }));
     let want = b.finish().to_vec();
     let got = example_bytes(&doc());
     assert_eq!(got, want, "FEED_FORMAT.md example differs from the codec");
-    assert_eq!(got.len(), 45);
-    assert!(doc().contains("45 bytes in all"));
+    assert_eq!(got.len(), 49);
+    assert!(doc().contains("49 bytes in all"));
     assert_eq!(Packet::decode(&got).unwrap().messages().next().unwrap().0, 42);
 }
 
 #[test]
 fn size_tables_match_the_constants() {
     let d = doc();
+    assert!(d.starts_with(&format!("# quotecast feed wire format, version {FORMAT_VERSION}\n")));
+    assert!(d.contains(&format!("This document describes **format version {FORMAT_VERSION}**")));
     assert!(d.contains(&format!("### Packet header ({HEADER_LEN} bytes")));
     assert!(d.contains(&format!("### `R`: symbol directory ({SYMBOL_DIRECTORY_LEN} bytes)")));
     assert!(d.contains(&format!("### `Q`: quote ({QUOTE_LEN} bytes)")));
     assert!(d.contains(&format!("### `T`: trade ({TRADE_LEN} bytes)")));
+    assert!(d.contains(&format!("### `H`: trading action ({TRADING_ACTION_LEN} bytes)")));
+    assert!(d.contains(&format!("### `S`: system event ({SYSTEM_EVENT_LEN} bytes)")));
+    assert!(d.contains(&format!("### `B`: snapshot cycle begin ({SNAPSHOT_MARKER_LEN} bytes)")));
+    assert!(d.contains(&format!("### `X`: symbol snapshot ({SYMBOL_SNAPSHOT_LEN} bytes)")));
+    assert!(d.contains(&format!("### `E`: snapshot cycle end ({SNAPSHOT_MARKER_LEN} bytes)")));
     // Each layout table's rows are contiguous and add up to the size.
     for (title, len) in [
         ("### Packet header", HEADER_LEN),
         ("### `R`", SYMBOL_DIRECTORY_LEN),
         ("### `Q`", QUOTE_LEN),
         ("### `T`", TRADE_LEN),
+        ("### `H`", TRADING_ACTION_LEN),
+        ("### `S`", SYSTEM_EVENT_LEN),
+        ("### `B`", SNAPSHOT_MARKER_LEN),
+        ("### `X`", SYMBOL_SNAPSHOT_LEN),
+        ("### `E`", SNAPSHOT_MARKER_LEN),
     ] {
         let section = &d[d.find(title).unwrap()..];
-        let section = &section[..section[4..].find("\n### ").map_or(section.len(), |i| i + 4)];
+        // Up to the next heading of the same or a higher level.
+        let end = ["\n### ", "\n## "].iter().filter_map(|h| section[4..].find(h)).min();
+        let section = &section[..end.map_or(section.len(), |i| i + 4)];
         let mut next = 0;
         for row in section.lines().filter(|l| l.starts_with("| ")) {
             let cells: Vec<&str> = row.split('|').map(str::trim).collect();

@@ -7,9 +7,9 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{book, data, decode_all, receive, test_config, Got};
+use common::{book, data, decode_all, receive, receive_on, test_config, unique_group_port, Got};
 use feed_sim::{ConfigError, Market, Report, SimConfig};
-use quotecast_proto::feed::{Message, PacketKind, SessionId};
+use quotecast_proto::feed::{Message, PacketKind, SessionId, SystemEventCode, TradingState, FORMAT_VERSION};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -32,12 +32,14 @@ fn assert_clean_end(report: &Report, got: &[Got]) {
 
 fn ticks_only(ms: impl IntoIterator<Item = Message>) -> Vec<Message> {
     ms.into_iter()
-        .filter(|m| !matches!(m, Message::SymbolDirectory { .. }))
+        .filter(|m| matches!(m, Message::Quote { .. } | Message::Trade { .. }))
         .map(|m| match m {
-            Message::Quote { locate, bid_px, bid_sz, ask_px, ask_sz, .. } => {
-                Message::Quote { locate, ts: 0, bid_px, bid_sz, ask_px, ask_sz }
+            Message::Quote { locate, symbol_seq, bid_px, bid_sz, ask_px, ask_sz, .. } => {
+                Message::Quote { locate, symbol_seq, ts: 0, bid_px, bid_sz, ask_px, ask_sz }
             }
-            Message::Trade { locate, px, sz, .. } => Message::Trade { locate, ts: 0, px, sz },
+            Message::Trade { locate, symbol_seq, px, sz, .. } => {
+                Message::Trade { locate, symbol_seq, ts: 0, px, sz }
+            }
             d => d,
         })
         .collect()
@@ -83,8 +85,21 @@ async fn clean_session_delivers_exactly_the_recorded_stream() {
 
     let received: Vec<(u64, Message)> = data(&got).iter().flat_map(|g| g.msgs.iter().copied()).collect();
     assert_eq!(received, report.recorded, "received stream differs from the recorded one");
-    // The directory arrives first, locates 1..=300 in order.
-    for (i, (_, m)) in received[..300].iter().enumerate() {
+    // Start of messages, then the directory (locates 1..=300 in order),
+    // then the market opens; it closes and messages end just before the
+    // end of session.
+    let event = |m: &Message| match *m {
+        Message::SystemEvent { event, version, .. } => Some((event, version)),
+        _ => None,
+    };
+    assert_eq!(event(&received[0].1), Some((SystemEventCode::StartOfMessages, FORMAT_VERSION)));
+    assert_eq!(event(&received[301].1), Some((SystemEventCode::StartOfMarketHours, FORMAT_VERSION)));
+    let n = received.len();
+    assert_eq!(event(&received[n - 2].1), Some((SystemEventCode::EndOfMarketHours, FORMAT_VERSION)));
+    assert_eq!(event(&received[n - 1].1), Some((SystemEventCode::EndOfMessages, FORMAT_VERSION)));
+    assert_eq!(received.iter().filter(|(_, m)| event(m).is_some()).count(), 4);
+    assert_eq!((report.system_events, report.trading_actions), (4, 0));
+    for (i, (_, m)) in received[1..301].iter().enumerate() {
         assert!(
             matches!(m, Message::SymbolDirectory { locate, .. } if usize::from(*locate) == i + 1),
             "{m:?}"
@@ -93,12 +108,26 @@ async fn clean_session_delivers_exactly_the_recorded_stream() {
 
     assert_eq!(report.ticks(), 20_000);
     assert_eq!(report.messages, report.next_seq - 1);
-    assert_eq!(report.messages, report.quotes + report.trades + report.directory);
+    assert_eq!(report.messages, report.quotes + report.trades + report.directory + 4);
     assert!(report.directory >= 300 && report.directory % 300 == 0);
     assert_eq!(report.last.len(), 300);
     assert!(report.last.values().all(|t| t.updates == t.updates_delivered));
     let msgs: Vec<Message> = received.iter().map(|(_, m)| *m).collect();
     assert_truth_matches(&report, &msgs);
+
+    // Per symbol, the wire numbers quotes and trades 1, 2, 3, ... and the
+    // report's ground truth ends at the last one sent.
+    let mut per_symbol: std::collections::BTreeMap<u16, u32> = Default::default();
+    for m in &msgs {
+        if let Message::Quote { locate, symbol_seq, .. } | Message::Trade { locate, symbol_seq, .. } = *m {
+            let last = per_symbol.entry(locate).or_default();
+            assert_eq!(symbol_seq, *last + 1, "locate {locate}: per-symbol sequence not contiguous");
+            *last = symbol_seq;
+        }
+    }
+    for t in report.last.values() {
+        assert_eq!(per_symbol.get(&t.locate).copied().unwrap_or(0), t.symbol_seq, "locate {}", t.locate);
+    }
 
     // The wire carries exactly the pure model's stream (timestamps aside).
     let mut m = Market::new(42, 300, 1.1, 0.1);
@@ -254,8 +283,12 @@ async fn idle_feed_sends_heartbeats_with_the_next_sequence() {
     assert!(heartbeats >= 5, "{heartbeats} heartbeats");
     // At 20 ticks/s with a 200 us flush, every tick goes out on its own.
     let tick_packets: Vec<_> = data(&got).into_iter().skip(1).collect();
+    // (The last one also carries the closing system events, pushed right
+    // after the last tick.)
     assert_eq!(tick_packets.len(), 6, "{tick_packets:?}");
-    assert!(tick_packets.iter().all(|g| g.count() == 1));
+    let is_tick = |m: &Message| matches!(m, Message::Quote { .. } | Message::Trade { .. });
+    assert!(tick_packets.iter().all(|g| g.msgs.iter().filter(|(_, m)| is_tick(m)).count() == 1));
+    assert!(tick_packets[..5].iter().all(|g| g.count() == 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,7 +372,7 @@ async fn small_packets_respect_the_limit_and_fill_up() {
     assert_clean_end(&report, &got);
     assert!(got.iter().all(|g| g.len <= 200));
     let pkts = data(&got);
-    // (200 - 20) / (2 + 35) = 4 quotes; with trades (25 bytes) up to 7.
+    // (200 - 20) / (2 + 39) = 4 quotes; with trades (29 bytes) up to 6.
     let full = pkts.iter().filter(|g| g.count() >= 4).count();
     assert!(full * 10 >= pkts.len() * 9, "{full} of {} packets full at rate 0", pkts.len());
     let received: Vec<_> = pkts.iter().flat_map(|g| g.msgs.iter().copied()).collect();
@@ -352,4 +385,103 @@ async fn run_rejects_a_bad_config_before_sending() {
         .await
         .expect_err("ttl 300");
     assert_eq!(err.downcast_ref::<ConfigError>(), Some(&ConfigError::BadTtl(300)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_halts_silence_their_symbols_until_resumed() {
+    let cfg = SimConfig {
+        seed: 8,
+        symbols: 50,
+        max_ticks: Some(20_000),
+        rate: 200_000,
+        halt_every_ticks: 2_000,
+        halt_ticks: 1_500,
+        ..test_config("HALT1")
+    };
+    let (report, got) = run_and_capture(cfg).await;
+    assert_clean_end(&report, &got);
+    let received: Vec<(u64, Message)> = data(&got).iter().flat_map(|g| g.msgs.iter().copied()).collect();
+    assert_eq!(received, report.recorded);
+    let mut state = std::collections::BTreeMap::<u16, TradingState>::new();
+    let mut actions = 0;
+    for (_, m) in &received {
+        match *m {
+            Message::TradingAction { locate, state: s, .. } => {
+                actions += 1;
+                state.insert(locate, s);
+            }
+            Message::Quote { locate, .. } | Message::Trade { locate, .. } => {
+                assert_eq!(state.get(&locate).copied().unwrap_or_default(), TradingState::Trading, "{m:?}");
+            }
+            _ => {}
+        }
+    }
+    // 10 halts (ticks 2000, 4000, ..., 20000), 9 of them lifted in time.
+    assert_eq!(actions, 19);
+    assert_eq!(report.trading_actions, 19);
+    assert_eq!(report.messages, report.ticks() + report.directory + 4 + 19);
+    for t in report.last.values() {
+        assert_eq!(t.trading_state, state.get(&t.locate).copied().unwrap_or_default());
+    }
+    assert_eq!(report.last.values().filter(|t| t.trading_state != TradingState::Trading).count(), 1);
+}
+
+/// Runs `cfg` (which must have line B) capturing both lines.
+async fn run_and_capture_ab(cfg: SimConfig) -> (Report, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let (bg, bp) = cfg.line_b().expect("line B configured");
+    let (ra, rb) = (receive(&cfg, WAIT), receive_on(bg, bp, WAIT));
+    let report = feed_sim::run(cfg, CancellationToken::new()).await.expect("run");
+    (report, ra.join().unwrap(), rb.join().unwrap())
+}
+
+fn line_b(cfg: SimConfig) -> SimConfig {
+    let (g, p) = unique_group_port();
+    SimConfig { line_b_group: Some(g), line_b_port: Some(p), ..cfg }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_b_carries_every_packet_identically() {
+    let cfg = line_b(SimConfig { seed: 6, max_ticks: Some(10_000), rate: 200_000, ..test_config("AB1") });
+    let (report, a, b) = run_and_capture_ab(cfg).await;
+    assert_eq!(a, b, "line B differs from line A");
+    assert_eq!(report.lines.len(), 2);
+    assert_eq!(report.lines[0].packets, a.len() as u64);
+    assert_eq!(report.lines[1].packets, b.len() as u64);
+    assert_eq!(report.packets, 2 * a.len() as u64);
+    let got = decode_all(&a);
+    assert_clean_end(&report, &got);
+    let received: Vec<_> = data(&got).iter().flat_map(|g| g.msgs.iter().copied()).collect();
+    assert_eq!(received, report.recorded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_on_line_a_only_is_present_on_line_b() {
+    let cfg = line_b(SimConfig {
+        seed: 7,
+        max_ticks: Some(10_000),
+        rate: 200_000,
+        a_drop_every: 5,
+        b_dup_every: 3,
+        ..test_config("AB2")
+    });
+    let (report, a, b) = run_and_capture_ab(cfg).await;
+    let (ga, gb) = (decode_all(&a), decode_all(&b));
+    let seqs = |g: &[Got]| data(g).iter().map(|p| p.seq).collect::<HashSet<u64>>();
+    let (sa, sb) = (seqs(&ga), seqs(&gb));
+    let only_b: Vec<u64> = sb.difference(&sa).copied().collect();
+    assert!(sa.is_subset(&sb), "line A has a packet line B lacks");
+    assert_eq!(only_b.len() as u64, report.lines[0].dropped_packets);
+    assert!(only_b.len() > 20, "{} drops", only_b.len());
+    assert_eq!((report.lines[1].dropped_packets, report.dropped_packets, report.dropped_messages), (0, 0, 0));
+    assert!(report.last.values().all(|t| t.updates == t.updates_delivered), "B delivered everything");
+    // Line B alone, duplicates dropped, is the whole session.
+    let mut seen = HashSet::new();
+    let from_b: Vec<(u64, Message)> =
+        data(&gb).into_iter().filter(|g| seen.insert(g.seq)).flat_map(|g| g.msgs.iter().copied()).collect();
+    assert_eq!(from_b, report.recorded);
+    assert_eq!(
+        report.lines[1].duplicated_packets,
+        (gb.len() - seen.len() - 3 - report.heartbeats as usize) as u64
+    );
+    assert_eq!(report.lines[0].duplicated_packets, 0);
 }

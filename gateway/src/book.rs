@@ -12,7 +12,7 @@
 //! symbol appears.
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use quotecast_proto::feed::Symbol;
+use quotecast_proto::feed::{Symbol, TradingState};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -60,6 +60,15 @@ pub struct Quote {
     pub ts_recv: i64,
     /// Feed sequence number of the message that made the last update.
     pub feed_seq: u64,
+    /// The feed's per-symbol sequence (`symbol_seq`, format v2) of the
+    /// message that made the last update; 0 until the first. Stored only:
+    /// `seq` is still the gateway's own counter.
+    pub feed_symbol_seq: u32,
+    /// Trading state from the feed's last `H` for this symbol (`Trading`
+    /// until one arrives). Kept in the book only so far.
+    // TODO(issue 9): send it to clients (snapshots and changes), reset it
+    // on a new feed session, recover it from the snapshot channel.
+    pub trading_state: TradingState,
     /// The gateway cannot vouch for this value (gap, feed down, restart).
     pub stale: bool,
 }
@@ -80,6 +89,8 @@ impl Quote {
             ts_event: 0,
             ts_recv: 0,
             feed_seq: 0,
+            feed_symbol_seq: 0,
+            trading_state: TradingState::Trading,
             stale: false,
         }
     }

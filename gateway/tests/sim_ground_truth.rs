@@ -51,17 +51,18 @@ fn history(recorded: &[(u64, Message)]) -> HashMap<String, Vec<Truth>> {
             Message::SymbolDirectory { locate, symbol } => {
                 names.insert(locate, symbol.as_str().to_string());
             }
-            Message::Quote { locate, ts, bid_px, bid_sz, ask_px, ask_sz } => {
+            Message::Quote { locate, ts, bid_px, bid_sz, ask_px, ask_sz, .. } => {
                 let t = cur.entry(locate).or_default();
                 (t.bid_px, t.bid_sz, t.ask_px, t.ask_sz, t.ts_event) =
                     (bid_px, u64::from(bid_sz), ask_px, u64::from(ask_sz), ts as i64);
                 out.entry(names[&locate].clone()).or_default().push(*t);
             }
-            Message::Trade { locate, ts, px, sz } => {
+            Message::Trade { locate, ts, px, sz, .. } => {
                 let t = cur.entry(locate).or_default();
                 (t.last_px, t.last_sz, t.ts_event) = (px, u64::from(sz), ts as i64);
                 out.entry(names[&locate].clone()).or_default().push(*t);
             }
+            _ => {}
         }
     }
     out

@@ -23,13 +23,36 @@ pub const MAX_PACKET_LEN: usize = 65_000;
 /// Wire size of a [`Message::SymbolDirectory`] payload.
 pub const SYMBOL_DIRECTORY_LEN: usize = 11;
 /// Wire size of a [`Message::Quote`] payload.
-pub const QUOTE_LEN: usize = 35;
+pub const QUOTE_LEN: usize = 39;
 /// Wire size of a [`Message::Trade`] payload.
-pub const TRADE_LEN: usize = 23;
+pub const TRADE_LEN: usize = 27;
+
+/// Wire size of a [`Message::TradingAction`] payload.
+pub const TRADING_ACTION_LEN: usize = 16;
+/// Wire size of a [`Message::SystemEvent`] payload.
+pub const SYSTEM_EVENT_LEN: usize = 11;
+/// Wire size of a [`Message::SnapshotBegin`] or [`Message::SnapshotEnd`] payload.
+pub const SNAPSHOT_MARKER_LEN: usize = 15;
+/// Wire size of a [`Message::SymbolSnapshot`] payload.
+pub const SYMBOL_SNAPSHOT_LEN: usize = 80;
+
+/// Version of the feed format this codec speaks (`FEED_FORMAT.md`).
+///
+/// Version 2 added the per-symbol sequence to `Q` and `T`. The MoldUDP64
+/// header has no version field; a version is identified by its set of
+/// message types and their fixed lengths, which the decoder checks
+/// exactly, so a v1 packet (35-byte `Q`, 23-byte `T`) is rejected by this
+/// codec as `bad_length`, never misread.
+pub const FORMAT_VERSION: u8 = 2;
 
 const TYPE_DIRECTORY: u8 = b'R';
 const TYPE_QUOTE: u8 = b'Q';
 const TYPE_TRADE: u8 = b'T';
+const TYPE_TRADING_ACTION: u8 = b'H';
+const TYPE_SYSTEM_EVENT: u8 = b'S';
+const TYPE_SNAPSHOT_BEGIN: u8 = b'B';
+const TYPE_SYMBOL_SNAPSHOT: u8 = b'X';
+const TYPE_SNAPSHOT_END: u8 = b'E';
 
 /// A feed session identifier: 10 ASCII bytes, space padded. A sender
 /// restart starts a new session, which restarts sequence numbers at 1.
@@ -145,6 +168,162 @@ pub enum SymbolError {
     BadPadding,
 }
 
+/// A symbol's trading state, as announced by a [`Message::TradingAction`]
+/// (the ITCH `H` states plus quotation-only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TradingState {
+    /// `H`: halted; no quotes or trades until a later action.
+    Halted,
+    /// `P`: paused (e.g. a volatility pause); no quotes or trades.
+    Paused,
+    /// `Q`: quotation only: quotes but no trades (e.g. before a reopening).
+    QuotationOnly,
+    /// `T`: trading normally. A symbol's state until an action says otherwise.
+    #[default]
+    Trading,
+}
+
+impl TradingState {
+    /// The wire byte.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            TradingState::Halted => b'H',
+            TradingState::Paused => b'P',
+            TradingState::QuotationOnly => b'Q',
+            TradingState::Trading => b'T',
+        }
+    }
+
+    /// Parses the wire byte; `None` for anything else.
+    pub fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            b'H' => TradingState::Halted,
+            b'P' => TradingState::Paused,
+            b'Q' => TradingState::QuotationOnly,
+            b'T' => TradingState::Trading,
+            _ => return None,
+        })
+    }
+
+    /// Whether quotes may be sent in this state (trades only when `Trading`).
+    pub fn quotes_allowed(self) -> bool {
+        matches!(self, TradingState::Trading | TradingState::QuotationOnly)
+    }
+}
+
+/// A 4-byte ASCII reason code of a trading action (ITCH style: `T1`
+/// news pending, `LUDP` volatility pause, ...), space padded; all spaces
+/// when there is no reason.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReasonCode(pub [u8; 4]);
+
+impl ReasonCode {
+    /// No reason: four spaces.
+    pub const NONE: ReasonCode = ReasonCode(*b"    ");
+
+    /// From text, truncated or space padded to 4 bytes; non-printable
+    /// characters become `?` so the result always encodes.
+    pub fn from_text(s: &str) -> Self {
+        let mut b = [b' '; 4];
+        for (d, c) in b.iter_mut().zip(s.bytes()) {
+            *d = if c.is_ascii_graphic() { c } else { b'?' };
+        }
+        ReasonCode(b)
+    }
+
+    /// The text without trailing padding.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("????").trim_end()
+    }
+
+    fn valid(b: &[u8; 4]) -> bool {
+        b.iter().all(|&c| c == b' ' || c.is_ascii_graphic())
+    }
+}
+
+impl Default for ReasonCode {
+    fn default() -> Self {
+        ReasonCode::NONE
+    }
+}
+
+impl std::fmt::Debug for ReasonCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReasonCode({:?})", self.as_str())
+    }
+}
+
+/// What a [`Message::SystemEvent`] announces (ITCH `S` event codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SystemEventCode {
+    /// `O`: start of messages: the first message of a session.
+    StartOfMessages,
+    /// `Q`: start of market hours: the market is open.
+    StartOfMarketHours,
+    /// `M`: end of market hours: the market is closed.
+    EndOfMarketHours,
+    /// `C`: end of messages: the last message of a session.
+    EndOfMessages,
+}
+
+impl SystemEventCode {
+    /// The wire byte.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            SystemEventCode::StartOfMessages => b'O',
+            SystemEventCode::StartOfMarketHours => b'Q',
+            SystemEventCode::EndOfMarketHours => b'M',
+            SystemEventCode::EndOfMessages => b'C',
+        }
+    }
+
+    /// Parses the wire byte; `None` for anything else.
+    pub fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            b'O' => SystemEventCode::StartOfMessages,
+            b'Q' => SystemEventCode::StartOfMarketHours,
+            b'M' => SystemEventCode::EndOfMarketHours,
+            b'C' => SystemEventCode::EndOfMessages,
+            _ => return None,
+        })
+    }
+}
+
+/// The full state of one symbol on the snapshot channel, as of a live
+/// feed sequence: apply it, then the live messages after `feed_seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SymbolSnapshot {
+    /// Locate code (as bound by the directory).
+    pub locate: u16,
+    /// The ticker bound to it.
+    pub symbol: Symbol,
+    /// Live feed sequence this reflects: every live message with a
+    /// sequence `<= feed_seq` is included, none after it.
+    pub feed_seq: u64,
+    /// The symbol's last per-symbol sequence (0 = no quote or trade yet).
+    pub symbol_seq: u32,
+    /// Trading state after the symbol's last trading action.
+    pub state: TradingState,
+    /// Reason code of that action (spaces if none).
+    pub reason: ReasonCode,
+    /// Timestamp of the last quote (0 = none).
+    pub quote_ts: u64,
+    /// Best bid price (fixed-point; 0 = no quote yet).
+    pub bid_px: i64,
+    /// Best bid size.
+    pub bid_sz: u32,
+    /// Best ask price (fixed-point).
+    pub ask_px: i64,
+    /// Best ask size.
+    pub ask_sz: u32,
+    /// Timestamp of the last trade (0 = none).
+    pub trade_ts: u64,
+    /// Last trade price (fixed-point; 0 = no trade yet).
+    pub last_px: i64,
+    /// Last trade size.
+    pub last_sz: u32,
+}
+
 /// One feed message. Prices are fixed-point with [`PRICE_SCALE`]; `ts` is
 /// the exchange timestamp in nanoseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +339,9 @@ pub enum Message {
     Quote {
         /// Symbol locate code.
         locate: u16,
+        /// The symbol's own sequence in the session: 1 for its first quote
+        /// or trade, +1 for each later one (like MDP3's RptSeq).
+        symbol_seq: u32,
         /// Exchange timestamp (ns).
         ts: u64,
         /// Best bid price (fixed-point).
@@ -175,12 +357,56 @@ pub enum Message {
     Trade {
         /// Symbol locate code.
         locate: u16,
+        /// The symbol's own sequence in the session (shared with its quotes).
+        symbol_seq: u32,
         /// Exchange timestamp (ns).
         ts: u64,
         /// Trade price (fixed-point).
         px: i64,
         /// Trade size (shares).
         sz: u32,
+    },
+    /// A symbol's trading state changed (ITCH `H`, stock trading action).
+    TradingAction {
+        /// Symbol locate code.
+        locate: u16,
+        /// Exchange timestamp (ns).
+        ts: u64,
+        /// The new state.
+        state: TradingState,
+        /// Why (4 ASCII bytes, space padded).
+        reason: ReasonCode,
+    },
+    /// A session-wide event (ITCH `S`): start/end of messages and of market
+    /// hours.
+    SystemEvent {
+        /// Exchange timestamp (ns).
+        ts: u64,
+        /// What happened.
+        event: SystemEventCode,
+        /// The feed format version the sender speaks ([`FORMAT_VERSION`]).
+        version: u8,
+    },
+    /// Snapshot channel: a cycle starts; `symbols` snapshots follow.
+    SnapshotBegin {
+        /// Cycle number, from 1, +1 per cycle.
+        cycle: u32,
+        /// Symbol snapshots in this cycle (every symbol once).
+        symbols: u16,
+        /// Live feed sequence when the cycle started (each snapshot has
+        /// its own).
+        feed_seq: u64,
+    },
+    /// Snapshot channel: one symbol's state.
+    SymbolSnapshot(SymbolSnapshot),
+    /// Snapshot channel: the cycle is complete.
+    SnapshotEnd {
+        /// The cycle's number (as in its begin).
+        cycle: u32,
+        /// Symbol snapshots sent in the cycle.
+        symbols: u16,
+        /// Live feed sequence when the cycle ended.
+        feed_seq: u64,
     },
 }
 
@@ -191,6 +417,10 @@ impl Message {
             Message::SymbolDirectory { .. } => SYMBOL_DIRECTORY_LEN,
             Message::Quote { .. } => QUOTE_LEN,
             Message::Trade { .. } => TRADE_LEN,
+            Message::TradingAction { .. } => TRADING_ACTION_LEN,
+            Message::SystemEvent { .. } => SYSTEM_EVENT_LEN,
+            Message::SnapshotBegin { .. } | Message::SnapshotEnd { .. } => SNAPSHOT_MARKER_LEN,
+            Message::SymbolSnapshot(_) => SYMBOL_SNAPSHOT_LEN,
         }
     }
 
@@ -202,21 +432,64 @@ impl Message {
                 out.extend_from_slice(&locate.to_be_bytes());
                 out.extend_from_slice(&symbol.wire());
             }
-            Message::Quote { locate, ts, bid_px, bid_sz, ask_px, ask_sz } => {
+            Message::Quote { locate, symbol_seq, ts, bid_px, bid_sz, ask_px, ask_sz } => {
                 out.push(TYPE_QUOTE);
                 out.extend_from_slice(&locate.to_be_bytes());
+                out.extend_from_slice(&symbol_seq.to_be_bytes());
                 out.extend_from_slice(&ts.to_be_bytes());
                 out.extend_from_slice(&bid_px.to_be_bytes());
                 out.extend_from_slice(&bid_sz.to_be_bytes());
                 out.extend_from_slice(&ask_px.to_be_bytes());
                 out.extend_from_slice(&ask_sz.to_be_bytes());
             }
-            Message::Trade { locate, ts, px, sz } => {
+            Message::Trade { locate, symbol_seq, ts, px, sz } => {
                 out.push(TYPE_TRADE);
                 out.extend_from_slice(&locate.to_be_bytes());
+                out.extend_from_slice(&symbol_seq.to_be_bytes());
                 out.extend_from_slice(&ts.to_be_bytes());
                 out.extend_from_slice(&px.to_be_bytes());
                 out.extend_from_slice(&sz.to_be_bytes());
+            }
+            Message::TradingAction { locate, ts, state, reason } => {
+                out.push(TYPE_TRADING_ACTION);
+                out.extend_from_slice(&locate.to_be_bytes());
+                out.extend_from_slice(&ts.to_be_bytes());
+                out.push(state.to_byte());
+                out.extend_from_slice(&reason.0);
+            }
+            Message::SystemEvent { ts, event, version } => {
+                out.push(TYPE_SYSTEM_EVENT);
+                out.extend_from_slice(&ts.to_be_bytes());
+                out.push(event.to_byte());
+                out.push(version);
+            }
+            Message::SnapshotBegin { cycle, symbols, feed_seq }
+            | Message::SnapshotEnd { cycle, symbols, feed_seq } => {
+                out.push(if matches!(self, Message::SnapshotBegin { .. }) {
+                    TYPE_SNAPSHOT_BEGIN
+                } else {
+                    TYPE_SNAPSHOT_END
+                });
+                out.extend_from_slice(&cycle.to_be_bytes());
+                out.extend_from_slice(&symbols.to_be_bytes());
+                out.extend_from_slice(&feed_seq.to_be_bytes());
+            }
+            Message::SymbolSnapshot(s) => {
+                out.push(TYPE_SYMBOL_SNAPSHOT);
+                out.extend_from_slice(&s.locate.to_be_bytes());
+                out.extend_from_slice(&s.symbol.wire());
+                out.extend_from_slice(&s.feed_seq.to_be_bytes());
+                out.extend_from_slice(&s.symbol_seq.to_be_bytes());
+                out.push(s.state.to_byte());
+                out.extend_from_slice(&s.reason.0);
+                out.extend_from_slice(&s.quote_ts.to_be_bytes());
+                out.extend_from_slice(&s.bid_px.to_be_bytes());
+                out.extend_from_slice(&s.bid_sz.to_be_bytes());
+                out.extend_from_slice(&s.ask_px.to_be_bytes());
+                out.extend_from_slice(&s.ask_sz.to_be_bytes());
+                out.extend_from_slice(&s.trade_ts.to_be_bytes());
+                out.extend_from_slice(&s.last_px.to_be_bytes());
+                out.extend_from_slice(&s.last_sz.to_be_bytes());
             }
         }
     }
@@ -234,6 +507,10 @@ impl Message {
             TYPE_DIRECTORY => SYMBOL_DIRECTORY_LEN,
             TYPE_QUOTE => QUOTE_LEN,
             TYPE_TRADE => TRADE_LEN,
+            TYPE_TRADING_ACTION => TRADING_ACTION_LEN,
+            TYPE_SYSTEM_EVENT => SYSTEM_EVENT_LEN,
+            TYPE_SNAPSHOT_BEGIN | TYPE_SNAPSHOT_END => SNAPSHOT_MARKER_LEN,
+            TYPE_SYMBOL_SNAPSHOT => SYMBOL_SNAPSHOT_LEN,
             other => return Err(DecodeError::UnknownType(other)),
         };
         if p.len() != want {
@@ -248,13 +525,62 @@ impl Message {
             }
             TYPE_QUOTE => Message::Quote {
                 locate: r.u16(),
+                symbol_seq: r.u32(),
                 ts: r.u64(),
                 bid_px: r.i64(),
                 bid_sz: r.u32(),
                 ask_px: r.i64(),
                 ask_sz: r.u32(),
             },
-            _ => Message::Trade { locate: r.u16(), ts: r.u64(), px: r.i64(), sz: r.u32() },
+            TYPE_TRADE => {
+                Message::Trade { locate: r.u16(), symbol_seq: r.u32(), ts: r.u64(), px: r.i64(), sz: r.u32() }
+            }
+            TYPE_TRADING_ACTION => {
+                let (locate, ts) = (r.u16(), r.u64());
+                let state = TradingState::from_byte(r.u8())
+                    .ok_or(DecodeError::BadValue { msg_type: ty, field: "state" })?;
+                let reason = r.array();
+                if !ReasonCode::valid(&reason) {
+                    return Err(DecodeError::BadValue { msg_type: ty, field: "reason" });
+                }
+                Message::TradingAction { locate, ts, state, reason: ReasonCode(reason) }
+            }
+            TYPE_SYSTEM_EVENT => {
+                let ts = r.u64();
+                let event = SystemEventCode::from_byte(r.u8())
+                    .ok_or(DecodeError::BadValue { msg_type: ty, field: "event" })?;
+                Message::SystemEvent { ts, event, version: r.u8() }
+            }
+            TYPE_SNAPSHOT_BEGIN => {
+                Message::SnapshotBegin { cycle: r.u32(), symbols: r.u16(), feed_seq: r.u64() }
+            }
+            TYPE_SNAPSHOT_END => Message::SnapshotEnd { cycle: r.u32(), symbols: r.u16(), feed_seq: r.u64() },
+            _ => {
+                let (locate, symbol, feed_seq, symbol_seq) =
+                    (r.u16(), Symbol::from_wire(r.array())?, r.u64(), r.u32());
+                let state = TradingState::from_byte(r.u8())
+                    .ok_or(DecodeError::BadValue { msg_type: ty, field: "state" })?;
+                let reason = r.array();
+                if !ReasonCode::valid(&reason) {
+                    return Err(DecodeError::BadValue { msg_type: ty, field: "reason" });
+                }
+                Message::SymbolSnapshot(SymbolSnapshot {
+                    locate,
+                    symbol,
+                    feed_seq,
+                    symbol_seq,
+                    state,
+                    reason: ReasonCode(reason),
+                    quote_ts: r.u64(),
+                    bid_px: r.i64(),
+                    bid_sz: r.u32(),
+                    ask_px: r.i64(),
+                    ask_sz: r.u32(),
+                    trade_ts: r.u64(),
+                    last_px: r.i64(),
+                    last_sz: r.u32(),
+                })
+            }
         })
     }
 }
@@ -268,6 +594,9 @@ impl Reader<'_> {
         a.copy_from_slice(&self.0[..N]);
         self.0 = &self.0[N..];
         a
+    }
+    fn u8(&mut self) -> u8 {
+        u8::from_be_bytes(self.array())
     }
     fn u16(&mut self) -> u16 {
         u16::from_be_bytes(self.array())
@@ -319,6 +648,15 @@ pub enum DecodeError {
     /// Sequence number plus count overflows u64.
     #[error("sequence number overflow")]
     SequenceOverflow,
+    /// A field holding a value its type does not define (an unknown
+    /// trading state or system event code, a non-ASCII reason).
+    #[error("message type 0x{msg_type:02x} has an invalid {field}")]
+    BadValue {
+        /// The type byte.
+        msg_type: u8,
+        /// Name of the field.
+        field: &'static str,
+    },
 }
 
 impl DecodeError {
@@ -333,6 +671,7 @@ impl DecodeError {
             DecodeError::BadLength { .. } => "bad_length",
             DecodeError::BadSymbol(_) => "bad_symbol",
             DecodeError::SequenceOverflow => "sequence_overflow",
+            DecodeError::BadValue { .. } => "bad_value",
         }
     }
 }
@@ -461,7 +800,7 @@ impl Iterator for Messages<'_> {
 /// ```
 /// use quotecast_proto::feed::{Message, Packet, PacketBuilder, SessionId};
 /// let mut b = PacketBuilder::new(SessionId::from_text("S1"), 1, 1400);
-/// assert!(b.push(&Message::Trade { locate: 1, ts: 5, px: 1_000_000, sz: 100 }));
+/// assert!(b.push(&Message::Trade { locate: 1, symbol_seq: 1, ts: 5, px: 1_000_000, sz: 100 }));
 /// let bytes = b.finish().to_vec();
 /// let p = Packet::decode(&bytes).unwrap();
 /// assert_eq!(p.count(), 1);
@@ -554,6 +893,55 @@ impl PacketBuilder {
     }
 }
 
+/// A MoldUDP64 retransmission request (`FEED_FORMAT.md`, "Retransmission"):
+/// `count` messages of `session` from `seq`, in the 20-byte header layout.
+///
+/// ```
+/// use quotecast_proto::feed::{RetransRequest, SessionId};
+/// let r = RetransRequest { session: SessionId::from_text("S1"), seq: 42, count: 3 };
+/// assert_eq!(RetransRequest::decode(&r.encode()), Ok(r));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetransRequest {
+    /// Session the messages belong to.
+    pub session: SessionId,
+    /// First message wanted.
+    pub seq: u64,
+    /// Messages wanted, `1..=0xFFFE`.
+    pub count: u16,
+}
+
+impl RetransRequest {
+    /// Bytes of a request.
+    pub const LEN: usize = HEADER_LEN;
+
+    /// The request datagram.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        header(self.session, self.seq, self.count)
+    }
+
+    /// Parses a request datagram.
+    ///
+    /// # Errors
+    /// [`DecodeError::ShortHeader`] or [`DecodeError::TrailingBytes`] for a
+    /// datagram that is not 20 bytes; [`DecodeError::BadValue`] for a count
+    /// of 0 or `0xFFFF`.
+    pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
+        if b.len() < HEADER_LEN {
+            return Err(DecodeError::ShortHeader(b.len()));
+        }
+        if b.len() > HEADER_LEN {
+            return Err(DecodeError::TrailingBytes(b.len() - HEADER_LEN));
+        }
+        let mut r = Reader(b);
+        let (session, seq, count) = (SessionId(r.array()), r.u64(), r.u16());
+        if count == 0 || count == END_OF_SESSION {
+            return Err(DecodeError::BadValue { msg_type: 0, field: "count" });
+        }
+        Ok(RetransRequest { session, seq, count })
+    }
+}
+
 /// A 20-byte header-only datagram (heartbeat: `count` 0; end: `END_OF_SESSION`).
 pub fn header(session: SessionId, seq: u64, count: u16) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
@@ -577,14 +965,48 @@ mod tests {
             Message::SymbolDirectory { locate: 7, symbol: sym("BRK.B") },
             Message::Quote {
                 locate: 65535,
+                symbol_seq: u32::MAX,
                 ts: u64::MAX,
                 bid_px: 1_234_500,
                 bid_sz: 300,
                 ask_px: 1_234_600,
                 ask_sz: u32::MAX,
             },
-            Message::Trade { locate: 0, ts: 1, px: -5, sz: 1 },
+            Message::Trade { locate: 0, symbol_seq: 1, ts: 1, px: -5, sz: 1 },
+            Message::TradingAction {
+                locate: 9,
+                ts: 3,
+                state: TradingState::Halted,
+                reason: ReasonCode::from_text("T1"),
+            },
+            Message::SystemEvent {
+                ts: 4,
+                event: SystemEventCode::StartOfMarketHours,
+                version: FORMAT_VERSION,
+            },
+            Message::SnapshotBegin { cycle: 1, symbols: 2, feed_seq: 99 },
+            Message::SymbolSnapshot(snapshot()),
+            Message::SnapshotEnd { cycle: 1, symbols: 2, feed_seq: 120 },
         ]
+    }
+
+    fn snapshot() -> SymbolSnapshot {
+        SymbolSnapshot {
+            locate: 0x0102,
+            symbol: sym("BRK.B"),
+            feed_seq: 0x0304,
+            symbol_seq: 0x0506,
+            state: TradingState::QuotationOnly,
+            reason: ReasonCode::from_text("T3"),
+            quote_ts: 7,
+            bid_px: 8,
+            bid_sz: 9,
+            ask_px: 10,
+            ask_sz: 11,
+            trade_ts: 12,
+            last_px: 13,
+            last_sz: 14,
+        }
     }
 
     /// Pins every size in FEED_FORMAT.md.
@@ -595,11 +1017,114 @@ mod tests {
             m.encode(&mut v);
             assert_eq!(v.len(), m.wire_len(), "{m:?}");
         }
-        assert_eq!(samples().iter().map(Message::wire_len).collect::<Vec<_>>(), [11, 35, 23]);
+        assert_eq!(
+            samples().iter().map(Message::wire_len).collect::<Vec<_>>(),
+            [11, 39, 27, 16, 11, 15, 80, 15]
+        );
         assert_eq!(header(SessionId::from_text("A"), 1, 0).len(), 20);
         let mut b = PacketBuilder::new(SessionId::from_text("A"), 1, 1400);
         assert!(b.push(&samples()[1]));
         assert_eq!(b.finish().len(), HEADER_LEN + 2 + QUOTE_LEN);
+    }
+
+    /// Pins the v2 field offsets of `Q` and `T` written in FEED_FORMAT.md.
+    #[test]
+    fn quote_and_trade_offsets() {
+        let mut v = Vec::new();
+        Message::Quote {
+            locate: 0x0102,
+            symbol_seq: 0x0304_0506,
+            ts: 7,
+            bid_px: 8,
+            bid_sz: 9,
+            ask_px: 10,
+            ask_sz: 11,
+        }
+        .encode(&mut v);
+        assert_eq!(v[..7], [b'Q', 1, 2, 3, 4, 5, 6]);
+        assert_eq!((v[14], v[22], v[26], v[34], v[38]), (7, 8, 9, 10, 11));
+        v.clear();
+        Message::Trade { locate: 0x0102, symbol_seq: 0x0304_0506, ts: 7, px: 8, sz: 9 }.encode(&mut v);
+        assert_eq!(v[..7], [b'T', 1, 2, 3, 4, 5, 6]);
+        assert_eq!((v[14], v[22], v[26]), (7, 8, 9));
+        // A v1 trade (23 bytes) is refused, not misread.
+        let mut v1 = v.clone();
+        v1.truncate(23);
+        assert_eq!(Message::decode(&v1).unwrap_err(), DecodeError::BadLength { msg_type: b'T', len: 23 });
+    }
+
+    /// Pins the `H` and `S` offsets written in FEED_FORMAT.md and rejects
+    /// values their fields do not define.
+    #[test]
+    fn status_offsets_and_values() {
+        let mut v = Vec::new();
+        Message::TradingAction {
+            locate: 0x0102,
+            ts: 3,
+            state: TradingState::Paused,
+            reason: ReasonCode::from_text("LUDP"),
+        }
+        .encode(&mut v);
+        assert_eq!(v, [b"H\x01\x02".as_slice(), &[0, 0, 0, 0, 0, 0, 0, 3], b"PLUDP"].concat());
+        let mut bad = v.clone();
+        bad[11] = b'X';
+        assert_eq!(Message::decode(&bad).unwrap_err().reason(), "bad_value");
+        bad[11] = b'T';
+        bad[12] = 0x07;
+        assert_eq!(
+            Message::decode(&bad).unwrap_err(),
+            DecodeError::BadValue { msg_type: b'H', field: "reason" }
+        );
+        v.clear();
+        Message::SystemEvent { ts: 5, event: SystemEventCode::EndOfMessages, version: 2 }.encode(&mut v);
+        assert_eq!(v, [b"S".as_slice(), &[0, 0, 0, 0, 0, 0, 0, 5], b"C", &[2]].concat());
+        v[9] = b'Z';
+        assert_eq!(
+            Message::decode(&v).unwrap_err(),
+            DecodeError::BadValue { msg_type: b'S', field: "event" }
+        );
+        for s in
+            [TradingState::Halted, TradingState::Paused, TradingState::QuotationOnly, TradingState::Trading]
+        {
+            assert_eq!(TradingState::from_byte(s.to_byte()), Some(s));
+        }
+        assert_eq!(ReasonCode::from_text("T1").as_str(), "T1");
+        assert_eq!(ReasonCode::from_text("A\nBCDE").0, *b"A?BC");
+    }
+
+    /// Pins the snapshot-channel offsets written in FEED_FORMAT.md.
+    #[test]
+    fn snapshot_offsets() {
+        let mut v = Vec::new();
+        Message::SnapshotBegin { cycle: 0x0102_0304, symbols: 0x0506, feed_seq: 7 }.encode(&mut v);
+        assert_eq!(v, [b"B".as_slice(), &[1, 2, 3, 4, 5, 6], &[0, 0, 0, 0, 0, 0, 0, 7]].concat());
+        v.clear();
+        Message::SymbolSnapshot(snapshot()).encode(&mut v);
+        assert_eq!(v[..3], [b'X', 1, 2]);
+        assert_eq!(&v[3..11], b"BRK.B   ");
+        assert_eq!((v[17], v[18], v[21], v[22], v[23]), (3, 4, 5, 6, b'Q'));
+        assert_eq!(&v[24..28], b"T3  ");
+        // Each number field's last byte: quote_ts .. last_sz.
+        assert_eq!([v[35], v[43], v[47], v[55], v[59], v[67], v[75], v[79]], [7, 8, 9, 10, 11, 12, 13, 14]);
+        v[23] = b'?';
+        assert_eq!(
+            Message::decode(&v).unwrap_err(),
+            DecodeError::BadValue { msg_type: b'X', field: "state" }
+        );
+    }
+
+    #[test]
+    fn retrans_requests() {
+        let r = RetransRequest { session: SessionId::from_text("S1"), seq: 7, count: 2 };
+        let b = r.encode();
+        assert_eq!(b, header(r.session, 7, 2));
+        assert_eq!(RetransRequest::decode(&b), Ok(r));
+        assert_eq!(RetransRequest::decode(&b[..19]), Err(DecodeError::ShortHeader(19)));
+        assert_eq!(RetransRequest::decode(&[&b[..], &[0]].concat()), Err(DecodeError::TrailingBytes(1)));
+        for count in [0, END_OF_SESSION] {
+            let bad = header(r.session, 7, count);
+            assert_eq!(RetransRequest::decode(&bad).unwrap_err().reason(), "bad_value");
+        }
     }
 
     #[test]
@@ -612,11 +1137,11 @@ mod tests {
         let p = Packet::decode(&bytes).unwrap();
         assert_eq!(p.session, SessionId::from_text("SESS01"));
         assert_eq!(p.seq, 42);
-        assert_eq!(p.kind, PacketKind::Data(3));
+        assert_eq!(p.kind, PacketKind::Data(8));
         let got: Vec<_> = p.messages().collect();
         let want: Vec<_> = samples().into_iter().enumerate().map(|(i, m)| (42 + i as u64, m)).collect();
         assert_eq!(got, want);
-        assert_eq!(b.next_seq(), 45);
+        assert_eq!(b.next_seq(), 50);
     }
 
     #[test]
@@ -690,18 +1215,75 @@ mod tests {
         prop_oneof![
             (any::<u16>(), "[A-Z0-9.-]{1,8}")
                 .prop_map(|(locate, s)| Message::SymbolDirectory { locate, symbol: sym(&s) }),
-            (any::<u16>(), any::<u64>(), any::<i64>(), any::<u32>(), any::<i64>(), any::<u32>()).prop_map(
-                |(locate, ts, bid_px, bid_sz, ask_px, ask_sz)| Message::Quote {
-                    locate,
-                    ts,
-                    bid_px,
-                    bid_sz,
-                    ask_px,
-                    ask_sz
+            (
+                any::<u16>(),
+                any::<u32>(),
+                any::<u64>(),
+                any::<i64>(),
+                any::<u32>(),
+                any::<i64>(),
+                any::<u32>()
+            )
+                .prop_map(|(locate, symbol_seq, ts, bid_px, bid_sz, ask_px, ask_sz)| {
+                    Message::Quote { locate, symbol_seq, ts, bid_px, bid_sz, ask_px, ask_sz }
+                }),
+            (any::<u16>(), any::<u32>(), any::<u64>(), any::<i64>(), any::<u32>()).prop_map(
+                |(locate, symbol_seq, ts, px, sz)| Message::Trade { locate, symbol_seq, ts, px, sz }
+            ),
+            (any::<u16>(), any::<u64>(), 0..4usize, "[ A-Z0-9]{4}").prop_map(|(locate, ts, s, r)| {
+                let state = [
+                    TradingState::Halted,
+                    TradingState::Paused,
+                    TradingState::QuotationOnly,
+                    TradingState::Trading,
+                ][s];
+                Message::TradingAction { locate, ts, state, reason: ReasonCode::from_text(&r) }
+            }),
+            (any::<u64>(), 0..4usize, any::<u8>()).prop_map(|(ts, e, version)| {
+                let event = [
+                    SystemEventCode::StartOfMessages,
+                    SystemEventCode::StartOfMarketHours,
+                    SystemEventCode::EndOfMarketHours,
+                    SystemEventCode::EndOfMessages,
+                ][e];
+                Message::SystemEvent { ts, event, version }
+            }),
+            (any::<u32>(), any::<u16>(), any::<u64>(), any::<bool>()).prop_map(
+                |(cycle, symbols, feed_seq, end)| {
+                    if end {
+                        Message::SnapshotEnd { cycle, symbols, feed_seq }
+                    } else {
+                        Message::SnapshotBegin { cycle, symbols, feed_seq }
+                    }
                 }
             ),
-            (any::<u16>(), any::<u64>(), any::<i64>(), any::<u32>())
-                .prop_map(|(locate, ts, px, sz)| Message::Trade { locate, ts, px, sz }),
+            (
+                any::<u16>(),
+                "[A-Z0-9.-]{1,8}",
+                any::<u64>(),
+                any::<u32>(),
+                any::<[i64; 3]>(),
+                any::<[u32; 3]>(),
+                any::<[u64; 2]>()
+            )
+                .prop_map(|(locate, s, feed_seq, symbol_seq, px, sz, ts)| {
+                    Message::SymbolSnapshot(SymbolSnapshot {
+                        locate,
+                        symbol: sym(&s),
+                        feed_seq,
+                        symbol_seq,
+                        state: TradingState::Halted,
+                        reason: ReasonCode::from_text("LUDP"),
+                        quote_ts: ts[0],
+                        bid_px: px[0],
+                        bid_sz: sz[0],
+                        ask_px: px[1],
+                        ask_sz: sz[1],
+                        trade_ts: ts[1],
+                        last_px: px[2],
+                        last_sz: sz[2],
+                    })
+                }),
         ]
     }
 

@@ -47,7 +47,12 @@ pub fn join(group: Ipv4Addr, port: u16) -> UdpSocket {
 /// Starts receiving on `cfg`'s group in a thread, before the sender runs,
 /// until three end-of-session packets arrived or `limit` passed.
 pub fn receive(cfg: &SimConfig, limit: Duration) -> JoinHandle<Vec<Vec<u8>>> {
-    let sock = join(cfg.group, cfg.port);
+    receive_on(cfg.group, cfg.port, limit)
+}
+
+/// Like [`receive`], on any group and port (line B, say).
+pub fn receive_on(group: Ipv4Addr, port: u16, limit: Duration) -> JoinHandle<Vec<Vec<u8>>> {
+    let sock = join(group, port);
     std::thread::spawn(move || {
         let deadline = Instant::now() + limit;
         let mut out = Vec::new();
@@ -110,13 +115,12 @@ pub fn data(got: &[Got]) -> Vec<&Got> {
 /// quotes, last from trades, and the number of updates applied.
 pub type Book = BTreeMap<u16, (i64, u32, i64, u32, i64, u32, u64)>;
 
-/// Applies quotes and trades to a [`Book`]; directory messages are ignored
+/// Applies quotes and trades to a [`Book`]; other messages are ignored
 /// (keyed by locate, so a dropped directory packet does not matter).
 pub fn book(msgs: impl IntoIterator<Item = Message>) -> Book {
     let mut out = Book::new();
     for m in msgs {
         match m {
-            Message::SymbolDirectory { .. } => {}
             Message::Quote { locate, bid_px, bid_sz, ask_px, ask_sz, .. } => {
                 let e = out.entry(locate).or_default();
                 (e.0, e.1, e.2, e.3) = (bid_px, bid_sz, ask_px, ask_sz);
@@ -127,6 +131,7 @@ pub fn book(msgs: impl IntoIterator<Item = Message>) -> Book {
                 (e.4, e.5) = (px, sz);
                 e.6 += 1;
             }
+            _ => {}
         }
     }
     out

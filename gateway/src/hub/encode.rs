@@ -195,6 +195,8 @@ mod tests {
             ts_event: 1_700_000_000_000_000_000,
             ts_recv: 1_700_000_000_000_001_000,
             feed_seq: 99,
+            feed_symbol_seq: 7,
+            trading_state: quotecast_proto::feed::TradingState::Halted,
             stale: true,
         }
     }

@@ -86,6 +86,14 @@ pub struct FeedStats {
     pub unknown_locate: AtomicU64,
     /// Directory entries refused because the book is full.
     pub book_full: AtomicU64,
+    /// Trading actions (feed `H`: halt, pause, resume) applied. Only
+    /// counted for now.
+    // TODO(issue 9): keep each symbol's trading state in the book and send
+    // it to clients.
+    pub trading_actions: AtomicU64,
+    /// System events (feed `S`: start/end of messages, market open/close)
+    /// applied. Only counted for now.
+    pub system_events: AtomicU64,
     /// True while trusted packets arrive within the feed timeout.
     pub up: AtomicBool,
     /// Gateway wall clock of the last trusted datagram (ns since epoch,
@@ -136,7 +144,7 @@ pub const SUSPECT_REASONS: [&str; 3] = ["foreign_session", "seq_jump", "source_n
 const SOURCE_NOT_ALLOWED: usize = 2;
 
 /// Label values of [`FeedStats::decode_errors`], in index order.
-pub const DECODE_REASONS: [&str; 8] = [
+pub const DECODE_REASONS: [&str; 9] = [
     "short_header",
     "truncated",
     "trailing_bytes",
@@ -145,6 +153,7 @@ pub const DECODE_REASONS: [&str; 8] = [
     "bad_length",
     "bad_symbol",
     "sequence_overflow",
+    "bad_value",
 ];
 
 /// Index of a decode error in [`FeedStats::decode_errors`].
@@ -737,26 +746,45 @@ impl Ingest {
                     }
                 }
             },
-            Message::Quote { locate, ts, bid_px, bid_sz, ask_px, ask_sz } => {
+            Message::Quote { locate, symbol_seq, ts, bid_px, bid_sz, ask_px, ask_sz } => {
                 let Some(id) = self.locate(locate) else { return };
                 let s = &mut self.syms[id as usize];
                 s.needs_refresh = false;
                 let q = &mut s.quote;
                 q.kind = UpdateKind::Quote;
+                q.feed_symbol_seq = symbol_seq;
                 q.bid_px = bid_px;
                 q.bid_sz = u64::from(bid_sz);
                 q.ask_px = ask_px;
                 q.ask_sz = u64::from(ask_sz);
                 self.commit(id, ts as i64, ts_recv, feed_seq);
             }
-            Message::Trade { locate, ts, px, sz } => {
+            Message::Trade { locate, symbol_seq, ts, px, sz } => {
                 let Some(id) = self.locate(locate) else { return };
                 let q = &mut self.syms[id as usize].quote;
                 q.kind = UpdateKind::Trade;
+                q.feed_symbol_seq = symbol_seq;
                 q.last_px = px;
                 q.last_sz = u64::from(sz);
                 self.commit(id, ts as i64, ts_recv, feed_seq);
             }
+            Message::TradingAction { locate, state, .. } => {
+                self.stats.trading_actions.fetch_add(1, Ordering::Relaxed);
+                let Some(id) = self.locate(locate) else { return };
+                let q = &mut self.syms[id as usize].quote;
+                if q.trading_state != state {
+                    q.trading_state = state;
+                    // A state change, not an update: readers of the book see
+                    // it; no client is told yet (TODO(issue 9)).
+                    self.book.publish(id, Arc::new(q.clone()), false);
+                }
+            }
+            Message::SystemEvent { .. } => {
+                self.stats.system_events.fetch_add(1, Ordering::Relaxed);
+            }
+            // Snapshot-channel messages never belong on a live line (and
+            // the gateway does not join the snapshot channel yet): ignored.
+            Message::SnapshotBegin { .. } | Message::SymbolSnapshot(_) | Message::SnapshotEnd { .. } => {}
         }
     }
 
@@ -911,8 +939,10 @@ mod tests {
         let logs = warnings(|| {
             ing.on_datagram(&dir, t0, 1);
             for i in 0..50 {
-                let _lost = build(Message::Trade { locate: 1, ts: i, px: 1, sz: 1 });
-                let next = build(Message::Trade { locate: 1, ts: i, px: 2, sz: 1 });
+                let _lost =
+                    build(Message::Trade { locate: 1, symbol_seq: 2 * i as u32 + 1, ts: i, px: 1, sz: 1 });
+                let next =
+                    build(Message::Trade { locate: 1, symbol_seq: 2 * i as u32 + 2, ts: i, px: 2, sz: 1 });
                 ing.on_datagram(&next, t0, 1);
             }
         });
@@ -932,7 +962,7 @@ mod tests {
         b.push(&Message::SymbolDirectory { locate: 1, symbol: Symbol::new("AAPL").unwrap() });
         let mut pkts = vec![b.finish().to_vec()];
         for i in 0..4 {
-            b.push(&Message::Trade { locate: 1, ts: i, px: 1, sz: 1 });
+            b.push(&Message::Trade { locate: 1, symbol_seq: i as u32 + 1, ts: i, px: 1, sz: 1 });
             pkts.push(b.finish().to_vec());
         }
         let t0 = Instant::now();
@@ -955,6 +985,63 @@ mod tests {
         assert_eq!((v(&stats.gaps), v(&stats.duplicate_packets), v(&stats.messages)), (0, 1, 5));
         assert_eq!(v(&stats.stale_symbols), 0);
         assert!(stats.line(Line::B).enabled.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn v2_messages_decode_and_status_messages_are_counted() {
+        use quotecast_proto::feed::{
+            PacketBuilder, ReasonCode, SessionId, Symbol, SystemEventCode, TradingState, FORMAT_VERSION,
+        };
+        let (mut ing, stats) = ingest(0);
+        let mut b = PacketBuilder::new(SessionId::from_text("V2"), 1, 1400);
+        let msgs = [
+            Message::SystemEvent { ts: 1, event: SystemEventCode::StartOfMessages, version: FORMAT_VERSION },
+            Message::SymbolDirectory { locate: 1, symbol: Symbol::new("AAPL").unwrap() },
+            Message::Quote {
+                locate: 1,
+                symbol_seq: 1,
+                ts: 2,
+                bid_px: 100,
+                bid_sz: 1,
+                ask_px: 200,
+                ask_sz: 1,
+            },
+            Message::TradingAction {
+                locate: 1,
+                ts: 3,
+                state: TradingState::Halted,
+                reason: ReasonCode::from_text("T1"),
+            },
+            Message::TradingAction {
+                locate: 1,
+                ts: 4,
+                state: TradingState::Trading,
+                reason: ReasonCode::NONE,
+            },
+            Message::Trade { locate: 1, symbol_seq: 2, ts: 5, px: 150, sz: 10 },
+        ];
+        for m in &msgs {
+            assert!(b.push(m));
+        }
+        let p = b.finish().to_vec();
+        ing.on_datagram(&p, Instant::now(), 1);
+        assert_eq!(stats.messages.load(Ordering::Relaxed), 6);
+        assert_eq!(stats.trading_actions.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.system_events.load(Ordering::Relaxed), 1);
+        let q = ing.book.get(0).unwrap();
+        assert_eq!((q.feed_symbol_seq, q.seq, q.last_px, q.bid_px), (2, 2, 150, 100));
+        assert_eq!(q.trading_state, TradingState::Trading, "halted, then resumed");
+        let halt = Message::TradingAction {
+            locate: 1,
+            ts: 6,
+            state: TradingState::Paused,
+            reason: ReasonCode::from_text("LUDP"),
+        };
+        assert!(b.push(&halt));
+        let p = b.finish().to_vec();
+        ing.on_datagram(&p, Instant::now(), 1);
+        let q = ing.book.get(0).unwrap();
+        assert_eq!((q.trading_state, q.seq), (TradingState::Paused, 2), "a state change is not an update");
     }
 
     #[test]

@@ -612,7 +612,7 @@ mod tests {
         let mut b = PacketBuilder::new(SessionId::from_text(s), seq, 1400);
         (0..n)
             .map(|i| {
-                b.push(&Message::Trade { locate: 1, ts: i as u64, px: 1, sz: 1 });
+                b.push(&Message::Trade { locate: 1, symbol_seq: i as u32 + 1, ts: i as u64, px: 1, sz: 1 });
                 b.finish().to_vec()
             })
             .collect()
@@ -779,12 +779,12 @@ mod tests {
         let mut s = Sequencer::new(4, Duration::from_millis(5));
         let mut b = PacketBuilder::new(SessionId::from_text("A"), 1, 1400);
         for i in 0..3 {
-            b.push(&Message::Trade { locate: 1, ts: i, px: 1, sz: 1 });
+            b.push(&Message::Trade { locate: 1, symbol_seq: i as u32 + 1, ts: i, px: 1, sz: 1 });
         }
         let first = b.finish().to_vec();
         let mut b2 = PacketBuilder::new(SessionId::from_text("A"), 2, 1400);
         for i in 0..4 {
-            b2.push(&Message::Trade { locate: 1, ts: i, px: 1, sz: 1 });
+            b2.push(&Message::Trade { locate: 1, symbol_seq: i as u32 + 1, ts: i, px: 1, sz: 1 });
         }
         let overlap = b2.finish().to_vec();
         assert_eq!(run(&mut s, &[first, overlap], Instant::now()), vec![1, 2, 3, 4, 5]);

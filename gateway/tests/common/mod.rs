@@ -10,6 +10,7 @@ use prost::Message as _;
 use quotecast_proto::feed::{header, Message as FeedMsg, PacketBuilder, SessionId, Symbol, END_OF_SESSION};
 use quotecast_proto::v1::{self, server_message::Body};
 use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -79,6 +80,10 @@ pub struct FeedSender {
     sock: UdpSocket,
     dest: SocketAddrV4,
     pub builder: PacketBuilder,
+    /// Last per-symbol sequence given to each locate in this session (the
+    /// `symbol_seq` of format v2), so hand-built packets number like a
+    /// real sender.
+    symbol_seqs: HashMap<u16, u32>,
 }
 
 pub fn multicast_sender() -> UdpSocket {
@@ -95,6 +100,7 @@ impl FeedSender {
             sock: multicast_sender(),
             dest: SocketAddrV4::new(group, port),
             builder: PacketBuilder::new(SessionId::from_text(session), 1, 1400),
+            symbol_seqs: HashMap::new(),
         }
     }
 
@@ -102,10 +108,23 @@ impl FeedSender {
         self.sock.send_to(bytes, self.dest).unwrap();
     }
 
-    /// Builds one packet of `msgs` (without sending it).
+    /// Builds one packet of `msgs` (without sending it). A quote or trade
+    /// with `symbol_seq` 0 (what [`quote`] and [`trade`] make) gets its
+    /// locate's next per-symbol sequence; any other value is sent as given
+    /// and becomes that locate's last one.
     pub fn build(&mut self, msgs: &[FeedMsg]) -> Vec<u8> {
         for m in msgs {
-            assert!(self.builder.push(m));
+            let mut m = *m;
+            if let FeedMsg::Quote { locate, symbol_seq, .. } | FeedMsg::Trade { locate, symbol_seq, .. } =
+                &mut m
+            {
+                let last = self.symbol_seqs.entry(*locate).or_default();
+                if *symbol_seq == 0 {
+                    *symbol_seq = *last + 1;
+                }
+                *last = *symbol_seq;
+            }
+            assert!(self.builder.push(&m));
         }
         self.builder.finish().to_vec()
     }
@@ -131,11 +150,19 @@ pub fn dir(locate: u16, s: &str) -> FeedMsg {
 }
 
 pub fn quote(locate: u16, bid: i64) -> FeedMsg {
-    FeedMsg::Quote { locate, ts: 1_000, bid_px: bid, bid_sz: 100, ask_px: bid + 100, ask_sz: 200 }
+    FeedMsg::Quote {
+        locate,
+        symbol_seq: 0,
+        ts: 1_000,
+        bid_px: bid,
+        bid_sz: 100,
+        ask_px: bid + 100,
+        ask_sz: 200,
+    }
 }
 
 pub fn trade(locate: u16, px: i64) -> FeedMsg {
-    FeedMsg::Trade { locate, ts: 2_000, px, sz: 50 }
+    FeedMsg::Trade { locate, symbol_seq: 0, ts: 2_000, px, sz: 50 }
 }
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
