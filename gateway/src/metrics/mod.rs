@@ -71,6 +71,10 @@ pub mod names {
     pub const FEED_SESSIONS_ENDED: &str = "quotecast_feed_sessions_ended_total";
     /// Messages for a locate code not in the directory yet.
     pub const FEED_UNKNOWN_LOCATE: &str = "quotecast_feed_unknown_locate_messages_total";
+    /// Trading actions (halts, resumptions) received.
+    pub const FEED_TRADING_ACTIONS: &str = "quotecast_feed_trading_actions_total";
+    /// System events (start/end of messages, market open/close) received.
+    pub const FEED_SYSTEM_EVENTS: &str = "quotecast_feed_system_events_total";
     /// 1 while packets arrive within the feed timeout.
     pub const FEED_UP: &str = "quotecast_feed_up";
     /// Seconds since the last datagram (since start if none yet).
@@ -176,6 +180,8 @@ struct FeedHandles {
     suspect: [Counter; SUSPECT_REASONS.len()],
     sessions_ended: Counter,
     unknown_locate: Counter,
+    trading_actions: Counter,
+    system_events: Counter,
     book_full: Counter,
     up: Gauge,
     last_packet_age: Gauge,
@@ -287,6 +293,16 @@ fn describe() {
         Unit::Count,
         "Feed messages for a locate code not in the directory."
     );
+    describe_counter!(
+        FEED_TRADING_ACTIONS,
+        Unit::Count,
+        "Trading action ('H') messages applied: halts, pauses, resumptions."
+    );
+    describe_counter!(
+        FEED_SYSTEM_EVENTS,
+        Unit::Count,
+        "System event ('S') messages applied: start/end of messages, market open/close."
+    );
     describe_gauge!(FEED_UP, "1 while feed packets arrive within the feed timeout, else 0.");
     describe_gauge!(
         FEED_LAST_PACKET_AGE,
@@ -388,6 +404,8 @@ impl Telemetry {
                 suspect: SUSPECT_REASONS.map(|r| counter!(FEED_SUSPECT, "reason" => r)),
                 sessions_ended: counter!(FEED_SESSIONS_ENDED),
                 unknown_locate: counter!(FEED_UNKNOWN_LOCATE),
+                trading_actions: counter!(FEED_TRADING_ACTIONS),
+                system_events: counter!(FEED_SYSTEM_EVENTS),
                 book_full: counter!(BOOK_FULL),
                 up: gauge!(FEED_UP),
                 last_packet_age: gauge!(FEED_LAST_PACKET_AGE),
@@ -472,6 +490,8 @@ impl Telemetry {
         }
         f.sessions_ended.absolute(l(&s.sessions_ended));
         f.unknown_locate.absolute(l(&s.unknown_locate));
+        f.trading_actions.absolute(l(&s.trading_actions));
+        f.system_events.absolute(l(&s.system_events));
         f.book_full.absolute(l(&s.book_full));
         f.up.set(if s.up.load(Ordering::Relaxed) { 1.0 } else { 0.0 });
         let last = s.last_packet_ns.load(Ordering::Relaxed);
