@@ -12,7 +12,7 @@
 //! symbol appears.
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use quotecast_proto::feed::{Symbol, TradingState};
+use quotecast_proto::feed::{ReasonCode, Symbol, TradingState};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -65,10 +65,12 @@ pub struct Quote {
     /// `seq` is still the gateway's own counter.
     pub feed_symbol_seq: u32,
     /// Trading state from the feed's last `H` for this symbol (`Trading`
-    /// until one arrives). Kept in the book only so far.
-    // TODO(issue 9): send it to clients (snapshots and changes), reset it
-    // on a new feed session, recover it from the snapshot channel.
+    /// until one arrives, and again after a new feed session starts).
+    /// Clients get it in every update and snapshot, and as
+    /// `TradingStatus` when it changes.
     pub trading_state: TradingState,
+    /// The exchange's reason code of that `H` (blank when none).
+    pub trading_reason: ReasonCode,
     /// The gateway cannot vouch for this value (gap, feed down, restart).
     pub stale: bool,
 }
@@ -91,6 +93,7 @@ impl Quote {
             feed_seq: 0,
             feed_symbol_seq: 0,
             trading_state: TradingState::Trading,
+            trading_reason: ReasonCode::NONE,
             stale: false,
         }
     }

@@ -84,6 +84,11 @@ async fn a_loss_on_one_line_is_covered_by_the_other() {
         |c| {
             c.feed.group_b = Some(group_b);
             c.feed.port_b = Some(port_b);
+            // A debug build on a loaded CI machine can read line B well
+            // over the default 2 ms behind line A; a loss on A must wait
+            // for B's copy, not become a gap.
+            c.feed.reorder_hold_us = 200_000;
+            c.feed.reorder_window = 1024;
         },
         |sim, _| {
             sim.line_b_group = Some(group_b);

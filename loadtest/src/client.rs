@@ -405,7 +405,8 @@ impl Local {
                 conn.errors += 1;
                 conn.first_error.get_or_insert(e.message);
             }
-            Some(Body::Pong(_) | Body::Subscriptions(_)) | None => {}
+            // A trading state change moves no seq: nothing to check.
+            Some(Body::Pong(_) | Body::Subscriptions(_) | Body::Trading(_)) | None => {}
         }
         self.track_drain(conn);
     }
@@ -809,7 +810,7 @@ async fn stream_client(l: Rc<Local>, spec: ConnSpec) {
                     Some(stream_quotes_response::Body::Status(s)) => l.on_status(&mut conn, &s, len),
                     // Which symbols the stream carries: the rest get no data.
                     Some(stream_quotes_response::Body::Ack(a)) => conn.reject(a.rejected),
-                    None => {}
+                    Some(stream_quotes_response::Body::Trading(_)) | None => {}
                 }
                 l.track_drain(&mut conn);
             }

@@ -18,11 +18,12 @@ use super::error::StreamEnd;
 use crate::book::{Book, SymbolId};
 use crate::hub::encode::{self, Flags};
 use crate::hub::mailbox::{Drained, Encoded, Entry, Mailbox};
+use crate::hub::notice::{self, Grouped, Notice};
 use crate::hub::Hub;
 use crate::ingest::now_ns;
 use bytes::BytesMut;
 use prost::Message as _;
-use quotecast_proto::v1::{self, status, stream_quotes_response::Body, StreamQuotesResponse};
+use quotecast_proto::v1::{self, stream_quotes_response::Body, StreamQuotesResponse};
 use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -229,7 +230,11 @@ pub fn responses(
             Entry::Update(Encoded { bytes, .. }) => b.update(&bytes)?,
             Entry::Status { symbol, state, reason } => {
                 b.flush_batch()?;
-                b.statuses.push((state, reason, symbol));
+                b.statuses.push((Notice::Status(state, reason), symbol));
+            }
+            Entry::Trading { symbol, state, reason } => {
+                b.flush_batch()?;
+                b.statuses.push((Notice::Trading(state, reason), symbol));
             }
             // Streams queue no replies; the hub never queues control.
             Entry::Control(_) => {}
@@ -238,7 +243,11 @@ pub fn responses(
     for (symbol, p) in d.pending.drain(..) {
         if let Some((state, reason)) = p.status {
             b.flush_batch()?;
-            b.statuses.push((state, reason, symbol));
+            b.statuses.push((Notice::Status(state, reason), symbol));
+        }
+        if let Some((state, reason)) = p.trading {
+            b.flush_batch()?;
+            b.statuses.push((Notice::Trading(state, reason), symbol));
         }
         if let Some(u) = p.update {
             if p.skipped > 0 || p.snapshot {
@@ -262,7 +271,7 @@ struct Builder<'a> {
     /// Concatenated `UpdateBatch.updates` entries: already a valid
     /// encoding of an `UpdateBatch` holding them.
     batch: BytesMut,
-    statuses: Vec<(status::State, status::Reason, SymbolId)>,
+    statuses: Vec<(Notice, SymbolId)>,
     out: &'a mut Vec<StreamQuotesResponse>,
 }
 
@@ -288,26 +297,14 @@ impl Builder<'_> {
     }
 
     fn flush_statuses(&mut self) {
-        let mut i = 0;
-        while i < self.statuses.len() {
-            let (state, reason, _) = self.statuses[i];
-            let mut symbols = Vec::new();
-            while i < self.statuses.len() && self.statuses[i].0 == state && self.statuses[i].1 == reason {
-                if let Some(n) = self.book.name(self.statuses[i].2) {
-                    symbols.push(n.as_str().to_string());
-                }
-                i += 1;
-            }
-            self.out.push(StreamQuotesResponse {
-                body: Some(Body::Status(v1::Status {
-                    state: state as i32,
-                    reason: reason as i32,
-                    symbols,
-                    ts: now_ns(),
-                })),
-            });
-        }
-        self.statuses.clear();
+        let out = &mut *self.out;
+        notice::flush(&mut self.statuses, self.book, |g| {
+            let body = match g {
+                Grouped::Status(s) => Body::Status(s),
+                Grouped::Trading(t) => Body::Trading(t),
+            };
+            out.push(StreamQuotesResponse { body: Some(body) });
+        });
     }
 }
 
@@ -316,7 +313,7 @@ mod tests {
     use super::*;
     use crate::book::{Quote, UpdateKind};
     use quotecast_proto::feed::Symbol;
-    use status::{Reason, State};
+    use quotecast_proto::v1::status::{Reason, State};
 
     fn book() -> Book {
         let b = Book::new(4);
@@ -358,6 +355,7 @@ mod tests {
                     format!("U:{}", u.join(","))
                 }
                 Body::Status(s) => format!("S:{}:{}", s.state, s.symbols.join(",")),
+                Body::Trading(t) => format!("T:{}:{}", t.state, t.symbols.join(",")),
                 Body::Ack(_) => "A".into(),
             })
             .collect()
@@ -405,6 +403,7 @@ mod tests {
                 update: Some(entry("AAPL", 9)),
                 skipped: 3,
                 status: Some((State::Ok, Reason::Recovered)),
+                trading: None,
                 snapshot: false,
             },
         ));
@@ -414,6 +413,7 @@ mod tests {
                 update: Some(entry("MSFT", 4)),
                 skipped: 0,
                 status: None,
+                trading: None,
                 snapshot: true,
             },
         ));

@@ -10,6 +10,7 @@
 use crate::book::{Quote, UpdateKind};
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+use quotecast_proto::feed::TradingState;
 use quotecast_proto::v1;
 
 /// `ServerMessage.updates` (field 1, length-delimited).
@@ -54,7 +55,7 @@ fn varint_field_len(tag: u32, v: u64) -> usize {
 }
 
 /// The `(tag, value)` varint fields of a quote, in field order.
-fn fields(q: &Quote, f: Flags) -> [(u32, u64); 15] {
+fn fields(q: &Quote, f: Flags) -> [(u32, u64); 16] {
     [
         (2, q.seq),
         (3, kind(q.kind) as u64),
@@ -71,7 +72,18 @@ fn fields(q: &Quote, f: Flags) -> [(u32, u64); 15] {
         (14, u64::from(q.stale)),
         (15, u64::from(f.resume_failed)),
         (16, q.feed_seq),
+        (17, trading_state(q.trading_state) as u64),
     ]
+}
+
+/// The client-facing trading state of a feed state.
+pub fn trading_state(s: TradingState) -> v1::TradingState {
+    match s {
+        TradingState::Trading => v1::TradingState::Trading,
+        TradingState::Halted => v1::TradingState::Halted,
+        TradingState::Paused => v1::TradingState::Paused,
+        TradingState::QuotationOnly => v1::TradingState::QuotationOnly,
+    }
 }
 
 /// Encoded length of the `QuoteUpdate` message body.
@@ -172,6 +184,7 @@ pub fn to_proto(q: &Quote, f: Flags) -> v1::QuoteUpdate {
         stale: q.stale,
         resume_failed: f.resume_failed,
         feed_seq: q.feed_seq,
+        trading_state: trading_state(q.trading_state) as i32,
     }
 }
 
@@ -197,6 +210,7 @@ mod tests {
             feed_seq: 99,
             feed_symbol_seq: 7,
             trading_state: quotecast_proto::feed::TradingState::Halted,
+            trading_reason: quotecast_proto::feed::ReasonCode::from_text("T1"),
             stale: true,
         }
     }

@@ -12,6 +12,7 @@
 use crate::book::SymbolId;
 use bytes::Bytes;
 use parking_lot::Mutex;
+use quotecast_proto::feed::{ReasonCode, TradingState};
 use quotecast_proto::v1::status::{Reason, State};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +44,15 @@ pub enum Entry {
         /// Why.
         reason: Reason,
     },
+    /// The exchange changed the symbol's trading state (halt, resumption).
+    Trading {
+        /// The symbol.
+        symbol: SymbolId,
+        /// Its new state.
+        state: TradingState,
+        /// The exchange's reason code.
+        reason: ReasonCode,
+    },
     /// A reply to a client request, sent as is. Boxed: replies are rare and
     /// a `Message` would double the size of every queued update.
     Control(Box<Message>),
@@ -57,6 +67,9 @@ pub struct Pending {
     pub skipped: u64,
     /// Latest status change, sent before the update.
     pub status: Option<(State, Reason)>,
+    /// Latest trading state change, sent before the update (kept apart
+    /// from `status` so neither hides the other).
+    pub trading: Option<(TradingState, ReasonCode)>,
     /// The pending update is (or replaced) a subscribe snapshot.
     pub snapshot: bool,
 }
@@ -153,16 +166,32 @@ impl Mailbox {
 
     /// Queues a status change of `symbol` (conflated like updates).
     pub fn push_status(&self, symbol: SymbolId, state: State, reason: Reason) -> bool {
+        self.push_change(symbol, Entry::Status { symbol, state, reason }, |p| {
+            p.status = Some((state, reason))
+        })
+    }
+
+    /// Queues a trading state change of `symbol` (conflated like updates).
+    pub fn push_trading(&self, symbol: SymbolId, state: TradingState, reason: ReasonCode) -> bool {
+        self.push_change(symbol, Entry::Trading { symbol, state, reason }, |p| {
+            p.trading = Some((state, reason))
+        })
+    }
+
+    /// Queues `entry`, a change of `symbol` that is not an update; while
+    /// conflating, `conflate` records it in the symbol's pending slot
+    /// instead (latest wins).
+    fn push_change(&self, symbol: SymbolId, entry: Entry, conflate: impl FnOnce(&mut Pending)) -> bool {
         if self.closed.load(Ordering::Relaxed) {
             return false;
         }
         let mut g = self.inner.lock();
         if !g.conflating && g.queue.len() - g.control < self.capacity {
-            g.queue.push_back(Entry::Status { symbol, state, reason });
+            g.queue.push_back(entry);
         } else {
             g.conflating = true;
             g.behind_since.get_or_insert_with(Instant::now);
-            g.pending.entry(symbol).or_default().status = Some((state, reason));
+            conflate(g.pending.entry(symbol).or_default());
         }
         std::mem::take(&mut g.armed)
     }

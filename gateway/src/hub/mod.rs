@@ -11,12 +11,14 @@
 
 pub mod encode;
 pub mod mailbox;
+pub mod notice;
 
 use crate::book::{Quote, SymbolId};
 use bytes::BytesMut;
 use encode::Flags;
 use mailbox::{Encoded, Mailbox};
 use parking_lot::Mutex;
+use quotecast_proto::feed::TradingState;
 use quotecast_proto::v1::status::{Reason, State};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -133,6 +135,19 @@ impl Hub {
         }
     }
 
+    /// Ingest only: records a trading state change (the quote's
+    /// `trading_state` changed, its sequence did not) and tells the
+    /// subscribers.
+    pub fn trading(&self, id: SymbolId, q: &Arc<Quote>, wakes: &mut Wakes) {
+        let mut t = self.topics[id as usize].lock();
+        t.last = Some(q.clone());
+        for m in &t.subs {
+            if m.push_trading(id, q.trading_state, q.trading_reason) {
+                wakes.push(m.clone());
+            }
+        }
+    }
+
     /// Ingest only: sets the initial state of a newly known symbol.
     pub fn init(&self, id: SymbolId, q: Arc<Quote>) {
         let mut t = self.topics[id as usize].lock();
@@ -174,6 +189,11 @@ impl Hub {
             let flags = Flags { snapshot: true, skipped: 0, resume_failed: start == Start::ResumeFailed };
             encode::entry(&last, flags, &mut buf);
             wake |= m.push_update(id, &Encoded { bytes: buf.freeze(), ts_recv: 0 }, true);
+        }
+        if last.trading_state != TradingState::Trading {
+            // Said after the snapshot or replay, so a client always learns
+            // that a symbol it starts on is not trading.
+            wake |= m.push_trading(id, last.trading_state, last.trading_reason);
         }
         if !t.subs.iter().any(|s| Arc::ptr_eq(s, m)) {
             t.subs.push(m.clone());

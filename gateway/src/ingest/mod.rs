@@ -44,7 +44,7 @@ use crate::ratelog::RateLog;
 pub use lines::Line;
 use lines::{LineSeq, Seen};
 use nix::poll::{PollFd, PollFlags};
-use quotecast_proto::feed::{DecodeError, Message, Packet};
+use quotecast_proto::feed::{DecodeError, Message, Packet, ReasonCode, TradingState};
 use quotecast_proto::v1::status::{Reason, State};
 use sequencer::{Admit, Decision, Sequencer, Takeover, TrustConfig};
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
@@ -87,10 +87,8 @@ pub struct FeedStats {
     pub unknown_locate: AtomicU64,
     /// Directory entries refused because the book is full.
     pub book_full: AtomicU64,
-    /// Trading actions (feed `H`: halt, pause, resume) applied. Only
-    /// counted for now.
-    // TODO(issue 9): keep each symbol's trading state in the book and send
-    // it to clients.
+    /// Trading actions (feed `H`: halt, pause, resume) received; each
+    /// change is kept in the book and told to subscribers.
     pub trading_actions: AtomicU64,
     /// System events (feed `S`: start/end of messages, market open/close)
     /// applied. Only counted for now.
@@ -631,6 +629,11 @@ impl Ingest {
                 self.locates.fill(None);
                 self.book.clear_locates();
                 self.mark_all_stale(Reason::SessionEnd);
+                // A new session starts with every symbol trading until its
+                // own trading actions say otherwise.
+                for id in 0..self.syms.len() as SymbolId {
+                    self.set_trading(id, TradingState::Trading, ReasonCode::NONE);
+                }
             }
             Takeover::Resync => {
                 if let Some(suppressed) = warn {
@@ -769,16 +772,10 @@ impl Ingest {
                 q.last_sz = u64::from(sz);
                 self.commit(id, ts as i64, ts_recv, feed_seq);
             }
-            Message::TradingAction { locate, state, .. } => {
+            Message::TradingAction { locate, state, reason, .. } => {
                 self.stats.trading_actions.fetch_add(1, Ordering::Relaxed);
                 let Some(id) = self.locate(locate) else { return };
-                let q = &mut self.syms[id as usize].quote;
-                if q.trading_state != state {
-                    q.trading_state = state;
-                    // A state change, not an update: readers of the book see
-                    // it; no client is told yet (TODO(issue 9)).
-                    self.book.publish(id, Arc::new(q.clone()), false);
-                }
+                self.set_trading(id, state, reason);
             }
             Message::SystemEvent { .. } => {
                 self.stats.system_events.fetch_add(1, Ordering::Relaxed);
@@ -832,6 +829,20 @@ impl Ingest {
 
     /// Every symbol becomes stale; gaps and restarts also require a fresh
     /// quote before it recovers.
+    /// Applies a trading state change (not an update: `seq` does not move)
+    /// and tells the subscribers; no-op when nothing changes.
+    fn set_trading(&mut self, id: SymbolId, state: TradingState, reason: ReasonCode) {
+        let q = &mut self.syms[id as usize].quote;
+        if q.trading_state == state && q.trading_reason == reason {
+            return;
+        }
+        q.trading_state = state;
+        q.trading_reason = reason;
+        let q = Arc::new(q.clone());
+        self.hub.trading(id, &q, &mut self.wakes);
+        self.book.publish(id, q, false);
+    }
+
     fn mark_all_stale(&mut self, reason: Reason) {
         let refresh = reason != Reason::FeedDown;
         for id in 0..self.syms.len() {

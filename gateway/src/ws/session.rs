@@ -8,6 +8,7 @@ use super::protocol::{self, BadRequest, Envelope, Format, Reply, Request};
 use crate::book::SymbolId;
 use crate::hub::encode::{self, Flags};
 use crate::hub::mailbox::{Drained, Encoded, Entry, Mailbox};
+use crate::hub::notice::{self, Grouped, Notice};
 use crate::hub::Start;
 use crate::ingest::now_ns;
 use crate::server::Core;
@@ -15,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use prost::Message as _;
 use quotecast_proto::feed::Symbol;
-use quotecast_proto::v1::{self, status, ErrorCode};
+use quotecast_proto::v1::{self, ErrorCode};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -437,7 +438,7 @@ impl Session {
             batch.clear();
             *batch_len = 0;
         };
-        let mut statuses: Vec<(status::State, status::Reason, SymbolId)> = Vec::new();
+        let mut statuses: Vec<(Notice, SymbolId)> = Vec::new();
         for e in d.entries.drain(..) {
             match e {
                 Entry::Update(Encoded { bytes: b, ts_recv }) => {
@@ -451,7 +452,11 @@ impl Session {
                 }
                 Entry::Status { symbol, state, reason } => {
                     flush(&mut batch, &mut batch_len, out);
-                    statuses.push((state, reason, symbol));
+                    statuses.push((Notice::Status(state, reason), symbol));
+                }
+                Entry::Trading { symbol, state, reason } => {
+                    flush(&mut batch, &mut batch_len, out);
+                    statuses.push((Notice::Trading(state, reason), symbol));
                 }
                 Entry::Control(m) => {
                     flush(&mut batch, &mut batch_len, out);
@@ -467,7 +472,10 @@ impl Session {
         let mut skipped_total = 0;
         for (symbol, p) in d.pending.drain(..) {
             if let Some((state, reason)) = p.status {
-                statuses.push((state, reason, symbol));
+                statuses.push((Notice::Status(state, reason), symbol));
+            }
+            if let Some((state, reason)) = p.trading {
+                statuses.push((Notice::Trading(state, reason), symbol));
             }
             if let Some(u) = p.update {
                 oldest = oldest_of(oldest, u.ts_recv);
@@ -496,34 +504,16 @@ impl Session {
         oldest
     }
 
-    /// Emits queued status changes, one `Status` message per run of the
-    /// same state and reason.
-    fn flush_statuses(
-        &self,
-        statuses: &mut Vec<(status::State, status::Reason, SymbolId)>,
-        out: &mut Vec<Message>,
-    ) {
-        let mut i = 0;
-        while i < statuses.len() {
-            let (state, reason, _) = statuses[i];
-            let mut symbols = Vec::new();
-            while i < statuses.len() && statuses[i].0 == state && statuses[i].1 == reason {
-                if let Some(n) = self.shared.book.name(statuses[i].2) {
-                    symbols.push(n.as_str().to_string());
-                }
-                i += 1;
-            }
-            let m = v1::ServerMessage {
-                body: Some(v1::server_message::Body::Status(v1::Status {
-                    state: state as i32,
-                    reason: reason as i32,
-                    symbols,
-                    ts: now_ns(),
-                })),
+    /// Emits queued notices, one `Status` or `TradingStatus` message per
+    /// run of equal ones.
+    fn flush_statuses(&self, statuses: &mut Vec<(Notice, SymbolId)>, out: &mut Vec<Message>) {
+        notice::flush(statuses, &self.shared.book, |g| {
+            let body = match g {
+                Grouped::Status(s) => v1::server_message::Body::Status(s),
+                Grouped::Trading(t) => v1::server_message::Body::Trading(t),
             };
-            out.push(Message::Binary(m.encode_to_vec().into()));
-        }
-        statuses.clear();
+            out.push(Message::Binary(v1::ServerMessage { body: Some(body) }.encode_to_vec().into()));
+        });
     }
 }
 
