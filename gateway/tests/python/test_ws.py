@@ -77,3 +77,31 @@ def test_binary_protocol_and_errors(pb):
             await read_updates(ws, pb, 20, snapshot_first=False)
 
     asyncio.run(run())
+
+
+def test_trading_status_of_a_halted_symbol(pb):
+    """feed-sim halts a few symbols now and then: a client of every symbol
+    gets TradingStatus messages, and updates carry the state."""
+    every = os.environ["QUOTECAST_ALL_SYMBOLS"].split(",")
+
+    async def run():
+        async with websockets.connect(URL) as ws:
+            await ws.send(json.dumps({"op": "subscribe", "symbols": every}))
+            seen = {}
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while loop.time() < deadline and "halted" not in seen:
+                frame = await asyncio.wait_for(ws.recv(), timeout=20)
+                if isinstance(frame, str):
+                    continue
+                msg = pb.stream.ServerMessage()
+                msg.ParseFromString(frame)
+                if msg.WhichOneof("body") == "trading":
+                    t = msg.trading
+                    assert set(t.symbols) <= set(every)
+                    assert t.ts > 0
+                    if t.state == pb.stream.TRADING_STATE_HALTED:
+                        seen["halted"] = list(t.symbols)
+            assert "halted" in seen, "no halt within 20 s"
+
+    asyncio.run(run())
