@@ -270,8 +270,38 @@ pub const RECV_BATCH: usize = 16;
 #[derive(Debug)]
 struct SymState {
     quote: Quote,
-    /// Set by a gap/restart/end of session; cleared by the next full quote.
-    needs_refresh: bool,
+    /// What it needs before its value can be vouched for again.
+    vouch: Vouch,
+}
+
+/// Why a symbol's value cannot be vouched for, and what clears it. The
+/// rule (README, "Sequence numbers"): never show a value the feed did not
+/// have.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Vouch {
+    /// After a gap: the symbol may have lost messages in it. Its next
+    /// quote or trade tells: `symbol_seq` one past the last applied means
+    /// it lost nothing (vouched at once, even by a trade); a jump means it
+    /// lost something, and it needs a fresh quote.
+    check_seq: bool,
+    /// Bid/ask need a fresh quote (`Q`): after a jump, or a session change.
+    need_quote: bool,
+}
+
+impl Vouch {
+    fn needed(self) -> bool {
+        self.check_seq || self.need_quote
+    }
+
+    /// Takes a quote or trade numbered `symbol_seq` after `prev`.
+    fn on_message(&mut self, prev: u32, symbol_seq: u32, quote: bool) {
+        if std::mem::take(&mut self.check_seq) && symbol_seq != prev.wrapping_add(1) {
+            self.need_quote = true;
+        }
+        if quote {
+            self.need_quote = false;
+        }
+    }
 }
 
 /// The ingest stage. Build with [`Ingest::new`], then [`Ingest::run`] on a
@@ -739,7 +769,7 @@ impl Ingest {
                     if id as usize == self.syms.len() {
                         let q = Quote::empty(symbol);
                         self.hub.init(id, Arc::new(q.clone()));
-                        self.syms.push(SymState { quote: q, needs_refresh: false });
+                        self.syms.push(SymState { quote: q, vouch: Vouch::default() });
                         self.stats.symbols.store(self.syms.len() as u64, Ordering::Relaxed);
                     }
                 }
@@ -753,7 +783,7 @@ impl Ingest {
             Message::Quote { locate, symbol_seq, ts, bid_px, bid_sz, ask_px, ask_sz } => {
                 let Some(id) = self.locate(locate) else { return };
                 let s = &mut self.syms[id as usize];
-                s.needs_refresh = false;
+                s.vouch.on_message(s.quote.feed_symbol_seq, symbol_seq, true);
                 let q = &mut s.quote;
                 q.kind = UpdateKind::Quote;
                 q.feed_symbol_seq = symbol_seq;
@@ -765,7 +795,9 @@ impl Ingest {
             }
             Message::Trade { locate, symbol_seq, ts, px, sz } => {
                 let Some(id) = self.locate(locate) else { return };
-                let q = &mut self.syms[id as usize].quote;
+                let s = &mut self.syms[id as usize];
+                s.vouch.on_message(s.quote.feed_symbol_seq, symbol_seq, false);
+                let q = &mut s.quote;
                 q.kind = UpdateKind::Trade;
                 q.feed_symbol_seq = symbol_seq;
                 q.last_px = px;
@@ -803,7 +835,7 @@ impl Ingest {
         q.ts_event = ts_event;
         q.ts_recv = ts_recv;
         q.feed_seq = feed_seq;
-        q.stale = s.needs_refresh;
+        q.stale = s.vouch.needed();
         let q = Arc::new(q.clone());
         if was_stale && !q.stale {
             self.stats.stale_symbols.fetch_sub(1, Ordering::Relaxed);
@@ -827,8 +859,6 @@ impl Ingest {
         self.mark_all_stale(Reason::FeedGap);
     }
 
-    /// Every symbol becomes stale; gaps and restarts also require a fresh
-    /// quote before it recovers.
     /// Applies a trading state change (not an update: `seq` does not move)
     /// and tells the subscribers; no-op when nothing changes.
     fn set_trading(&mut self, id: SymbolId, state: TradingState, reason: ReasonCode) {
@@ -843,11 +873,22 @@ impl Ingest {
         self.book.publish(id, q, false);
     }
 
+    /// Every symbol becomes stale. After a gap each recovers by the
+    /// [`Vouch`] rule; after a session ends or changes it needs a fresh
+    /// quote of the new session; after silence it recovers when packets
+    /// flow again (see [`Ingest::recover_after_silence`]).
     fn mark_all_stale(&mut self, reason: Reason) {
-        let refresh = reason != Reason::FeedDown;
         for id in 0..self.syms.len() {
             let s = &mut self.syms[id];
-            s.needs_refresh |= refresh;
+            match reason {
+                Reason::FeedGap => s.vouch.check_seq = true,
+                Reason::SessionEnd => {
+                    // The new session numbers every symbol from 1 again.
+                    s.quote.feed_symbol_seq = 0;
+                    s.vouch.need_quote = true;
+                }
+                _ => {}
+            }
             if s.quote.stale {
                 continue;
             }
@@ -864,7 +905,7 @@ impl Ingest {
     fn recover_after_silence(&mut self) {
         for id in 0..self.syms.len() {
             let s = &mut self.syms[id];
-            if !s.quote.stale || s.needs_refresh {
+            if !s.quote.stale || s.vouch.needed() {
                 continue;
             }
             s.quote.stale = false;
@@ -934,6 +975,52 @@ mod tests {
             },
         );
         (ing, stats)
+    }
+
+    #[test]
+    fn after_a_gap_only_symbols_whose_own_sequence_jumped_wait_for_a_quote() {
+        use quotecast_proto::feed::{PacketBuilder, SessionId, Symbol};
+        let (mut ing, stats) = ingest(0);
+        let mut b = PacketBuilder::new(SessionId::from_text("V"), 1, 1400);
+        let t0 = Instant::now();
+        let trade = |locate, symbol_seq| Message::Trade { locate, symbol_seq, ts: 1, px: 10, sz: 1 };
+        let quote = |locate, symbol_seq| Message::Quote {
+            locate,
+            symbol_seq,
+            ts: 1,
+            bid_px: 9,
+            bid_sz: 1,
+            ask_px: 11,
+            ask_sz: 1,
+        };
+        for m in [
+            Message::SymbolDirectory { locate: 1, symbol: Symbol::new("AAPL").unwrap() },
+            Message::SymbolDirectory { locate: 2, symbol: Symbol::new("MSFT").unwrap() },
+            quote(1, 1),
+            quote(2, 1),
+        ] {
+            assert!(b.push(&m));
+        }
+        ing.on_datagram(&b.finish().to_vec(), t0, 1);
+        // Lost: AAPL's trade 2 (MSFT lost nothing).
+        assert!(b.push(&trade(1, 2)));
+        let _lost = b.finish();
+        let send = |ing: &mut Ingest, b: &mut PacketBuilder, m: &[Message]| {
+            for m in m {
+                assert!(b.push(m));
+            }
+            ing.on_datagram(&b.finish().to_vec(), t0, 1);
+        };
+        send(&mut ing, &mut b, &[trade(2, 2)]);
+        let stale = |ing: &Ingest, id: SymbolId| ing.book.get(id).unwrap().stale;
+        assert_eq!(stats.gaps.load(Ordering::Relaxed), 1);
+        assert!(!stale(&ing, 1), "MSFT's next trade shows it lost nothing: vouched at once");
+        assert!(stale(&ing, 0), "AAPL not heard from: cannot be vouched for");
+        send(&mut ing, &mut b, &[trade(1, 3)]);
+        assert!(stale(&ing, 0), "AAPL's sequence jumped: a trade does not restore its quote");
+        send(&mut ing, &mut b, &[quote(1, 4)]);
+        assert!(!stale(&ing, 0), "a fresh quote does");
+        assert_eq!(stats.stale_symbols.load(Ordering::Relaxed), 0);
     }
 
     #[test]
