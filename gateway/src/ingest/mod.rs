@@ -1001,7 +1001,7 @@ mod tests {
         ] {
             assert!(b.push(&m));
         }
-        ing.on_datagram(&b.finish().to_vec(), t0, 1);
+        ing.on_datagram(b.finish(), t0, 1);
         // Lost: AAPL's trade 2 (MSFT lost nothing).
         assert!(b.push(&trade(1, 2)));
         let _lost = b.finish();
@@ -1009,7 +1009,7 @@ mod tests {
             for m in m {
                 assert!(b.push(m));
             }
-            ing.on_datagram(&b.finish().to_vec(), t0, 1);
+            ing.on_datagram(b.finish(), t0, 1);
         };
         send(&mut ing, &mut b, &[trade(2, 2)]);
         let stale = |ing: &Ingest, id: SymbolId| ing.book.get(id).unwrap().stale;
