@@ -251,7 +251,8 @@ async fn ws_resume(ws: &mut common::Client, from: &BTreeMap<String, u64>) -> v1:
     loop {
         match ws.server().await {
             WsBody::Ack(a) => return a,
-            WsBody::Status(_) => continue,
+            // A resume also hears each symbol's trading state.
+            WsBody::Status(_) | WsBody::Trading(_) => continue,
             other => panic!("ack expected, got {other:?}"),
         }
     }

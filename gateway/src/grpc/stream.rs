@@ -245,10 +245,6 @@ pub fn responses(
             b.flush_batch()?;
             b.statuses.push((Notice::Status(state, reason), symbol));
         }
-        if let Some((state, reason)) = p.trading {
-            b.flush_batch()?;
-            b.statuses.push((Notice::Trading(state, reason), symbol));
-        }
         if let Some(u) = p.update {
             if p.skipped > 0 || p.snapshot {
                 let mut e = BytesMut::new();
@@ -258,6 +254,12 @@ pub fn responses(
             } else {
                 b.update(&u.bytes)?;
             }
+        }
+        if let Some((state, reason)) = p.trading {
+            // After the pending update, as on WebSocket (the client ends in
+            // the feed's current state).
+            b.flush_batch()?;
+            b.statuses.push((Notice::Trading(state, reason), symbol));
         }
     }
     b.flush_batch()?;

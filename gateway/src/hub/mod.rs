@@ -190,9 +190,11 @@ impl Hub {
             encode::entry(&last, flags, &mut buf);
             wake |= m.push_update(id, &Encoded { bytes: buf.freeze(), ts_recv: 0 }, true);
         }
-        if last.trading_state != TradingState::Trading {
+        if last.trading_state != TradingState::Trading || start == Start::Resumed {
             // Said after the snapshot or replay, so a client always learns
-            // that a symbol it starts on is not trading.
+            // that a symbol it starts on is not trading; a resume hears the
+            // current state either way (a resumption while it was away
+            // moves no seq, so no replay carries it).
             wake |= m.push_trading(id, last.trading_state, last.trading_reason);
         }
         if !t.subs.iter().any(|s| Arc::ptr_eq(s, m)) {

@@ -286,11 +286,16 @@ struct Vouch {
     check_seq: bool,
     /// Bid/ask need a fresh quote (`Q`): after a jump, or a session change.
     need_quote: bool,
+    /// The trading state is provably out of date (a quote arrived for a
+    /// symbol the book has halted or paused: the `H` that changed it was
+    /// lost, and `H` has no per-symbol sequence). Cleared by the next `H`,
+    /// or by a trade, which proves the symbol is trading.
+    need_state: bool,
 }
 
 impl Vouch {
     fn needed(self) -> bool {
-        self.check_seq || self.need_quote
+        self.check_seq || self.need_quote || self.need_state
     }
 
     /// Takes a quote or trade numbered `symbol_seq` after `prev`.
@@ -784,6 +789,9 @@ impl Ingest {
                 let Some(id) = self.locate(locate) else { return };
                 let s = &mut self.syms[id as usize];
                 s.vouch.on_message(s.quote.feed_symbol_seq, symbol_seq, true);
+                if !s.quote.trading_state.quotes_allowed() {
+                    s.vouch.need_state = true;
+                }
                 let q = &mut s.quote;
                 q.kind = UpdateKind::Quote;
                 q.feed_symbol_seq = symbol_seq;
@@ -795,7 +803,12 @@ impl Ingest {
             }
             Message::Trade { locate, symbol_seq, ts, px, sz } => {
                 let Some(id) = self.locate(locate) else { return };
+                if self.syms[id as usize].quote.trading_state != TradingState::Trading {
+                    // Only a trading symbol trades: the `H` saying so was lost.
+                    self.set_trading(id, TradingState::Trading, ReasonCode::NONE);
+                }
                 let s = &mut self.syms[id as usize];
+                s.vouch.need_state = false;
                 s.vouch.on_message(s.quote.feed_symbol_seq, symbol_seq, false);
                 let q = &mut s.quote;
                 q.kind = UpdateKind::Trade;
@@ -808,6 +821,7 @@ impl Ingest {
                 self.stats.trading_actions.fetch_add(1, Ordering::Relaxed);
                 let Some(id) = self.locate(locate) else { return };
                 self.set_trading(id, state, reason);
+                self.syms[id as usize].vouch.need_state = false;
             }
             Message::SystemEvent { .. } => {
                 self.stats.system_events.fetch_add(1, Ordering::Relaxed);
@@ -1024,6 +1038,47 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_resumption_is_not_shown_as_a_halt_with_moving_prices() {
+        use quotecast_proto::feed::{PacketBuilder, SessionId, Symbol};
+        let (mut ing, _stats) = ingest(0);
+        let mut b = PacketBuilder::new(SessionId::from_text("H"), 1, 1400);
+        let t0 = Instant::now();
+        let mut send = |ing: &mut Ingest, m: &[Message], lose: bool| {
+            for m in m {
+                assert!(b.push(m));
+            }
+            let p = b.finish();
+            if !lose {
+                ing.on_datagram(p, t0, 1);
+            }
+        };
+        let q = |symbol_seq| Message::Quote {
+            locate: 1,
+            symbol_seq,
+            ts: 1,
+            bid_px: 9,
+            bid_sz: 1,
+            ask_px: 11,
+            ask_sz: 1,
+        };
+        let h = |state| Message::TradingAction { locate: 1, ts: 1, state, reason: ReasonCode::NONE };
+        send(
+            &mut ing,
+            &[Message::SymbolDirectory { locate: 1, symbol: Symbol::new("AAPL").unwrap() }, q(1)],
+            false,
+        );
+        send(&mut ing, &[h(TradingState::Halted)], false);
+        send(&mut ing, &[h(TradingState::Trading)], true);
+        send(&mut ing, &[q(2)], false);
+        let now = ing.book.get(0).unwrap();
+        assert_eq!(now.trading_state, TradingState::Halted, "the book cannot know the halt ended");
+        assert!(now.stale, "a quote of a halted symbol proves the state is out of date");
+        send(&mut ing, &[Message::Trade { locate: 1, symbol_seq: 3, ts: 1, px: 10, sz: 1 }], false);
+        let now = ing.book.get(0).unwrap();
+        assert_eq!((now.trading_state, now.stale), (TradingState::Trading, false), "a trade proves trading");
+    }
+
+    #[test]
     fn a_lossy_feed_logs_one_gap_line_per_second_and_counts_every_gap() {
         use quotecast_proto::feed::{PacketBuilder, SessionId, Symbol};
         let (mut ing, stats) = ingest(0);
@@ -1045,7 +1100,12 @@ mod tests {
                 ing.on_datagram(&next, t0, 1);
             }
         });
-        assert_eq!(logs.matches("feed gap").count(), 1, "{logs}");
+        // The limiter's own count is the contract (one line, 49 held back);
+        // the captured text can miss the line when another test thread
+        // caches the callsite as disabled under tracing's global interest
+        // cache, so it is only checked not to hold more than one.
+        assert_eq!(ing.warn.gap.suppressed(), 49);
+        assert!(logs.matches("feed gap").count() <= 1, "{logs}");
         assert_eq!(stats.gaps.load(Ordering::Relaxed), 50);
         assert_eq!(stats.missed_messages.load(Ordering::Relaxed), 50);
         assert_eq!(stats.stale_symbols.load(Ordering::Relaxed), 1, "a gap without a window marks stale too");

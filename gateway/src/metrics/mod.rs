@@ -296,12 +296,12 @@ fn describe() {
     describe_counter!(
         FEED_TRADING_ACTIONS,
         Unit::Count,
-        "Trading action ('H') messages applied: halts, pauses, resumptions."
+        "Trading action ('H') messages received: halts, pauses, resumptions."
     );
     describe_counter!(
         FEED_SYSTEM_EVENTS,
         Unit::Count,
-        "System event ('S') messages applied: start/end of messages, market open/close."
+        "System event ('S') messages received: start/end of messages, market open/close."
     );
     describe_gauge!(FEED_UP, "1 while feed packets arrive within the feed timeout, else 0.");
     describe_gauge!(

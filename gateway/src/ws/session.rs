@@ -474,9 +474,6 @@ impl Session {
             if let Some((state, reason)) = p.status {
                 statuses.push((Notice::Status(state, reason), symbol));
             }
-            if let Some((state, reason)) = p.trading {
-                statuses.push((Notice::Trading(state, reason), symbol));
-            }
             if let Some(u) = p.update {
                 oldest = oldest_of(oldest, u.ts_recv);
                 self.flush_statuses(&mut statuses, out);
@@ -494,6 +491,13 @@ impl Session {
                 }
                 batch_len += e.len();
                 batch.push(e);
+            }
+            if let Some((state, reason)) = p.trading {
+                // After the pending update: whether that update was made
+                // before or after the change, the client ends in the
+                // state the feed has now.
+                flush(&mut batch, &mut batch_len, out);
+                statuses.push((Notice::Trading(state, reason), symbol));
             }
         }
         flush(&mut batch, &mut batch_len, out);
