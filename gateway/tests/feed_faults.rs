@@ -16,14 +16,29 @@ async fn setup(f: impl FnOnce(&mut gateway::Config)) -> (Gw, FeedSender, Client)
     two_quoted_symbols("S1", f).await
 }
 
-/// Reads until a Status message arrives, returning (state, reason, symbols);
-/// updates seen before it are returned too.
-async fn next_status(c: &mut Client) -> ((State, Reason, Vec<String>), Vec<(String, u64, bool)>) {
+/// Reads until Status messages of one state and reason have named `want`
+/// symbols, returning (state, reason, symbols); updates seen before are
+/// returned too. A change that hits every symbol may come as one message or
+/// several: the writer can take the first symbol's status out before the
+/// ingest thread has queued the next one.
+async fn next_status(
+    c: &mut Client,
+    want: usize,
+) -> ((State, Reason, Vec<String>), Vec<(String, u64, bool)>) {
     let mut seen = Vec::new();
+    let mut got: Option<(State, Reason, Vec<String>)> = None;
     loop {
         match c.server().await {
-            Body::Status(s) => return ((s.state(), s.reason(), s.symbols), seen),
+            Body::Status(s) => {
+                let g = got.get_or_insert_with(|| (s.state(), s.reason(), Vec::new()));
+                assert_eq!((g.0, g.1), (s.state(), s.reason()), "another status before all {want} symbols");
+                g.2.extend(s.symbols);
+                if g.2.len() >= want {
+                    return (got.unwrap(), seen);
+                }
+            }
             Body::Updates(b) => seen.extend(b.updates.into_iter().map(|u| (u.symbol, u.seq, u.stale))),
+            Body::Trading(_) => {}
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -34,7 +49,7 @@ async fn lost_packet_is_a_gap_that_marks_symbols_stale_until_a_fresh_quote() {
     let (gw, mut feed, mut c) = setup(|_| {}).await;
     let _lost = feed.build(&[quote(1, 1_000_100), quote(2, 2_000_100)]);
     feed.send(&[trade(1, 1_000_050)]);
-    let ((state, reason, mut symbols), before) = next_status(&mut c).await;
+    let ((state, reason, mut symbols), before) = next_status(&mut c, 2).await;
     symbols.sort();
     assert_eq!((state, reason), (State::Stale, Reason::FeedGap));
     assert_eq!(symbols, vec!["AAPL", "MSFT"]);
@@ -47,7 +62,7 @@ async fn lost_packet_is_a_gap_that_marks_symbols_stale_until_a_fresh_quote() {
     assert_eq!((u[0].symbol.as_str(), u[0].seq, u[0].stale), ("AAPL", 2, true));
     // A fresh quote recovers AAPL only.
     feed.send(&[quote(1, 1_000_200)]);
-    let ((state, reason, symbols), _) = next_status(&mut c).await;
+    let ((state, reason, symbols), _) = next_status(&mut c, 1).await;
     assert_eq!((state, reason, symbols), (State::Ok, Reason::Recovered, vec!["AAPL".to_string()]));
     let u = c.updates().await;
     assert_eq!((u[0].seq, u[0].stale, u[0].bid_px), (3, false, 1_000_200));
@@ -102,11 +117,11 @@ fn restart_packets(restarted: &mut FeedSender) {
 async fn sender_restart_after_end_of_session_is_followed_and_symbols_recover_on_fresh_quotes() {
     let (gw, feed, mut c) = setup(|_| {}).await;
     feed.end_of_session();
-    let ((state, reason, symbols), _) = next_status(&mut c).await;
+    let ((state, reason, symbols), _) = next_status(&mut c, 2).await;
     assert_eq!((state, reason, symbols.len()), (State::Stale, Reason::SessionEnd, 2));
     let mut restarted = gw.sender("S2");
     restart_packets(&mut restarted);
-    let ((state, reason, symbols), _) = next_status(&mut c).await;
+    let ((state, reason, symbols), _) = next_status(&mut c, 1).await;
     assert_eq!((state, reason, symbols), (State::Ok, Reason::Recovered, vec!["AAPL".to_string()]));
     // The new session's locate codes are used; per-symbol sequence goes on.
     let u = c.updates().await;
@@ -125,9 +140,9 @@ async fn sender_restart_without_end_of_session_is_followed_once_the_old_one_is_s
     let t0 = std::time::Instant::now();
     let mut restarted = gw.sender("S2");
     restart_packets(&mut restarted);
-    let ((state, reason, symbols), _) = next_status(&mut c).await;
+    let ((state, reason, symbols), _) = next_status(&mut c, 2).await;
     assert_eq!((state, reason, symbols.len()), (State::Stale, Reason::SessionEnd, 2));
-    let ((state, reason, symbols), _) = next_status(&mut c).await;
+    let ((state, reason, symbols), _) = next_status(&mut c, 1).await;
     assert_eq!((state, reason, symbols), (State::Ok, Reason::Recovered, vec!["AAPL".to_string()]));
     assert!(t0.elapsed() < std::time::Duration::from_secs(3), "taken over promptly");
     let u = c.updates().await;
@@ -153,11 +168,11 @@ async fn malformed_packets_are_counted_and_skipped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_feed_goes_stale_and_recovers_when_packets_flow() {
     let (gw, feed, mut c) = setup(|cfg| cfg.feed.feed_timeout_ms = 300).await;
-    let ((state, reason, symbols), _) = next_status(&mut c).await;
+    let ((state, reason, symbols), _) = next_status(&mut c, 2).await;
     assert_eq!((state, reason, symbols.len()), (State::Stale, Reason::FeedDown, 2));
     assert!(!gw.running.core.feed.up.load(Relaxed));
     feed.heartbeat();
-    let ((state, reason, symbols), _) = next_status(&mut c).await;
+    let ((state, reason, symbols), _) = next_status(&mut c, 2).await;
     assert_eq!((state, reason, symbols.len()), (State::Ok, Reason::Recovered, 2));
     gw.stop().await;
 }
@@ -167,7 +182,7 @@ async fn end_of_session_marks_stale() {
     let (gw, feed, mut c) = setup(|_| {}).await;
     feed.end_of_session();
     feed.end_of_session();
-    let ((state, reason, symbols), _) = next_status(&mut c).await;
+    let ((state, reason, symbols), _) = next_status(&mut c, 2).await;
     assert_eq!((state, reason, symbols.len()), (State::Stale, Reason::SessionEnd, 2));
     gw.until("end counted", |r| r.core.feed.sessions_ended.load(Relaxed) == 1).await;
     gw.stop().await;
