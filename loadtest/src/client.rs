@@ -385,6 +385,11 @@ impl Local {
 
     fn on_status(&self, conn: &mut ConnState, st: &v1::Status, len: usize) {
         conn.checker.on_status(st);
+        self.count_frame(len);
+    }
+
+    /// Counts a received frame that carries no update.
+    fn count_frame(&self, len: usize) {
         let c = self.counters();
         c.frames.fetch_add(1, Ordering::Relaxed);
         c.bytes.fetch_add(len as u64, Ordering::Relaxed);
@@ -406,7 +411,8 @@ impl Local {
                 conn.first_error.get_or_insert(e.message);
             }
             // A trading state change moves no seq: nothing to check.
-            Some(Body::Pong(_) | Body::Subscriptions(_) | Body::Trading(_)) | None => {}
+            Some(Body::Trading(_)) => self.count_frame(frame.len()),
+            Some(Body::Pong(_) | Body::Subscriptions(_)) | None => {}
         }
         self.track_drain(conn);
     }
@@ -810,7 +816,8 @@ async fn stream_client(l: Rc<Local>, spec: ConnSpec) {
                     Some(stream_quotes_response::Body::Status(s)) => l.on_status(&mut conn, &s, len),
                     // Which symbols the stream carries: the rest get no data.
                     Some(stream_quotes_response::Body::Ack(a)) => conn.reject(a.rejected),
-                    Some(stream_quotes_response::Body::Trading(_)) | None => {}
+                    Some(stream_quotes_response::Body::Trading(_)) => l.count_frame(len),
+                    None => {}
                 }
                 l.track_drain(&mut conn);
             }
