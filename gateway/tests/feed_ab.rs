@@ -11,8 +11,7 @@ use gateway::ingest::lines::Line;
 use quotecast_proto::v1::server_message::Body;
 use quotecast_proto::v1::status::{Reason, State};
 use serde_json::json;
-use socket2::{Domain, Protocol, Socket, Type};
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -252,16 +251,6 @@ async fn a_heartbeat_on_line_a_ahead_of_line_b_copy_is_no_gap() {
     ab.gw.stop().await;
 }
 
-/// A multicast sender whose datagrams come from `source`.
-fn sender_from(source: Ipv4Addr) -> UdpSocket {
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
-    s.set_multicast_if_v4(&Ipv4Addr::LOCALHOST).unwrap();
-    s.set_multicast_ttl_v4(0).unwrap();
-    s.set_multicast_loop_v4(true).unwrap();
-    s.bind(&SocketAddrV4::new(source, 0).into()).unwrap();
-    s.into()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stray_on_line_b_is_suspect_and_changes_nothing() {
     let mut ab = Ab::start(|cfg| cfg.feed.sources = vec![Ipv4Addr::LOCALHOST]).await;
@@ -291,7 +280,7 @@ async fn a_stray_on_line_b_is_suspect_and_changes_nothing() {
     };
     let b = ab.gw.running.core.config.feed.line_b().unwrap();
     let line_b_dest = SocketAddrV4::new(b.group, b.port);
-    sender_from(Ipv4Addr::new(127, 0, 0, 2)).send_to(&forged, line_b_dest).unwrap();
+    multicast_sender_from(Ipv4Addr::new(127, 0, 0, 2)).send_to(&forged, line_b_dest).unwrap();
     // Read before the live feed goes on (else line A's next packets could
     // be read first, and the burst, proven, would take over once the test
     // stops sending: the rule for a sender that went silent).

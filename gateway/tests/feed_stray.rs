@@ -11,8 +11,7 @@ use common::*;
 use quotecast_proto::feed::{header, PacketBuilder, SessionId, Symbol, END_OF_SESSION};
 use quotecast_proto::v1::server_message::Body;
 use quotecast_proto::v1::{quote_service_client::QuoteServiceClient, ListSymbolsRequest};
-use socket2::{Domain, Protocol, Socket, Type};
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// A gateway with AAPL (locate 1) and MSFT (locate 2) quoted by session
@@ -98,24 +97,13 @@ async fn stray_datagrams_are_counted_and_the_live_feed_keeps_flowing() {
     gw.stop().await;
 }
 
-/// A multicast sender whose datagrams come from `source` (a loopback
-/// address other than the live sender's 127.0.0.1).
-fn sender_from(source: Ipv4Addr) -> UdpSocket {
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
-    s.set_multicast_if_v4(&Ipv4Addr::LOCALHOST).unwrap();
-    s.set_multicast_ttl_v4(0).unwrap();
-    s.set_multicast_loop_v4(true).unwrap();
-    s.bind(&SocketAddrV4::new(source, 0).into()).unwrap();
-    s.into()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feed_source_refuses_an_in_order_packet_from_another_host() {
     let (gw, mut live, mut c) = setup(|cfg| cfg.feed.sources = vec!["127.0.0.1".parse().unwrap()]).await;
     // The one stray nothing else can tell apart: the live session's next
     // sequence, a wrong price.
     let forged = data_at("LIVE", live.builder.next_seq(), 1, 9_999_900);
-    let other_host = sender_from(Ipv4Addr::new(127, 0, 0, 2));
+    let other_host = multicast_sender_from(Ipv4Addr::new(127, 0, 0, 2));
     other_host.send_to(&forged, SocketAddrV4::new(gw.group, gw.port)).unwrap();
     let f = &gw.running.core.feed;
     gw.until("refused by source", |_| f.suspect("source_not_allowed") == 1).await;

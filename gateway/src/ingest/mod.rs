@@ -991,6 +991,11 @@ mod tests {
         (ing, stats)
     }
 
+    /// A quote (bid 9 x 1, ask 11 x 1) of `locate`, numbered `symbol_seq`.
+    fn quote(locate: u16, symbol_seq: u32) -> Message {
+        Message::Quote { locate, symbol_seq, ts: 1, bid_px: 9, bid_sz: 1, ask_px: 11, ask_sz: 1 }
+    }
+
     #[test]
     fn after_a_gap_only_symbols_whose_own_sequence_jumped_wait_for_a_quote() {
         use quotecast_proto::feed::{PacketBuilder, SessionId, Symbol};
@@ -998,15 +1003,6 @@ mod tests {
         let mut b = PacketBuilder::new(SessionId::from_text("V"), 1, 1400);
         let t0 = Instant::now();
         let trade = |locate, symbol_seq| Message::Trade { locate, symbol_seq, ts: 1, px: 10, sz: 1 };
-        let quote = |locate, symbol_seq| Message::Quote {
-            locate,
-            symbol_seq,
-            ts: 1,
-            bid_px: 9,
-            bid_sz: 1,
-            ask_px: 11,
-            ask_sz: 1,
-        };
         for m in [
             Message::SymbolDirectory { locate: 1, symbol: Symbol::new("AAPL").unwrap() },
             Message::SymbolDirectory { locate: 2, symbol: Symbol::new("MSFT").unwrap() },
@@ -1052,15 +1048,7 @@ mod tests {
                 ing.on_datagram(p, t0, 1);
             }
         };
-        let q = |symbol_seq| Message::Quote {
-            locate: 1,
-            symbol_seq,
-            ts: 1,
-            bid_px: 9,
-            bid_sz: 1,
-            ask_px: 11,
-            ask_sz: 1,
-        };
+        let q = |symbol_seq| quote(1, symbol_seq);
         let h = |state| Message::TradingAction { locate: 1, ts: 1, state, reason: ReasonCode::NONE };
         send(
             &mut ing,

@@ -87,11 +87,24 @@ pub struct FeedSender {
 }
 
 pub fn multicast_sender() -> UdpSocket {
+    loopback_multicast_socket().into()
+}
+
+/// A multicast sender whose datagrams come from `source` (a loopback
+/// address other than the live sender's 127.0.0.1).
+pub fn multicast_sender_from(source: Ipv4Addr) -> UdpSocket {
+    let s = loopback_multicast_socket();
+    s.bind(&SocketAddrV4::new(source, 0).into()).unwrap();
+    s.into()
+}
+
+/// Sends multicast on 127.0.0.1 only, with TTL 0.
+fn loopback_multicast_socket() -> Socket {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
     s.set_multicast_if_v4(&Ipv4Addr::LOCALHOST).unwrap();
     s.set_multicast_ttl_v4(0).unwrap();
     s.set_multicast_loop_v4(true).unwrap();
-    s.into()
+    s
 }
 
 impl FeedSender {
