@@ -40,9 +40,10 @@
 //! arrival order: the first copy of a sequence is applied, the other is a
 //! [`Decision::Duplicate`], and a hole one line left is filled by the other
 //! line's copy while the packets after it are held. The trust rules apply
-//! to the merged stream (a stray on either line is a candidate). With
-//! [`Sequencer::set_hold_tails`] a heartbeat ahead waits the reorder hold
-//! too, since it may overtake the other line's copy of a lost packet.
+//! to the merged stream (a stray on either line is a candidate). A
+//! heartbeat ahead waits the reorder hold too, since it may overtake the
+//! other line's copy of a lost packet (or be a stray the flowing feed
+//! overtakes without a gap).
 
 use quotecast_proto::feed::{Packet, PacketKind, SessionId};
 use std::collections::BTreeMap;
@@ -210,11 +211,10 @@ pub struct Sequencer {
     stats: SeqStats,
     /// A gap found at a heartbeat, reported by the next `expire` call.
     pending_gap: u64,
-    /// Wait for a hole before a heartbeat ahead like for one before a data
-    /// packet (A/B lines: the other line may still bring it).
-    hold_tails: bool,
-    /// Sequence a heartbeat ahead announced, while `hold_tails` waits for
-    /// the hole before it (0 = none).
+    /// Sequence a heartbeat ahead announced, while the hole before it may
+    /// still fill within the reorder hold, as before a data packet ahead
+    /// (0 = none). An end of session ahead stays a gap at once: the session
+    /// is over, and what follows it must not refresh a symbol.
     tail: u64,
 }
 
@@ -250,21 +250,8 @@ impl Sequencer {
             max_hold,
             stats: SeqStats::default(),
             pending_gap: 0,
-            hold_tails: true,
             tail: 0,
         }
-    }
-
-    /// With `on`, a heartbeat ahead of the expected sequence is a hole
-    /// that may still fill within the reorder hold (as before a data packet
-    /// ahead), not a gap at once (the default): with A/B lines line A's
-    /// heartbeat may overtake line B's copy of a packet A lost, and on any
-    /// line a heartbeat ahead may be a stray, which the flowing feed then
-    /// overtakes without a gap. An end of session ahead
-    /// stays a gap at once (the session is over; what follows it must not
-    /// refresh a symbol). Without a reorder window it changes nothing.
-    pub fn set_hold_tails(&mut self, on: bool) {
-        self.hold_tails = on;
     }
 
     /// Counters so far.
@@ -282,8 +269,8 @@ impl Sequencer {
         self.session
     }
 
-    /// True while packets (or a heartbeat's tail, see
-    /// [`Sequencer::set_hold_tails`]) are held waiting for a hole to fill.
+    /// True while packets (or a heartbeat's tail) are held waiting for a
+    /// hole to fill.
     pub fn holding(&self) -> bool {
         !self.held.is_empty() || self.tail > self.next
     }
@@ -472,11 +459,7 @@ impl Sequencer {
         }
         match p.kind {
             PacketKind::Heartbeat | PacketKind::EndOfSession => {
-                if p.seq > self.next
-                    && p.kind == PacketKind::Heartbeat
-                    && self.hold_tails
-                    && self.max_held > 0
-                {
+                if p.seq > self.next && p.kind == PacketKind::Heartbeat && self.max_held > 0 {
                     // The other line may still bring them: wait like for
                     // a packet ahead.
                     self.tail = self.tail.max(p.seq);
@@ -747,7 +730,6 @@ mod tests {
     #[test]
     fn with_tail_hold_a_heartbeat_ahead_waits_for_the_other_line() {
         let mut s = Sequencer::new(4, Duration::from_millis(5));
-        s.set_hold_tails(true);
         let t0 = Instant::now();
         let p = packets("A", 3);
         run(&mut s, &p[..1], t0);
