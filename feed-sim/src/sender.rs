@@ -204,13 +204,7 @@ impl Line {
     }
 
     fn send_raw(&mut self, b: &[u8]) -> io::Result<()> {
-        loop {
-            match self.sock.send(b) {
-                Ok(_) => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        send_whole(&self.sock, b)?;
         self.report.packets += 1;
         self.report.bytes += b.len() as u64;
         self.m.packets.increment(1);
@@ -683,6 +677,18 @@ pub(crate) fn send_loop(
         retrans: None,
         snapshot: snapshots.as_ref().map(SnapshotLoop::report),
     })
+}
+
+/// Sends one datagram on a connected socket, retrying when a signal
+/// interrupts the call.
+pub(crate) fn send_whole(sock: &UdpSocket, b: &[u8]) -> io::Result<()> {
+    loop {
+        match sock.send(b) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[cfg(test)]

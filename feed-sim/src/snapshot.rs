@@ -133,13 +133,7 @@ impl SnapshotLoop {
             return Ok(());
         }
         let bytes = self.builder.finish();
-        loop {
-            match self.sock.send(bytes) {
-                Ok(_) => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        crate::sender::send_whole(&self.sock, bytes)?;
         self.report.packets += 1;
         self.report.bytes += bytes.len() as u64;
         self.m.packets.increment(1);
