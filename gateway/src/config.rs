@@ -98,6 +98,41 @@ pub struct FeedConfig {
     /// --feed-confirm-packets).
     #[arg(long, env = "QUOTECAST_MAX_SEQ_JUMP", default_value_t = 100_000)]
     pub max_seq_jump: u64,
+    /// Retransmission server to ask for what both lines lost (MoldUDP64
+    /// re-request over unicast UDP, e.g. 127.0.0.1:31010). A hole waits
+    /// for the answer instead of becoming a gap. Default: no gap fill.
+    #[arg(long = "retrans-addr", env = "QUOTECAST_RETRANS_ADDR")]
+    pub retrans_addr: Option<SocketAddr>,
+    /// Wait for a retransmission answer before asking once more, then
+    /// giving the hole up as a gap (ms).
+    #[arg(long = "retrans-timeout-ms", env = "QUOTECAST_RETRANS_TIMEOUT_MS", default_value_t = 100)]
+    pub retrans_timeout_ms: u64,
+    /// Retransmission requests in flight at once.
+    #[arg(long = "retrans-max-outstanding", env = "QUOTECAST_RETRANS_MAX_OUTSTANDING", default_value_t = 8)]
+    pub retrans_max_outstanding: usize,
+    /// Retransmission requests sent per second at most (keep it at or under
+    /// the server's per-requester limit, 100 in feed-sim); holes beyond it
+    /// are gaps.
+    #[arg(
+        long = "retrans-max-requests-per-sec",
+        env = "QUOTECAST_RETRANS_MAX_REQUESTS_PER_SEC",
+        default_value_t = 100
+    )]
+    pub retrans_max_per_sec: u32,
+    /// Messages asked for per request (the server answers at most its own
+    /// --retrans-max-messages, 2,000 in feed-sim; a longer hole takes
+    /// several requests).
+    #[arg(long = "retrans-max-messages", env = "QUOTECAST_RETRANS_MAX_MESSAGES", default_value_t = 2000,
+          value_parser = clap::value_parser!(u16).range(1..=0xFFFE))]
+    pub retrans_max_messages: u16,
+    /// Packets held behind a hole while its retransmission is on the way
+    /// (at 1,400 B each the default is ~22 MiB); more make it a gap.
+    #[arg(
+        long = "retrans-max-held-packets",
+        env = "QUOTECAST_RETRANS_MAX_HELD_PACKETS",
+        default_value_t = 16384
+    )]
+    pub retrans_max_held: usize,
     /// Accept feed datagrams only from these IPv4 source addresses
     /// (comma-separated, e.g. 10.0.0.5,10.0.0.6); default: any source.
     /// Others are counted as suspect and dropped unread.

@@ -12,6 +12,8 @@
 //!   (reader of requests, writer of batched frames).
 //! - [`grpc`] — snapshots and streams over gRPC, read from the side.
 //! - [`metrics`] — Prometheus `/metrics` on its own listener.
+//! - [`histogram`] — fixed-bucket lock-free histograms (feed fill latency,
+//!   send latency, gRPC), rendered by [`metrics`].
 //! - [`ratelog`] — one warning line per interval for repeating faults.
 //! - [`server`] — binds everything, starts the stages, runs shutdown.
 //! - [`telemetry`] — logging.
@@ -24,6 +26,7 @@
 pub mod book;
 pub mod config;
 pub mod grpc;
+pub mod histogram;
 pub mod hub;
 pub mod ingest;
 pub mod metrics;

@@ -27,6 +27,14 @@ pub enum BindError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The retransmission request socket failed.
+    #[error("retransmission socket for --retrans-addr {addr}: {source}")]
+    Retrans {
+        /// The server address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
     /// A TCP listener failed.
     #[error("{what} listener on {addr}: {source}")]
     Listen {
@@ -49,6 +57,8 @@ pub struct Bound {
     pub feed_recv_buffer: usize,
     /// Joined socket of line B (`--group-b`), if configured.
     pub feed_b: Option<UdpSocket>,
+    /// Socket connected to the retransmission server (`--retrans-addr`).
+    pub retrans: Option<UdpSocket>,
     /// WebSocket + health listener.
     pub ws: std::net::TcpListener,
     /// gRPC listener.
@@ -61,6 +71,20 @@ fn listen(what: &'static str, addr: SocketAddr) -> Result<std::net::TcpListener,
     let l = std::net::TcpListener::bind(addr).map_err(|source| BindError::Listen { what, addr, source })?;
     l.set_nonblocking(true).map_err(|source| BindError::Listen { what, addr, source })?;
     Ok(l)
+}
+
+/// A UDP socket connected to the retransmission server: bound to loopback
+/// for a loopback server, else to the feed interface, so requests leave by
+/// the feed's own network.
+fn retrans_socket(server: SocketAddr, interface: std::net::Ipv4Addr) -> std::io::Result<UdpSocket> {
+    let local: std::net::IpAddr = match server {
+        SocketAddr::V4(a) if a.ip().is_loopback() => std::net::Ipv4Addr::LOCALHOST.into(),
+        SocketAddr::V4(_) => interface.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let s = UdpSocket::bind(SocketAddr::new(local, 0))?;
+    s.connect(server)?;
+    Ok(s)
 }
 
 impl Bound {
@@ -96,10 +120,17 @@ impl Bound {
                 Some(sock)
             }
         };
+        let retrans = match f.retrans_addr {
+            None => None,
+            Some(addr) => Some(
+                retrans_socket(addr, f.interface).map_err(|source| BindError::Retrans { addr, source })?,
+            ),
+        };
         Ok(Bound {
             feed,
             feed_recv_buffer: granted,
             feed_b,
+            retrans,
             ws: listen("WebSocket", cfg.ws.addr)?,
             grpc: listen("gRPC", cfg.serve.grpc_addr)?,
             metrics: listen("metrics", cfg.serve.metrics_addr)?,
@@ -192,6 +223,20 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
     let ingest = match bound.feed_b {
         Some(b) => ingest.with_line_b(b),
         None => ingest,
+    };
+    let ingest = match (bound.retrans, cfg.feed.retrans_addr) {
+        (Some(sock), Some(server)) => ingest.with_retrans(
+            ingest::retrans::RetransConfig {
+                server,
+                timeout: Duration::from_millis(cfg.feed.retrans_timeout_ms),
+                max_outstanding: cfg.feed.retrans_max_outstanding.max(1),
+                max_per_sec: cfg.feed.retrans_max_per_sec,
+                max_messages: cfg.feed.retrans_max_messages,
+                max_held: cfg.feed.retrans_max_held,
+            },
+            sock,
+        ),
+        _ => ingest,
     };
     let ingest_stop = CancellationToken::new();
     let ingest_thread = {

@@ -216,6 +216,15 @@ async fn metrics_endpoint_answers_only_metrics_and_stops_on_shutdown() {
     assert_eq!(status, 200);
     assert!(body.contains("# TYPE quotecast_feed_received_packets_total counter"), "{body}");
     assert!(body.contains("quotecast_build_info{"), "{body}");
+    // Every family the gateway exports is in the operators' catalogue.
+    let catalogue = std::fs::read_to_string(metrics_util::dashboards_dir().join("README.md")).unwrap();
+    let missing: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| !catalogue.contains(&format!("`{name}`")))
+        .collect();
+    assert!(missing.is_empty(), "metrics missing from dashboards/README.md: {missing:?}");
     assert_eq!(http_get(addr, "/nope").await.0, 404);
     gw.stop().await;
     let refused = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await;

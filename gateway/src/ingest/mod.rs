@@ -32,11 +32,13 @@
 //! within the reorder hold is no gap.
 
 pub mod lines;
+pub mod retrans;
 pub mod sequencer;
 pub mod socket;
 
 use crate::book::{Book, Quote, SymbolId, UpdateKind};
 use crate::config::FeedConfig;
+use crate::histogram::{AtomicHistogram, LATENCY_BUCKETS};
 use crate::hub::encode::{self, Flags};
 use crate::hub::mailbox::Encoded;
 use crate::hub::{Hub, Wakes};
@@ -46,7 +48,8 @@ use lines::{LineSeq, Seen};
 use nix::poll::{PollFd, PollFlags};
 use quotecast_proto::feed::{DecodeError, Message, Packet, ReasonCode, TradingState};
 use quotecast_proto::v1::status::{Reason, State};
-use sequencer::{Admit, Decision, Sequencer, Takeover, TrustConfig};
+use retrans::{Answer, Retrans};
+use sequencer::{Admit, Decision, Patience, Sequencer, Takeover, TrustConfig};
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -107,6 +110,51 @@ pub struct FeedStats {
     /// Per-line counters, by [`Line::index`]; line B's stay 0 (and
     /// `enabled` false) without `--group-b`.
     pub lines: [LineStats; 2],
+    /// Gap fill from the retransmission server (`--retrans-addr`).
+    pub retrans: RetransStats,
+}
+
+/// What gap fill asked for and got. Written by the ingest thread.
+#[derive(Debug)]
+pub struct RetransStats {
+    /// True when `--retrans-addr` is set.
+    pub enabled: AtomicBool,
+    /// Requests sent (retries included).
+    pub requests: AtomicU64,
+    /// Missing ranges filled completely.
+    pub filled: AtomicU64,
+    /// Ranges the server no longer had ("gone" answers): gaps.
+    pub gone: AtomicU64,
+    /// Ranges whose every attempt went unanswered: gaps.
+    pub timed_out: AtomicU64,
+    /// Times a missing range could not be asked for: the request rate
+    /// (`--retrans-max-requests-per-sec`) was spent.
+    pub refused: AtomicU64,
+    /// Answer datagrams received (data and heartbeats).
+    pub packets: AtomicU64,
+    /// Messages applied from answers.
+    pub messages: AtomicU64,
+    /// Answer data packets whose every message had arrived meanwhile.
+    pub late_packets: AtomicU64,
+    /// Time from a range's first request to its complete fill (seconds).
+    pub fill_latency: AtomicHistogram,
+}
+
+impl Default for RetransStats {
+    fn default() -> Self {
+        RetransStats {
+            enabled: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            filled: AtomicU64::new(0),
+            gone: AtomicU64::new(0),
+            timed_out: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            packets: AtomicU64::new(0),
+            messages: AtomicU64::new(0),
+            late_packets: AtomicU64::new(0),
+            fill_latency: AtomicHistogram::new(&LATENCY_BUCKETS),
+        }
+    }
 }
 
 /// What one feed line (A or B) brought. Written by the ingest thread.
@@ -339,6 +387,15 @@ pub struct Ingest {
     /// Redundant copies over both lines (the sequencer counts them as
     /// duplicates; `duplicate_packets` excludes them).
     redundant: u64,
+    /// Gap fill, with `--retrans-addr`.
+    retrans: Option<Retrans>,
+}
+
+/// Where a socket's datagrams come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Channel {
+    Line(Line),
+    Retrans,
 }
 
 impl Ingest {
@@ -356,6 +413,7 @@ impl Ingest {
             lines: [LineSeq::new(cfg.reorder_hold), LineSeq::new(cfg.reorder_hold)],
             line_last: [None; 2],
             redundant: 0,
+            retrans: None,
             book,
             hub,
             stats,
@@ -393,6 +451,15 @@ impl Ingest {
         self
     }
 
+    /// Adds gap fill: holes both lines left are asked for from the
+    /// retransmission server through `socket` (connected to the server,
+    /// see [`retrans::RetransConfig`]). Call before the first datagram.
+    pub fn with_retrans(mut self, cfg: retrans::RetransConfig, socket: UdpSocket) -> Self {
+        self.stats.retrans.enabled.store(true, Ordering::Relaxed);
+        self.retrans = Some(Retrans::new(cfg, socket));
+        self
+    }
+
     /// Receives and applies datagrams until `shutdown` is cancelled.
     /// Blocking: run it on its own thread.
     ///
@@ -405,56 +472,71 @@ impl Ingest {
         let mut buf = vec![0u8; 65_536];
         let idle_timeout = Duration::from_millis(20);
         let hold_timeout = Duration::from_micros(200);
-        let socks = std::mem::take(&mut self.sockets);
-        for (line, s) in &socks {
+        let mut socks: Vec<(Channel, UdpSocket)> =
+            std::mem::take(&mut self.sockets).into_iter().map(|(l, s)| (Channel::Line(l), s)).collect();
+        if let Some(r) = &self.retrans {
+            match r.socket().try_clone() {
+                Ok(s) => socks.push((Channel::Retrans, s)),
+                Err(e) => tracing::error!(error = %e, "retransmission socket unusable: gap fill off"),
+            }
+        }
+        for (ch, s) in &socks {
             if let Err(e) = s.set_nonblocking(true) {
-                tracing::error!(line = line.label(), error = %e, "feed socket cannot be made nonblocking");
+                tracing::error!(channel = ?ch, error = %e, "feed socket cannot be made nonblocking");
                 return;
             }
         }
-        let addrs: Vec<_> = socks.iter().map(|(l, s)| (l.label(), s.local_addr().ok())).collect();
-        tracing::info!(lines = ?addrs, "ingest started");
-        // Lines to read this round: all after a round in which a line
-        // hit the batch limit (so a line that went quiet is looked at
-        // again while the other is busy), else those ppoll found readable.
-        let mut probe = [true; 2];
+        let addrs: Vec<_> = socks.iter().map(|(c, s)| (*c, s.local_addr().ok())).collect();
+        tracing::info!(sockets = ?addrs, "ingest started");
+        // Sockets to read this round: all after a round in which one hit
+        // the batch limit (so a line that went quiet is looked at again
+        // while the other is busy), else those ppoll found readable.
+        let mut probe = vec![true; socks.len()];
         while !shutdown.is_cancelled() {
             let mut busy = false;
-            for (i, (line, sock)) in socks.iter().enumerate() {
+            for (i, (ch, sock)) in socks.iter().enumerate() {
                 if probe[i] {
-                    busy |= self.drain(*line, sock, &mut buf);
+                    busy |= self.drain(*ch, sock, &mut buf);
                 }
             }
             self.on_tick(Instant::now());
-            probe = if busy {
-                [true; 2]
+            if busy {
+                probe.fill(true);
             } else {
-                let timeout = if self.seq.holding() { hold_timeout } else { idle_timeout };
-                self.wait(&socks, timeout)
-            };
+                let waiting = self.seq.holding() || self.retrans.as_ref().is_some_and(Retrans::busy);
+                let timeout = if waiting { hold_timeout } else { idle_timeout };
+                self.wait(&socks, timeout, &mut probe);
+            }
         }
         tracing::info!("ingest stopped");
     }
 
-    /// Reads up to [`RECV_BATCH`] datagrams of one line; true if it
+    /// Reads up to [`RECV_BATCH`] datagrams of one socket; true if it
     /// stopped at the limit (more may be waiting), false once the socket
     /// had nothing (or failed).
-    fn drain(&mut self, line: Line, sock: &UdpSocket, buf: &mut [u8]) -> bool {
+    fn drain(&mut self, ch: Channel, sock: &UdpSocket, buf: &mut [u8]) -> bool {
         for _ in 0..RECV_BATCH {
             match sock.recv_from(buf) {
                 Ok((n, from)) => {
                     let now = Instant::now();
-                    if self.source_allowed(from.ip()) {
-                        self.on_line_datagram(line, &buf[..n], now, now_ns());
-                    } else {
-                        self.refuse_source(line, n, now);
+                    match ch {
+                        Channel::Line(line) if self.source_allowed(from.ip()) => {
+                            self.on_line_datagram(line, &buf[..n], now, now_ns());
+                        }
+                        Channel::Line(line) => self.refuse_source(line, n, now),
+                        // Connected to the server: nothing else arrives.
+                        Channel::Retrans => self.on_retrans_datagram(&buf[..n], now, now_ns()),
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // A connected UDP socket reports an earlier request's ICMP
+                // "port unreachable" here: the server is down, the request
+                // times out. Not a reason to stop reading.
+                Err(e) if ch == Channel::Retrans && e.kind() == std::io::ErrorKind::ConnectionRefused => {}
                 Err(e) => {
                     if let Some(suppressed) = self.warn.recv.hit(Instant::now()) {
-                        tracing::warn!(line = line.label(), error = %e, suppressed, "feed socket receive failed");
+                        tracing::warn!(channel = ?ch, error = %e, suppressed, "feed socket receive failed");
                     }
                     std::thread::sleep(Duration::from_millis(10));
                     return false;
@@ -464,19 +546,17 @@ impl Ingest {
         true
     }
 
-    /// Sleeps until a line is readable or `timeout` passes; returns the
-    /// readable lines (none after a timeout, all after a failure).
-    fn wait(&mut self, socks: &[(Line, UdpSocket)], timeout: Duration) -> [bool; 2] {
-        let Some((_, first)) = socks.first() else {
+    /// Sleeps until a socket is readable or `timeout` passes; sets
+    /// `readable` (none after a timeout, all after a failure).
+    fn wait(&mut self, socks: &[(Channel, UdpSocket)], timeout: Duration, readable: &mut [bool]) {
+        readable.fill(false);
+        if socks.is_empty() {
             std::thread::sleep(timeout);
-            return [false; 2];
-        };
-        let second = socks.get(1).map_or(first, |(_, s)| s);
-        let mut fds =
-            [PollFd::new(first.as_fd(), PollFlags::POLLIN), PollFd::new(second.as_fd(), PollFlags::POLLIN)];
-        let fds = &mut fds[..socks.len().min(2)];
-        let mut readable = [false; 2];
-        match nix::poll::ppoll(fds, Some(timeout.into()), None) {
+            return;
+        }
+        let mut fds: Vec<PollFd<'_>> =
+            socks.iter().map(|(_, s)| PollFd::new(s.as_fd(), PollFlags::POLLIN)).collect();
+        match nix::poll::ppoll(&mut fds, Some(timeout.into()), None) {
             Ok(n) if n > 0 => {
                 for (r, fd) in readable.iter_mut().zip(fds.iter()) {
                     *r = fd.revents().is_some_and(|e| !e.is_empty());
@@ -488,10 +568,9 @@ impl Ingest {
                     tracing::warn!(error = %e, suppressed, "waiting on the feed sockets failed");
                 }
                 std::thread::sleep(Duration::from_millis(10));
-                readable = [true; 2];
+                readable.fill(true);
             }
         }
-        readable
     }
 
     fn source_allowed(&self, ip: IpAddr) -> bool {
@@ -524,8 +603,8 @@ impl Ingest {
             }
             self.sync_seq_stats();
         }
-        if self.seq.holding() {
-            let lost = self.seq.expire(now);
+        if self.seq.holding() || self.retrans.as_ref().is_some_and(Retrans::busy) {
+            let lost = self.expire_holes(now);
             if lost > 0 {
                 self.on_gap();
             }
@@ -629,7 +708,90 @@ impl Ingest {
             Admit::Untrusted => {}
         }
         // A heartbeat ahead of sequence is a tail loss, reported by expire.
-        if self.seq.expire(now) > 0 {
+        if self.expire_holes(now) > 0 {
+            self.on_gap();
+            self.release_held(ts_recv);
+        }
+        self.sync_seq_stats();
+        self.flush_wakes();
+    }
+
+    /// Declares lost the holes that waited long enough, unless their
+    /// retransmission is on its way (then they wait for it, see
+    /// [`retrans`]). Returns the messages lost.
+    fn expire_holes(&mut self, now: Instant) -> u64 {
+        let patience = self.plan_retrans(now);
+        let lost = self.seq.expire_with(now, patience);
+        if lost > 0 {
+            if let Some(r) = &mut self.retrans {
+                r.abandon(self.seq.next_seq());
+            }
+        }
+        lost
+    }
+
+    /// Asks for what is missing and returns how long the front hole may
+    /// wait for it (`None`: no request covers it, the reorder hold rules).
+    fn plan_retrans(&mut self, now: Instant) -> Option<Patience> {
+        let r = self.retrans.as_mut()?;
+        if !self.seq.holding() && !r.busy() {
+            return None;
+        }
+        let session = self.seq.session()?;
+        let holes = self.seq.holes(r.max_outstanding());
+        let overdue = self.seq.hole_overdue(now);
+        let patience = r.plan(session, &holes, overdue, now);
+        let st = &self.stats.retrans;
+        for d in r.take_latencies() {
+            st.fill_latency.observe(d.as_secs_f64());
+        }
+        let c = r.counts();
+        st.requests.store(c.requests, Ordering::Relaxed);
+        st.filled.store(c.filled, Ordering::Relaxed);
+        st.gone.store(c.gone, Ordering::Relaxed);
+        st.timed_out.store(c.timed_out, Ordering::Relaxed);
+        st.refused.store(c.refused, Ordering::Relaxed);
+        patience
+    }
+
+    /// One datagram from the retransmission server: data is applied in
+    /// order like a line's (never taken as a sign of life), a "gone"
+    /// heartbeat gives up what it names.
+    fn on_retrans_datagram(&mut self, raw: &[u8], now: Instant, ts_recv: i64) {
+        let st = &self.stats.retrans;
+        st.packets.fetch_add(1, Ordering::Relaxed);
+        let Ok(p) = Packet::decode(raw) else {
+            // Counted with the feed's decode errors, by reason.
+            if let Err(e) = Packet::decode(raw) {
+                self.stats.decode_errors[decode_reason_index(&e)].fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        };
+        let Some(r) = self.retrans.as_mut() else { return };
+        match r.classify(Some(p.session) == self.seq.session(), p.seq, p.count()) {
+            Answer::Data => {
+                if p.seq + sequencer::span(&p) <= self.seq.next_seq() {
+                    st.late_packets.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    let decision = self.seq.offer(&p, raw, now);
+                    if let Decision::Apply { skip } = decision {
+                        st.messages.fetch_add(u64::from(p.count() - skip), Ordering::Relaxed);
+                    }
+                    self.handle(&p, decision, ts_recv);
+                }
+            }
+            Answer::Gone { oldest } => {
+                if self.seq.give_up_before(oldest, now) > 0 {
+                    self.on_gap();
+                    if let Some(r) = &mut self.retrans {
+                        r.abandon(self.seq.next_seq());
+                    }
+                    self.release_held(ts_recv);
+                }
+            }
+            Answer::Ignore => {}
+        }
+        if self.expire_holes(now) > 0 {
             self.on_gap();
             self.release_held(ts_recv);
         }
@@ -678,9 +840,13 @@ impl Ingest {
             }
         }
         self.alive(now, ts_recv);
-        // Each line starts over in the followed track.
+        // Each line starts over in the followed track; what was asked
+        // for belongs to the old one.
         for l in &mut self.lines {
             l.reset();
+        }
+        if let Some(r) = &mut self.retrans {
+            r.reset();
         }
         for raw in self.seq.take_replay() {
             // Kept packets were validated when they arrived.

@@ -218,6 +218,27 @@ pub struct Sequencer {
     tail: u64,
 }
 
+/// How long a hole may wait while its retransmission is on the way (see
+/// [`Sequencer::expire_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Patience {
+    /// The hole is lost at this instant if still open.
+    pub until: Instant,
+    /// Most packets held meanwhile.
+    pub max_held: usize,
+}
+
+/// Messages a held (validated) datagram covers, from its header.
+fn held_span(raw: &[u8]) -> u64 {
+    match raw.get(18..20) {
+        Some(&[a, b]) => match u16::from_be_bytes([a, b]) {
+            0 | 0xFFFF => 0,
+            n => u64::from(n),
+        },
+        _ => 0,
+    }
+}
+
 /// Sequence numbers a packet covers: `count` for data, none otherwise.
 pub(crate) fn span(p: &Packet<'_>) -> u64 {
     match p.kind {
@@ -540,9 +561,51 @@ impl Sequencer {
     /// long or too many are held; returns the number of messages lost (0 if
     /// none). Afterwards [`Sequencer::pop_ready`] releases the held packets.
     pub fn expire(&mut self, now: Instant) -> u64 {
-        let mut lost = self.take_pending_gap();
+        self.expire_with(now, None)
+    }
+
+    /// True when [`Sequencer::expire`] would declare the front hole lost
+    /// now: the reorder hold ran out or the reorder window is full. The
+    /// moment to ask for a retransmission instead.
+    pub fn hole_overdue(&self, now: Instant) -> bool {
         let overdue = self.held_since.is_some_and(|t| now.duration_since(t) >= self.max_hold);
-        if self.held.len() > self.max_held || (overdue && self.holding()) {
+        self.holding() && (self.held.len() > self.max_held || overdue)
+    }
+
+    /// The missing ranges `[start, end)` ahead of `next`, front first: the
+    /// holes between held packets and before a heartbeat's tail. At most
+    /// `max` of them.
+    pub fn holes(&self, max: usize) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut at = self.next;
+        for (&seq, raw) in &self.held {
+            if out.len() == max {
+                return out;
+            }
+            if seq > at {
+                out.push((at, seq));
+            }
+            at = at.max(seq + held_span(raw));
+        }
+        if self.tail > at && out.len() < max {
+            out.push((at, self.tail));
+        }
+        out
+    }
+
+    /// Like [`Sequencer::expire`], but while a retransmission of the front
+    /// hole is on its way the hole waits until `patience.until` and up to
+    /// `patience.max_held` packets instead of the reorder hold and window.
+    pub fn expire_with(&mut self, now: Instant, patience: Option<Patience>) -> u64 {
+        let mut lost = self.take_pending_gap();
+        let (overdue, too_many) = match patience {
+            Some(p) => (now >= p.until, self.held.len() > p.max_held),
+            None => (
+                self.held_since.is_some_and(|t| now.duration_since(t) >= self.max_hold),
+                self.held.len() > self.max_held,
+            ),
+        };
+        if too_many || (overdue && self.holding()) {
             if let Some((&first, _)) = self.held.first_key_value() {
                 if first > self.next {
                     let hole = first - self.next;
@@ -560,6 +623,24 @@ impl Sequencer {
             self.held_since = if self.holding() { Some(now) } else { None };
         }
         lost
+    }
+
+    /// Gives up the messages before `seq` that are still missing (the
+    /// retransmission server no longer has them): they are a gap now, up
+    /// to `seq` or the first held packet, whichever is first. Returns the
+    /// messages lost; then [`Sequencer::pop_ready`] releases what follows.
+    pub fn give_up_before(&mut self, seq: u64, now: Instant) -> u64 {
+        let first_held = self.held.first_key_value().map_or(u64::MAX, |(&s, _)| s);
+        let end = seq.min(first_held).min(if self.tail > self.next { self.tail } else { u64::MAX });
+        if end <= self.next || !self.holding() {
+            return 0;
+        }
+        let hole = end - self.next;
+        self.record_gap(hole);
+        self.next = end;
+        self.settle_tail();
+        self.held_since = if self.holding() { Some(now) } else { None };
+        hole
     }
 
     /// A gap found by [`Sequencer::offer`] itself (a heartbeat ahead, or
@@ -643,6 +724,35 @@ mod tests {
 
     fn seqs(r: std::ops::RangeInclusive<u64>) -> Vec<u64> {
         r.collect()
+    }
+
+    #[test]
+    fn holes_are_listed_front_first_and_patience_outlasts_the_reorder_hold() {
+        let t0 = Instant::now();
+        let mut seq = Sequencer::new(2, Duration::from_millis(2));
+        let p = packets("H", 9);
+        // 1 arrives; 2-3 and 5 are lost on the way; 4, 6 and a heartbeat
+        // announcing 12 (7-9 never sent here) are held.
+        let applied = run(&mut seq, &[p[0].clone(), p[3].clone(), p[5].clone(), heartbeat("H", 10)], t0);
+        assert_eq!(applied, vec![1]);
+        assert_eq!(seq.holes(8), vec![(2, 4), (5, 6), (7, 10)]);
+        assert_eq!(seq.holes(1), vec![(2, 4)]);
+        let later = t0 + Duration::from_millis(5);
+        assert!(seq.hole_overdue(later));
+        let patience = Patience { until: t0 + Duration::from_millis(50), max_held: 100 };
+        assert_eq!(seq.expire_with(later, Some(patience)), 0, "waits for the retransmission");
+        // The answer brings 2-3; 5 is gone at the server (oldest held: 6).
+        let mut applied = Vec::new();
+        offer(&mut seq, vec![p[1].clone(), p[2].clone()], later, &mut applied);
+        assert_eq!(applied, vec![2, 3, 4]);
+        assert_eq!(seq.give_up_before(6, later), 1);
+        let ready: Vec<_> = seq.pop_ready().into_iter().collect();
+        offer(&mut seq, ready, later, &mut applied);
+        assert_eq!(applied, vec![2, 3, 4, 6]);
+        assert_eq!(seq.holes(8), vec![(7, 10)]);
+        assert_eq!((seq.stats().gaps, seq.stats().missed_messages), (1, 1));
+        assert_eq!(seq.expire_with(t0 + Duration::from_millis(50), Some(patience)), 3, "out of patience");
+        assert!(!seq.holding());
     }
 
     #[test]

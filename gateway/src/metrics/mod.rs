@@ -24,7 +24,7 @@
 //! [`WsStats`]: crate::ws::WsStats
 
 pub mod grpc;
-pub mod histogram;
+pub use crate::histogram;
 mod http;
 pub mod process;
 
@@ -93,6 +93,22 @@ pub mod names {
     pub const FEED_LINE_UP: &str = "quotecast_feed_line_up";
     /// 1 when a line is configured (A always; B with --group-b), by `line`.
     pub const FEED_LINE_ENABLED: &str = "quotecast_feed_line_enabled";
+    /// 1 with `--retrans-addr`.
+    pub const RETRANS_ENABLED: &str = "quotecast_feed_retrans_enabled";
+    /// Retransmission requests sent.
+    pub const RETRANS_REQUESTS: &str = "quotecast_feed_retrans_requests_total";
+    /// Missing ranges asked for, by how they ended.
+    pub const RETRANS_RANGES: &str = "quotecast_feed_retrans_ranges_total";
+    /// Requests not sent because the request rate was spent.
+    pub const RETRANS_REFUSED: &str = "quotecast_feed_retrans_rate_limited_total";
+    /// Answer datagrams received.
+    pub const RETRANS_PACKETS: &str = "quotecast_feed_retrans_received_packets_total";
+    /// Messages applied from answers.
+    pub const RETRANS_MESSAGES: &str = "quotecast_feed_retrans_applied_messages_total";
+    /// Answers that came after the lines had filled the hole.
+    pub const RETRANS_LATE: &str = "quotecast_feed_retrans_late_packets_total";
+    /// First request to complete fill, seconds.
+    pub const RETRANS_FILL: &str = "quotecast_feed_retrans_fill_seconds";
     /// Symbols in the book.
     pub const BOOK_SYMBOLS: &str = "quotecast_book_symbols";
     /// Most symbols the book can hold.
@@ -192,6 +208,51 @@ struct FeedHandles {
     replay_bytes: Gauge,
     replay_max_bytes: Gauge,
     lines: [LineHandles; 2],
+    retrans: RetransHandles,
+}
+
+/// Handles mirroring [`crate::ingest::RetransStats`] (the fill latency
+/// histogram is rendered from the stats directly).
+struct RetransHandles {
+    enabled: Gauge,
+    requests: Counter,
+    filled: Counter,
+    gone: Counter,
+    timed_out: Counter,
+    refused: Counter,
+    packets: Counter,
+    messages: Counter,
+    late: Counter,
+}
+
+impl RetransHandles {
+    fn new() -> Self {
+        use names::*;
+        RetransHandles {
+            enabled: gauge!(RETRANS_ENABLED),
+            requests: counter!(RETRANS_REQUESTS),
+            filled: counter!(RETRANS_RANGES, "result" => "filled"),
+            gone: counter!(RETRANS_RANGES, "result" => "gone"),
+            timed_out: counter!(RETRANS_RANGES, "result" => "timed_out"),
+            refused: counter!(RETRANS_REFUSED),
+            packets: counter!(RETRANS_PACKETS),
+            messages: counter!(RETRANS_MESSAGES),
+            late: counter!(RETRANS_LATE),
+        }
+    }
+
+    fn sync(&self, s: &crate::ingest::RetransStats) {
+        let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        self.enabled.set(if s.enabled.load(Ordering::Relaxed) { 1.0 } else { 0.0 });
+        self.requests.absolute(l(&s.requests));
+        self.filled.absolute(l(&s.filled));
+        self.gone.absolute(l(&s.gone));
+        self.timed_out.absolute(l(&s.timed_out));
+        self.refused.absolute(l(&s.refused));
+        self.packets.absolute(l(&s.packets));
+        self.messages.absolute(l(&s.messages));
+        self.late.absolute(l(&s.late_packets));
+    }
 }
 
 /// Handles of one feed line, labelled `line="a"|"b"`; line B's series
@@ -338,6 +399,28 @@ fn describe() {
         FEED_LINE_ENABLED,
         "1 when a feed line is configured (A always, B with --group-b), by line."
     );
+    describe_gauge!(
+        RETRANS_ENABLED,
+        "1 when gap fill from a retransmission server is configured (--retrans-addr)."
+    );
+    describe_counter!(RETRANS_REQUESTS, Unit::Count, "Retransmission requests sent, retries included.");
+    describe_counter!(
+        RETRANS_RANGES,
+        Unit::Count,
+        "Missing ranges asked for, by result: filled, gone (the server no longer had them), timed_out."
+    );
+    describe_counter!(
+        RETRANS_REFUSED,
+        Unit::Count,
+        "Times a missing range could not be asked for: --retrans-max-requests-per-sec was spent."
+    );
+    describe_counter!(RETRANS_PACKETS, Unit::Count, "Datagrams received from the retransmission server.");
+    describe_counter!(RETRANS_MESSAGES, Unit::Count, "Feed messages applied from retransmission answers.");
+    describe_counter!(
+        RETRANS_LATE,
+        Unit::Count,
+        "Retransmission answers whose messages had all arrived on the lines meanwhile."
+    );
     describe_gauge!(BOOK_SYMBOLS, "Symbols in the quote book.");
     describe_gauge!(BOOK_CAPACITY, "Most symbols the quote book can hold.");
     describe_gauge!(BOOK_STALE, "Symbols whose quote may be wrong (gap, restart, silent feed).");
@@ -416,6 +499,7 @@ impl Telemetry {
                 replay_bytes: gauge!(HUB_REPLAY_BYTES),
                 replay_max_bytes: gauge!(HUB_REPLAY_MAX_BYTES),
                 lines: Line::ALL.map(LineHandles::new),
+                retrans: RetransHandles::new(),
             };
             let ws = WsHandles {
                 open: gauge!(WS_CONNECTIONS),
@@ -512,6 +596,7 @@ impl Telemetry {
             h.up.set(flag(&ls.up));
             h.enabled.set(flag(&ls.enabled));
         }
+        f.retrans.sync(&s.retrans);
 
         let (w, s) = (&self.ws, &*core.ws);
         w.open.set(s.open.load(Ordering::Relaxed) as f64);
@@ -550,6 +635,13 @@ impl Telemetry {
             "Feed receive to WebSocket write completed, seconds; one sample per write (its oldest update).",
         );
         write_histogram(&mut out, names::WS_SEND_LATENCY, &[], &self.send_latency);
+        write_header(
+            &mut out,
+            names::RETRANS_FILL,
+            "histogram",
+            "Feed gap fill: first retransmission request to the range's complete fill, seconds.",
+        );
+        write_histogram(&mut out, names::RETRANS_FILL, &[], &core.feed.retrans.fill_latency);
         self.grpc.write(&mut out);
         write_process(&mut out);
         out
