@@ -12,7 +12,7 @@
 //! symbol appears.
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use quotecast_proto::feed::{ReasonCode, Symbol, TradingState};
+use quotecast_proto::feed::{ReasonCode, SessionId, Symbol, TradingState};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,8 +38,13 @@ pub enum UpdateKind {
 pub struct Quote {
     /// The ticker.
     pub symbol: Symbol,
-    /// Per-symbol sequence number: +1 per applied update, 0 before the first.
+    /// Per-symbol sequence number: the feed's own `symbol_seq` of the
+    /// last quote or trade within the feed session [`Quote::epoch`]
+    /// (0 before the first), so every gateway on the same feed gives the
+    /// same update the same `(epoch, seq)`.
     pub seq: u64,
+    /// The feed session `seq` belongs to (default: none yet).
+    pub epoch: SessionId,
     /// What the last update was.
     pub kind: UpdateKind,
     /// Best bid price.
@@ -61,8 +66,8 @@ pub struct Quote {
     /// Feed sequence number of the message that made the last update.
     pub feed_seq: u64,
     /// The feed's per-symbol sequence (`symbol_seq`, format v2) of the
-    /// message that made the last update; 0 until the first. Stored only:
-    /// `seq` is still the gateway's own counter.
+    /// message that made the last update; 0 until the first. `seq` is this
+    /// once published.
     pub feed_symbol_seq: u32,
     /// Trading state from the feed's last `H` for this symbol (`Trading`
     /// until one arrives, and again after a new feed session starts).
@@ -81,6 +86,7 @@ impl Quote {
         Quote {
             symbol,
             seq: 0,
+            epoch: SessionId::default(),
             kind: UpdateKind::None,
             bid_px: 0,
             bid_sz: 0,

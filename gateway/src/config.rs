@@ -98,6 +98,19 @@ pub struct FeedConfig {
     /// --feed-confirm-packets).
     #[arg(long, env = "QUOTECAST_MAX_SEQ_JUMP", default_value_t = 100_000)]
     pub max_seq_jump: u64,
+    /// Multicast group of the feed's snapshot channel (the full state of
+    /// every symbol in a loop): a late start builds its book from it, and
+    /// a symbol that provably lost an update in a gap nobody could fill is
+    /// recovered from it within one cycle. Default: no snapshot channel.
+    #[arg(long = "snapshot-group", env = "QUOTECAST_SNAPSHOT_GROUP")]
+    pub snapshot_group: Option<Ipv4Addr>,
+    /// UDP port of the snapshot channel. Needs --snapshot-group.
+    #[arg(long = "snapshot-port", env = "QUOTECAST_SNAPSHOT_PORT")]
+    pub snapshot_port: Option<u16>,
+    /// Local interface address to join the snapshot channel on (default:
+    /// --interface). Needs --snapshot-group.
+    #[arg(long = "snapshot-interface", env = "QUOTECAST_SNAPSHOT_INTERFACE")]
+    pub snapshot_interface: Option<Ipv4Addr>,
     /// Retransmission server to ask for what both lines lost (MoldUDP64
     /// re-request over unicast UDP, e.g. 127.0.0.1:31010). A hole waits
     /// for the answer instead of becoming a gap. Default: no gap fill.
@@ -265,9 +278,10 @@ pub enum ConfigError {
     Conflict(String),
 }
 
-/// Line B of the feed, resolved from the flags.
+/// A multicast group to join (line B, the snapshot channel), resolved
+/// from the flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LineB {
+pub struct GroupJoin {
     /// Multicast group.
     pub group: Ipv4Addr,
     /// UDP port.
@@ -279,12 +293,36 @@ pub struct LineB {
 impl FeedConfig {
     /// Line B, when `--group-b` is set (port and interface default to
     /// line A's).
-    pub fn line_b(&self) -> Option<LineB> {
-        self.group_b.map(|group| LineB {
+    pub fn line_b(&self) -> Option<GroupJoin> {
+        self.group_b.map(|group| GroupJoin {
             group,
             port: self.port_b.unwrap_or(self.port),
             interface: self.interface_b.unwrap_or(self.interface),
         })
+    }
+
+    /// The snapshot channel, if configured.
+    pub fn snapshot_channel(&self) -> Option<GroupJoin> {
+        let (group, port) = (self.snapshot_group?, self.snapshot_port?);
+        Some(GroupJoin { group, port, interface: self.snapshot_interface.unwrap_or(self.interface) })
+    }
+
+    fn validate_snapshot(&self) -> Result<(), ConfigError> {
+        match (self.snapshot_group, self.snapshot_port) {
+            (None, None) if self.snapshot_interface.is_some() => {
+                Err(ConfigError::Conflict("--snapshot-interface needs --snapshot-group".into()))
+            }
+            (None, None) => Ok(()),
+            (Some(_), None) => Err(ConfigError::Conflict("--snapshot-group needs --snapshot-port".into())),
+            (None, Some(_)) => Err(ConfigError::Conflict("--snapshot-port needs --snapshot-group".into())),
+            (Some(g), Some(_)) if !g.is_multicast() => Err(ConfigError::Conflict(format!(
+                "--snapshot-group {g} is not a multicast address (224.0.0.0/4)"
+            ))),
+            (Some(g), Some(p)) if g == self.group && p == self.port => Err(ConfigError::Conflict(
+                "--snapshot-group/--snapshot-port must differ from --group/--feed-port".into(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn validate_line_b(&self) -> Result<(), ConfigError> {
@@ -394,6 +432,7 @@ impl Config {
             )));
         }
         self.feed.validate_line_b()?;
+        self.feed.validate_snapshot()?;
         self.grpc.validate().map_err(|e| ConfigError::Conflict(e.to_string()))?;
         if self.ws.max_write_buffer_bytes < 2 * self.ws.max_batch_bytes {
             return Err(ConfigError::Conflict(format!(

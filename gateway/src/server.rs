@@ -57,6 +57,8 @@ pub struct Bound {
     pub feed_recv_buffer: usize,
     /// Joined socket of line B (`--group-b`), if configured.
     pub feed_b: Option<UdpSocket>,
+    /// Joined socket of the snapshot channel (`--snapshot-group`).
+    pub snapshot: Option<UdpSocket>,
     /// Socket connected to the retransmission server (`--retrans-addr`).
     pub retrans: Option<UdpSocket>,
     /// WebSocket + health listener.
@@ -120,6 +122,19 @@ impl Bound {
                 Some(sock)
             }
         };
+        let snapshot = match f.snapshot_channel() {
+            None => None,
+            Some(c) => Some(
+                ingest::socket::bind(c.group, c.port, c.interface, f.recv_buffer_bytes)
+                    .map_err(|source| BindError::Feed {
+                        group: c.group,
+                        port: c.port,
+                        interface: c.interface,
+                        source,
+                    })?
+                    .0,
+            ),
+        };
         let retrans = match f.retrans_addr {
             None => None,
             Some(addr) => Some(
@@ -130,6 +145,7 @@ impl Bound {
             feed,
             feed_recv_buffer: granted,
             feed_b,
+            snapshot,
             retrans,
             ws: listen("WebSocket", cfg.ws.addr)?,
             grpc: listen("gRPC", cfg.serve.grpc_addr)?,
@@ -222,6 +238,10 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
     .with_trust(ingest::FeedTrust::from_config(&cfg.feed));
     let ingest = match bound.feed_b {
         Some(b) => ingest.with_line_b(b),
+        None => ingest,
+    };
+    let ingest = match bound.snapshot {
+        Some(s) => ingest.with_snapshot_channel(s),
         None => ingest,
     };
     let ingest = match (bound.retrans, cfg.feed.retrans_addr) {

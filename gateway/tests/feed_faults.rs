@@ -57,15 +57,16 @@ async fn lost_packet_is_a_gap_that_marks_symbols_stale_until_a_fresh_quote() {
     assert_eq!(gw.running.core.feed.gaps.load(Relaxed), 1);
     assert_eq!(gw.running.core.feed.missed_messages.load(Relaxed), 2);
     // The trade after the hole is applied but stays stale (a trade does not
-    // refresh the top of book).
+    // refresh the top of book). Its seq is the feed's: AAPL's quote 2 was
+    // lost, so the client sees 3 after 1.
     let u = c.updates().await;
-    assert_eq!((u[0].symbol.as_str(), u[0].seq, u[0].stale), ("AAPL", 2, true));
+    assert_eq!((u[0].symbol.as_str(), u[0].seq, u[0].stale), ("AAPL", 3, true));
     // A fresh quote recovers AAPL only.
     feed.send(&[quote(1, 1_000_200)]);
     let ((state, reason, symbols), _) = next_status(&mut c, 1).await;
     assert_eq!((state, reason, symbols), (State::Ok, Reason::Recovered, vec!["AAPL".to_string()]));
     let u = c.updates().await;
-    assert_eq!((u[0].seq, u[0].stale, u[0].bid_px), (3, false, 1_000_200));
+    assert_eq!((u[0].seq, u[0].stale, u[0].bid_px), (4, false, 1_000_200));
     assert_eq!(gw.running.core.feed.stale_symbols.load(Relaxed), 1, "MSFT still stale");
     gw.stop().await;
 }
@@ -123,9 +124,11 @@ async fn sender_restart_after_end_of_session_is_followed_and_symbols_recover_on_
     restart_packets(&mut restarted);
     let ((state, reason, symbols), _) = next_status(&mut c, 1).await;
     assert_eq!((state, reason, symbols), (State::Ok, Reason::Recovered, vec!["AAPL".to_string()]));
-    // The new session's locate codes are used; per-symbol sequence goes on.
+    // The new session's locate codes are used; seq is the new session's
+    // (from 1), and the epoch says so.
     let u = c.updates().await;
-    assert_eq!((u[0].symbol.as_str(), u[0].seq, u[0].bid_px), ("AAPL", 2, 1_100_000));
+    assert_eq!((u[0].symbol.as_str(), u[0].seq, u[0].bid_px), ("AAPL", 1, 1_100_000));
+    assert_eq!(u[0].epoch, "S2");
     let f = &gw.running.core.feed;
     assert_eq!(f.restarts.load(Relaxed), 1);
     assert_eq!(f.suspect("foreign_session"), 0, "the new session's packets were all applied");
@@ -146,7 +149,7 @@ async fn sender_restart_without_end_of_session_is_followed_once_the_old_one_is_s
     assert_eq!((state, reason, symbols), (State::Ok, Reason::Recovered, vec!["AAPL".to_string()]));
     assert!(t0.elapsed() < std::time::Duration::from_secs(3), "taken over promptly");
     let u = c.updates().await;
-    assert_eq!((u[0].symbol.as_str(), u[0].seq, u[0].bid_px), ("AAPL", 2, 1_100_000));
+    assert_eq!((u[0].symbol.as_str(), u[0].seq, u[0].bid_px, u[0].epoch.as_str()), ("AAPL", 1, 1_100_000, "S2"));
     assert_eq!(gw.running.core.feed.restarts.load(Relaxed), 1);
     gw.stop().await;
 }

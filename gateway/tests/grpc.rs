@@ -246,6 +246,7 @@ async fn ws_resume(ws: &mut common::Client, from: &BTreeMap<String, u64>) -> v1:
     let sub = v1::Subscribe {
         symbols: from.keys().cloned().collect(),
         from_seq: from.clone().into_iter().collect(),
+        from_epoch: String::new(),
     };
     ws.send_pb(v1::ClientMessage { id: "r".into(), op: Some(v1::client_message::Op::Subscribe(sub)) }).await;
     loop {

@@ -202,6 +202,7 @@ async fn ground_truth(
                 op: Some(Op::Subscribe(v1::Subscribe {
                     symbols: mine.clone(),
                     from_seq: Default::default(),
+                    from_epoch: String::new(),
                 })),
             })
             .await;

@@ -651,6 +651,7 @@ pub fn subscribe_message(symbols: &[String]) -> Message {
         op: Some(v1::client_message::Op::Subscribe(v1::Subscribe {
             symbols: symbols.to_vec(),
             from_seq: HashMap::default(),
+            from_epoch: String::new(),
         })),
     };
     Message::Binary(m.encode_to_vec().into())

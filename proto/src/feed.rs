@@ -68,6 +68,20 @@ impl SessionId {
         }
         SessionId(b)
     }
+
+    /// The id as text, trailing spaces trimmed, when every byte is
+    /// printable ASCII (what senders use); `None` otherwise.
+    ///
+    /// ```
+    /// use quotecast_proto::feed::SessionId;
+    /// assert_eq!(SessionId::from_text("S1").as_text(), Some("S1"));
+    /// assert_eq!(SessionId([0xFF; 10]).as_text(), None);
+    /// ```
+    pub fn as_text(&self) -> Option<&str> {
+        let end = self.0.iter().rposition(|&b| b != b' ').map_or(0, |i| i + 1);
+        let t = &self.0[..end];
+        t.iter().all(|b| (0x20..0x7F).contains(b)).then(|| std::str::from_utf8(t).ok()).flatten()
+    }
 }
 
 impl std::fmt::Debug for SessionId {

@@ -86,6 +86,30 @@ pub fn trading_state(s: TradingState) -> v1::TradingState {
     }
 }
 
+/// `QuoteUpdate.epoch` (field 18, length-delimited: two key bytes).
+const EPOCH_TAG: u32 = 18;
+
+/// The client-facing epoch of a quote: its feed session id as text
+/// (empty before any session). A session id that is not printable ASCII
+/// (the format allows any bytes; no sender uses them) is shown lossily.
+pub fn epoch_text(q: &Quote) -> std::borrow::Cow<'_, str> {
+    if q.epoch == quotecast_proto::feed::SessionId::default() {
+        return "".into();
+    }
+    match q.epoch.as_text() {
+        Some(t) => t.into(),
+        None => q.epoch.to_string().into(),
+    }
+}
+
+fn string_field_len(tag: u32, s: &str) -> usize {
+    if s.is_empty() {
+        0
+    } else {
+        prost::encoding::key_len(tag) + encoded_len_varint(s.len() as u64) + s.len()
+    }
+}
+
 /// Encoded length of the `QuoteUpdate` message body.
 fn body_len(q: &Quote, f: Flags) -> usize {
     let sym = q.symbol.as_str().len();
@@ -93,7 +117,7 @@ fn body_len(q: &Quote, f: Flags) -> usize {
     for (tag, v) in fields(q, f) {
         n += varint_field_len(tag, v);
     }
-    n
+    n + string_field_len(EPOCH_TAG, &epoch_text(q))
 }
 
 /// Appends one `UpdateBatch.updates` entry for `q` to `buf`.
@@ -108,6 +132,12 @@ pub fn entry(q: &Quote, f: Flags, buf: &mut BytesMut) {
     buf.put_slice(sym.as_bytes());
     for (tag, v) in fields(q, f) {
         varint_field(tag, v, buf);
+    }
+    let epoch = epoch_text(q);
+    if !epoch.is_empty() {
+        encode_key(EPOCH_TAG, WireType::LengthDelimited, buf);
+        encode_varint(epoch.len() as u64, buf);
+        buf.put_slice(epoch.as_bytes());
     }
 }
 
@@ -185,6 +215,7 @@ pub fn to_proto(q: &Quote, f: Flags) -> v1::QuoteUpdate {
         resume_failed: f.resume_failed,
         feed_seq: q.feed_seq,
         trading_state: trading_state(q.trading_state) as i32,
+        epoch: epoch_text(q).into_owned(),
     }
 }
 
@@ -198,6 +229,7 @@ mod tests {
         Quote {
             symbol: Symbol::new("BRK.B").unwrap(),
             seq: 123_456,
+            epoch: quotecast_proto::feed::SessionId::from_text("S093000123"),
             kind: UpdateKind::Trade,
             bid_px: 4_123_400,
             bid_sz: 300,

@@ -54,6 +54,33 @@ pub enum Start {
     ResumeFailed,
 }
 
+/// Where a client resumes a symbol: the last `seq` it holds, in `epoch`
+/// (`QuoteUpdate.epoch`; empty = the symbol's current epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumeFrom<'a> {
+    /// Last per-symbol sequence the client holds.
+    pub seq: u64,
+    /// The epoch it belongs to.
+    pub epoch: &'a str,
+}
+
+/// True when `recent` holds every update of `last`'s epoch after `seq`:
+/// its entries after `seq` start at `seq + 1` and never skip a number (a
+/// skip is an update the gateway itself missed; a repeat is a rebuild from
+/// the snapshot channel, replayed too).
+fn replay_complete(recent: &VecDeque<Arc<Quote>>, last: &Quote, seq: u64) -> bool {
+    let mut want = seq + 1;
+    let mut any = false;
+    for q in recent.iter().filter(|q| q.epoch == last.epoch && q.seq > seq) {
+        if q.seq > want {
+            return false;
+        }
+        want = q.seq + 1;
+        any = true;
+    }
+    any && want == last.seq + 1
+}
+
 /// Bytes one replay entry costs: the quote with its `Arc` header, and its
 /// slot in the ring.
 pub const REPLAY_ENTRY_BYTES: usize =
@@ -99,6 +126,17 @@ impl Hub {
     /// Ingest only: publishes an update of `id` to its subscribers, queueing
     /// the mailboxes to wake in `wakes`.
     pub fn publish(&self, id: SymbolId, q: &Arc<Quote>, entry: &Encoded, wakes: &mut Wakes) {
+        self.publish_as(id, q, entry, false, wakes);
+    }
+
+    /// Ingest only: publishes a rebuilt full state of `id` (from the feed's
+    /// snapshot channel; `entry` is encoded with the snapshot flag, and a
+    /// conflated subscriber keeps the flag).
+    pub fn publish_image(&self, id: SymbolId, q: &Arc<Quote>, entry: &Encoded, wakes: &mut Wakes) {
+        self.publish_as(id, q, entry, true, wakes);
+    }
+
+    fn publish_as(&self, id: SymbolId, q: &Arc<Quote>, entry: &Encoded, image: bool, wakes: &mut Wakes) {
         let mut t = self.topics[id as usize].lock();
         t.last = Some(q.clone());
         if self.replay_depth > 0 {
@@ -116,7 +154,7 @@ impl Hub {
             }
         }
         for m in &t.subs {
-            if m.push_update(id, entry, false) {
+            if m.push_update(id, entry, image) {
                 wakes.push(m.clone());
             }
         }
@@ -157,17 +195,17 @@ impl Hub {
     }
 
     /// Adds `m` to `id`'s subscribers and queues its start: a snapshot, or
-    /// with `from_seq` the updates after that sequence when still known.
-    /// Returns `None` if the symbol has no state yet (unknown to the hub).
-    pub fn subscribe(&self, id: SymbolId, m: &Arc<Mailbox>, from_seq: Option<u64>) -> Option<Start> {
+    /// with `resume` the updates after that point when every one of them
+    /// is still known. Returns `None` if the symbol has no state yet
+    /// (unknown to the hub).
+    pub fn subscribe(&self, id: SymbolId, m: &Arc<Mailbox>, resume: Option<ResumeFrom<'_>>) -> Option<Start> {
         let mut t = self.topics[id as usize].lock();
         let last = t.last.clone()?;
-        let start = match from_seq {
+        let start = match resume {
             None => Start::Snapshot,
-            Some(s) if s == last.seq => Start::Resumed,
-            Some(s) if s < last.seq && t.recent.front().is_some_and(|first| first.seq <= s + 1) => {
-                Start::Resumed
-            }
+            Some(r) if !r.epoch.is_empty() && r.epoch != encode::epoch_text(&last) => Start::ResumeFailed,
+            Some(r) if r.seq == last.seq => Start::Resumed,
+            Some(r) if r.seq < last.seq && replay_complete(&t.recent, &last, r.seq) => Start::Resumed,
             Some(_) => Start::ResumeFailed,
         };
         let mut wake = false;
@@ -177,8 +215,8 @@ impl Hub {
             if last.stale {
                 wake |= m.push_status(id, State::Stale, t.stale_reason.unwrap_or(Reason::Unspecified));
             }
-            let from = from_seq.unwrap_or(0);
-            for q in t.recent.iter().filter(|q| q.seq > from) {
+            let from = resume.map_or(0, |r| r.seq);
+            for q in t.recent.iter().filter(|q| q.epoch == last.epoch && q.seq > from) {
                 let mut buf = BytesMut::new();
                 encode::entry(q, Flags::default(), &mut buf);
                 // A replay is not a fresh tick: no latency sample (ts_recv 0).
@@ -286,6 +324,46 @@ mod tests {
         assert_eq!(seen(&m), vec![]);
     }
 
+    fn at(seq: u64) -> ResumeFrom<'static> {
+        ResumeFrom { seq, epoch: "" }
+    }
+
+    #[test]
+    fn resume_needs_the_same_epoch_and_every_update_after_the_point() {
+        use quotecast_proto::feed::SessionId;
+        let h = Hub::new(1, 8);
+        h.init(0, quote(0));
+        let publish_in = |epoch: &str, seq: u64| {
+            let mut q = (*quote(seq)).clone();
+            q.epoch = SessionId::from_text(epoch);
+            let q = Arc::new(q);
+            let e = Encoded { bytes: encode::shared_entry(&q, Flags::default()), ts_recv: 1 };
+            h.publish(0, &q, &e, &mut Vec::new());
+        };
+        for seq in [1, 2, 5, 6] {
+            // 3 and 4 never reached this gateway.
+            publish_in("S1", seq);
+        }
+        let m = || Arc::new(Mailbox::new(64, 4));
+        let from = |seq, epoch| Some(ResumeFrom { seq, epoch });
+        assert_eq!(h.subscribe(0, &m(), from(5, "S1")), Some(Start::Resumed));
+        assert_eq!(h.subscribe(0, &m(), from(6, "S1")), Some(Start::Resumed));
+        assert_eq!(
+            h.subscribe(0, &m(), from(2, "S1")),
+            Some(Start::ResumeFailed),
+            "3 and 4 are missing here"
+        );
+        assert_eq!(h.subscribe(0, &m(), from(6, "S0")), Some(Start::ResumeFailed), "another epoch");
+        assert_eq!(h.subscribe(0, &m(), from(6, "")), Some(Start::Resumed), "no epoch: the current one");
+        publish_in("S2", 1);
+        let mm = m();
+        assert_eq!(h.subscribe(0, &mm, from(6, "S1")), Some(Start::ResumeFailed), "the session changed");
+        assert_eq!(seen(&mm), vec![(1, true, true)]);
+        let mm = m();
+        assert_eq!(h.subscribe(0, &mm, from(0, "S2")), Some(Start::Resumed), "the new epoch from its start");
+        assert_eq!(seen(&mm), vec![(1, false, false)]);
+    }
+
     #[test]
     fn resume_from_ring_or_fail_with_snapshot() {
         let h = Hub::new(1, 3);
@@ -294,16 +372,16 @@ mod tests {
             publish(&h, s);
         }
         let m = Arc::new(Mailbox::new(64, 4));
-        assert_eq!(h.subscribe(0, &m, Some(3)), Some(Start::Resumed));
+        assert_eq!(h.subscribe(0, &m, Some(at(3))), Some(Start::Resumed));
         assert_eq!(seen(&m), vec![(4, false, false), (5, false, false)]);
         let m2 = Arc::new(Mailbox::new(64, 4));
-        assert_eq!(h.subscribe(0, &m2, Some(5)), Some(Start::Resumed));
+        assert_eq!(h.subscribe(0, &m2, Some(at(5))), Some(Start::Resumed));
         assert_eq!(seen(&m2), vec![]);
         let m3 = Arc::new(Mailbox::new(64, 4));
-        assert_eq!(h.subscribe(0, &m3, Some(1)), Some(Start::ResumeFailed), "ring holds 3..=5 only");
+        assert_eq!(h.subscribe(0, &m3, Some(at(1))), Some(Start::ResumeFailed), "ring holds 3..=5 only");
         assert_eq!(seen(&m3), vec![(5, true, true)]);
         let m4 = Arc::new(Mailbox::new(64, 4));
-        assert_eq!(h.subscribe(0, &m4, Some(9)), Some(Start::ResumeFailed), "ahead of the book");
+        assert_eq!(h.subscribe(0, &m4, Some(at(9))), Some(Start::ResumeFailed), "ahead of the book");
     }
 
     #[test]
@@ -315,7 +393,7 @@ mod tests {
         q.stale = true;
         h.status(0, &Arc::new(q), State::Stale, Reason::FeedGap, &mut Vec::new());
         let m = Arc::new(Mailbox::new(64, 4));
-        assert_eq!(h.subscribe(0, &m, Some(1)), Some(Start::Resumed));
+        assert_eq!(h.subscribe(0, &m, Some(at(1))), Some(Start::Resumed));
         let mut d = Drained::default();
         m.drain(&mut d);
         assert!(matches!(
@@ -352,9 +430,9 @@ mod tests {
         // Symbol 1 got the last free entry and recycles it: it can still
         // resume from its latest seq; symbol 2 has no ring and cannot.
         let m = Arc::new(Mailbox::new(64, 4));
-        assert_eq!(h.subscribe(1, &m, Some(9)), Some(Start::Resumed));
-        assert_eq!(h.subscribe(2, &m, Some(9)), Some(Start::ResumeFailed));
-        assert_eq!(h.subscribe(0, &m, Some(7)), Some(Start::Resumed), "symbol 0 keeps its depth");
+        assert_eq!(h.subscribe(1, &m, Some(at(9))), Some(Start::Resumed));
+        assert_eq!(h.subscribe(2, &m, Some(at(9))), Some(Start::ResumeFailed));
+        assert_eq!(h.subscribe(0, &m, Some(at(7))), Some(Start::Resumed), "symbol 0 keeps its depth");
     }
 
     #[test]

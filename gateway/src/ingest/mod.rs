@@ -112,6 +112,38 @@ pub struct FeedStats {
     pub lines: [LineStats; 2],
     /// Gap fill from the retransmission server (`--retrans-addr`).
     pub retrans: RetransStats,
+    /// The snapshot channel (`--snapshot-group`).
+    pub snapshot: SnapshotStats,
+    /// True from a late start (joined mid-session, with a snapshot
+    /// channel) until every symbol is rebuilt from it: not ready meanwhile.
+    pub joining: AtomicBool,
+}
+
+/// What the snapshot channel brought. Written by the ingest thread.
+#[derive(Debug, Default)]
+pub struct SnapshotStats {
+    /// True when `--snapshot-group` is set.
+    pub enabled: AtomicBool,
+    /// Datagrams received on the channel (valid or not).
+    pub packets: AtomicU64,
+    /// Channel messages of the followed session received.
+    pub messages: AtomicU64,
+    /// Channel messages lost (holes in the channel's own sequence).
+    pub lost_messages: AtomicU64,
+    /// Datagrams of another session than the followed one (ignored).
+    pub foreign_packets: AtomicU64,
+    /// Complete cycles seen (a `B` and its `E`).
+    pub cycles: AtomicU64,
+    /// Duration of the last complete cycle (ns).
+    pub last_cycle_ns: AtomicU64,
+    /// Symbols rebuilt from a symbol snapshot (late start or recovery).
+    pub recovered: AtomicU64,
+    /// Symbol snapshots not used because they predate a loss the symbol
+    /// may have had (the next cycle's is used instead).
+    pub too_old: AtomicU64,
+    /// Time from joining the feed mid-session to every symbol rebuilt
+    /// (ns; 0 = no late start, or not complete yet).
+    pub late_join_ns: AtomicU64,
 }
 
 /// What gap fill asked for and got. Written by the ingest thread.
@@ -235,12 +267,20 @@ impl FeedStats {
     }
 
     /// [`FeedStats::ready`] and a one-line explanation for a health body.
+    /// A late start is not ready until every symbol is rebuilt from the
+    /// snapshot channel (`joining`).
     pub fn readiness(&self) -> (bool, String) {
         let up = self.up.load(Ordering::Relaxed);
         let symbols = self.symbols.load(Ordering::Relaxed);
         let stale = self.stale_symbols.load(Ordering::Relaxed);
-        let ready = up && symbols > 0 && stale < symbols;
-        (ready, format!("feed_up={up} symbols={symbols} stale={stale}"))
+        let joining = self.joining.load(Ordering::Relaxed);
+        let ready = up && symbols > 0 && stale < symbols && !joining;
+        let text = if joining {
+            format!("feed_up={up} symbols={symbols} stale={stale} joining=true")
+        } else {
+            format!("feed_up={up} symbols={symbols} stale={stale}")
+        };
+        (ready, text)
     }
 }
 
@@ -320,6 +360,20 @@ struct SymState {
     quote: Quote,
     /// What it needs before its value can be vouched for again.
     vouch: Vouch,
+    /// Feed sequence of the last quote, trade and trading action applied
+    /// live: a symbol snapshot taken before them must not undo them.
+    quote_feed_seq: u64,
+    trade_feed_seq: u64,
+    state_feed_seq: u64,
+    /// Live messages of this symbol up to this feed sequence are already
+    /// in the symbol snapshot applied last (it was ahead of the lines).
+    skip_through: u64,
+}
+
+impl SymState {
+    fn new(quote: Quote, vouch: Vouch) -> Self {
+        SymState { quote, vouch, quote_feed_seq: 0, trade_feed_seq: 0, state_feed_seq: 0, skip_through: 0 }
+    }
 }
 
 /// Why a symbol's value cannot be vouched for, and what clears it. The
@@ -339,17 +393,28 @@ struct Vouch {
     /// lost, and `H` has no per-symbol sequence). Cleared by the next `H`,
     /// or by a trade, which proves the symbol is trading.
     need_state: bool,
+    /// Only a symbol snapshot from the snapshot channel can vouch for it:
+    /// a late start (nothing known before), or a jump in its sequence
+    /// when the gateway has a snapshot channel (a fresh quote would leave
+    /// the last trade unproven).
+    need_image: bool,
 }
 
 impl Vouch {
     fn needed(self) -> bool {
-        self.check_seq || self.need_quote || self.need_state
+        self.check_seq || self.need_quote || self.need_state || self.need_image
     }
 
-    /// Takes a quote or trade numbered `symbol_seq` after `prev`.
-    fn on_message(&mut self, prev: u32, symbol_seq: u32, quote: bool) {
+    /// Takes a quote or trade numbered `symbol_seq` after `prev`; with
+    /// `images` (a snapshot channel) a jump waits for the symbol's
+    /// snapshot, else for a fresh quote.
+    fn on_message(&mut self, prev: u32, symbol_seq: u32, quote: bool, images: bool) {
         if std::mem::take(&mut self.check_seq) && symbol_seq != prev.wrapping_add(1) {
-            self.need_quote = true;
+            if images {
+                self.need_image = true;
+            } else {
+                self.need_quote = true;
+            }
         }
         if quote {
             self.need_quote = false;
@@ -389,6 +454,45 @@ pub struct Ingest {
     redundant: u64,
     /// Gap fill, with `--retrans-addr`.
     retrans: Option<Retrans>,
+    /// The snapshot channel's socket, until `run` takes it.
+    snapshot_socket: Option<UdpSocket>,
+    /// Recovery from the snapshot channel (`--snapshot-group`).
+    images: Option<Images>,
+}
+
+/// Snapshot-channel state of the followed session.
+#[derive(Debug, Default)]
+struct Images {
+    /// Every live message up to this feed sequence that was lost (in a
+    /// gap nobody filled) is at most here: a symbol snapshot older than
+    /// it may miss one of them.
+    lost_through: u64,
+    /// Per locate: the last live message dropped because the locate had
+    /// no directory entry yet (a late start).
+    locate_lost: Vec<u64>,
+    /// Joined mid-session, at this instant, and not every symbol rebuilt.
+    joining_since: Option<Instant>,
+    /// Symbols the current cycle announced.
+    cycle_symbols: usize,
+    /// The cycle being received: its number and when its `B` came.
+    cycle: Option<(u32, Instant)>,
+    /// Next channel sequence expected (0 = none yet).
+    next: u64,
+}
+
+impl Images {
+    /// The oldest feed sequence a symbol snapshot for `locate` must reflect.
+    fn floor(&self, locate: u16) -> u64 {
+        self.lost_through.max(self.locate_lost.get(usize::from(locate)).copied().unwrap_or(0))
+    }
+
+    /// A new session: nothing lost in it yet.
+    fn reset(&mut self) {
+        self.lost_through = 0;
+        self.locate_lost.fill(0);
+        self.cycle = None;
+        self.next = 0;
+    }
 }
 
 /// Where a socket's datagrams come from.
@@ -396,6 +500,7 @@ pub struct Ingest {
 enum Channel {
     Line(Line),
     Retrans,
+    Snapshot,
 }
 
 impl Ingest {
@@ -414,6 +519,8 @@ impl Ingest {
             line_last: [None; 2],
             redundant: 0,
             retrans: None,
+            images: None,
+            snapshot_socket: None,
             book,
             hub,
             stats,
@@ -460,6 +567,17 @@ impl Ingest {
         self
     }
 
+    /// Adds the snapshot channel: a bound, joined socket (see
+    /// [`socket::bind`]) on which the feed loops every symbol's full state.
+    /// A late start builds its book from it; a symbol that provably lost
+    /// an update recovers from it. Call before the first datagram.
+    pub fn with_snapshot_channel(mut self, socket: UdpSocket) -> Self {
+        self.stats.snapshot.enabled.store(true, Ordering::Relaxed);
+        self.snapshot_socket = Some(socket);
+        self.images = Some(Images { locate_lost: vec![0; 1 << 16], ..Images::default() });
+        self
+    }
+
     /// Receives and applies datagrams until `shutdown` is cancelled.
     /// Blocking: run it on its own thread.
     ///
@@ -474,6 +592,9 @@ impl Ingest {
         let hold_timeout = Duration::from_micros(200);
         let mut socks: Vec<(Channel, UdpSocket)> =
             std::mem::take(&mut self.sockets).into_iter().map(|(l, s)| (Channel::Line(l), s)).collect();
+        if let Some(s) = self.snapshot_socket.take() {
+            socks.push((Channel::Snapshot, s));
+        }
         if let Some(r) = &self.retrans {
             match r.socket().try_clone() {
                 Ok(s) => socks.push((Channel::Retrans, s)),
@@ -526,6 +647,13 @@ impl Ingest {
                         Channel::Line(line) => self.refuse_source(line, n, now),
                         // Connected to the server: nothing else arrives.
                         Channel::Retrans => self.on_retrans_datagram(&buf[..n], now, now_ns()),
+                        Channel::Snapshot if self.source_allowed(from.ip()) => {
+                            self.on_snapshot_datagram(&buf[..n], now, now_ns());
+                        }
+                        Channel::Snapshot => {
+                            self.stats.snapshot.packets.fetch_add(1, Ordering::Relaxed);
+                            self.count_refused_source(now);
+                        }
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
@@ -587,6 +715,10 @@ impl Ingest {
         self.stats.lines[line.index()].packets.fetch_add(1, Ordering::Relaxed);
         self.stats.packets.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        self.count_refused_source(now);
+    }
+
+    fn count_refused_source(&mut self, now: Instant) {
         self.source_refused += 1;
         self.stats.suspect_packets[SOURCE_NOT_ALLOWED].store(self.source_refused, Ordering::Relaxed);
         if let Some(suppressed) = self.warn.suspect.hit(now) {
@@ -695,6 +827,7 @@ impl Ingest {
             admit @ (Admit::Trusted | Admit::Joined) => {
                 if admit == Admit::Joined {
                     tracing::info!(session = %p.session, seq = p.seq, line = line.label(), "joined feed session");
+                    self.on_join(&p, now);
                 }
                 self.alive(now, ts_recv);
                 self.line_alive(line, now);
@@ -799,6 +932,145 @@ impl Ingest {
         self.flush_wakes();
     }
 
+    /// One datagram of the snapshot channel (from an accepted source): the
+    /// followed session's symbol snapshots rebuild the symbols that need
+    /// them. Never a sign of life for the live feed.
+    fn on_snapshot_datagram(&mut self, raw: &[u8], now: Instant, ts_recv: i64) {
+        let st = &self.stats.snapshot;
+        st.packets.fetch_add(1, Ordering::Relaxed);
+        let p = match Packet::decode(raw) {
+            Ok(p) => p,
+            Err(e) => {
+                self.stats.decode_errors[decode_reason_index(&e)].fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        if self.seq.session() != Some(p.session) {
+            // Not (yet) the followed session: a restarted sender's channel
+            // before its lines took over, or a stray.
+            st.foreign_packets.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let Some(im) = self.images.as_mut() else { return };
+        let end = p.seq + sequencer::span(&p);
+        if im.next != 0 && p.seq > im.next {
+            st.lost_messages.fetch_add(p.seq - im.next, Ordering::Relaxed);
+        }
+        im.next = im.next.max(end);
+        st.messages.fetch_add(u64::from(p.count()), Ordering::Relaxed);
+        for (_, m) in p.messages() {
+            match m {
+                Message::SnapshotBegin { cycle, symbols, .. } => {
+                    if let Some(im) = &mut self.images {
+                        im.cycle = Some((cycle, now));
+                        im.cycle_symbols = usize::from(symbols);
+                    }
+                }
+                Message::SymbolSnapshot(x) => self.apply_image(&x, ts_recv),
+                Message::SnapshotEnd { cycle, .. } => {
+                    let Some(im) = &mut self.images else { continue };
+                    if let Some((c, began)) = im.cycle.take() {
+                        if c == cycle {
+                            let st = &self.stats.snapshot;
+                            st.cycles.fetch_add(1, Ordering::Relaxed);
+                            st.last_cycle_ns
+                                .store(now.duration_since(began).as_nanos() as u64, Ordering::Relaxed);
+                        }
+                    }
+                }
+                // Live messages do not belong on the snapshot channel.
+                _ => {}
+            }
+        }
+        self.check_joined(now);
+        self.flush_wakes();
+    }
+
+    /// Ends a late start once every symbol the snapshot channel announced
+    /// is in the book and none waits for its snapshot any more.
+    fn check_joined(&mut self, now: Instant) {
+        let Some(im) = &mut self.images else { return };
+        let Some(since) = im.joining_since else { return };
+        if im.cycle_symbols == 0
+            || self.syms.len() < im.cycle_symbols
+            || self.syms.iter().any(|s| s.vouch.need_image)
+        {
+            return;
+        }
+        im.joining_since = None;
+        let took = now.duration_since(since);
+        self.stats.snapshot.late_join_ns.store(took.as_nanos() as u64, Ordering::Relaxed);
+        self.stats.joining.store(false, Ordering::Relaxed);
+        tracing::info!(symbols = self.syms.len(), took = ?took, "late start complete: every symbol rebuilt from the snapshot channel");
+    }
+
+    /// Rebuilds a symbol that needs it from its snapshot, if the snapshot
+    /// is recent enough (taken after the last message the symbol may have
+    /// lost). Live messages applied since the snapshot's `feed_seq` stay:
+    /// the snapshot supplies only the fields they did not set.
+    fn apply_image(&mut self, x: &quotecast_proto::feed::SymbolSnapshot, ts_recv: i64) {
+        let Some(id) = self.bind_locate(x.locate, x.symbol) else { return };
+        let Some(im) = &self.images else { return };
+        let floor = im.floor(x.locate);
+        let s = &mut self.syms[id as usize];
+        if !s.vouch.needed() {
+            return;
+        }
+        if x.feed_seq < floor {
+            self.stats.snapshot.too_old.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let f = x.feed_seq;
+        let q = &mut s.quote;
+        if s.quote_feed_seq <= f {
+            (q.bid_px, q.bid_sz, q.ask_px, q.ask_sz) =
+                (x.bid_px, u64::from(x.bid_sz), x.ask_px, u64::from(x.ask_sz));
+        }
+        if s.trade_feed_seq <= f {
+            (q.last_px, q.last_sz) = (x.last_px, u64::from(x.last_sz));
+        }
+        if s.quote_feed_seq.max(s.trade_feed_seq) <= f {
+            // Nothing newer arrived live: the snapshot's numbers stand.
+            q.feed_symbol_seq = x.symbol_seq;
+            q.feed_seq = f;
+            q.ts_event = x.quote_ts.max(x.trade_ts) as i64;
+            q.kind = match (x.quote_ts, x.trade_ts) {
+                (0, 0) => UpdateKind::None,
+                (qt, tt) if tt > qt => UpdateKind::Trade,
+                _ => UpdateKind::Quote,
+            };
+        }
+        let take_state = s.state_feed_seq <= f;
+        s.skip_through = s.skip_through.max(f);
+        s.vouch = Vouch::default();
+        if take_state {
+            self.set_trading(id, x.state, x.reason);
+        }
+        self.stats.snapshot.recovered.fetch_add(1, Ordering::Relaxed);
+        self.commit_image(id, ts_recv);
+    }
+
+    /// Publishes a rebuilt symbol: a full-state update (`snapshot` set),
+    /// its recovery told first.
+    fn commit_image(&mut self, id: SymbolId, ts_recv: i64) {
+        let s = &mut self.syms[id as usize];
+        let was_stale = s.quote.stale;
+        let q = &mut s.quote;
+        q.seq = u64::from(q.feed_symbol_seq);
+        q.epoch = self.seq.session().unwrap_or_default();
+        q.ts_recv = ts_recv;
+        q.stale = false;
+        let q = Arc::new(q.clone());
+        if was_stale {
+            self.stats.stale_symbols.fetch_sub(1, Ordering::Relaxed);
+            self.hub.status(id, &q, State::Ok, Reason::Recovered, &mut self.wakes);
+        }
+        let flags = Flags { snapshot: true, ..Flags::default() };
+        let entry = Encoded { bytes: encode::shared_entry(&q, flags), ts_recv };
+        self.hub.publish_image(id, &q, &entry, &mut self.wakes);
+        self.book.publish(id, q, true);
+    }
+
     /// A trusted packet arrived: the feed is up.
     fn alive(&mut self, now: Instant, ts_recv: i64) {
         self.last_packet = Some(now);
@@ -826,6 +1098,13 @@ impl Ingest {
                 self.locates.fill(None);
                 self.book.clear_locates();
                 self.mark_all_stale(Reason::SessionEnd);
+                for s in &mut self.syms {
+                    // Feed sequences restart with the session.
+                    (s.quote_feed_seq, s.trade_feed_seq, s.state_feed_seq, s.skip_through) = (0, 0, 0, 0);
+                }
+                if let Some(im) = &mut self.images {
+                    im.reset();
+                }
                 // A new session starts with every symbol trading until its
                 // own trading actions say otherwise.
                 for id in 0..self.syms.len() as SymbolId {
@@ -837,6 +1116,11 @@ impl Ingest {
                     tracing::warn!(%session, suppressed, "feed sequence jump confirmed: marking every symbol stale");
                 }
                 self.mark_all_stale(Reason::FeedGap);
+                // Everything before the jump may be lost.
+                let before = self.seq.next_seq().saturating_sub(1);
+                if let Some(im) = &mut self.images {
+                    im.lost_through = im.lost_through.max(before);
+                }
             }
         }
         self.alive(now, ts_recv);
@@ -928,33 +1212,15 @@ impl Ingest {
 
     fn apply(&mut self, feed_seq: u64, m: &Message, ts_recv: i64) {
         match *m {
-            Message::SymbolDirectory { locate, symbol } => match self.book.insert_symbol(symbol) {
-                Ok(id) => {
-                    let slot = &mut self.locates[usize::from(locate)];
-                    if let Some(old) = slot.replace(id).filter(|old| *old != id) {
-                        // The sender re-bound a locate (it should not within
-                        // a session): the old symbol has none now.
-                        self.book.set_locate(old, None);
-                    }
-                    self.book.set_locate(id, Some(locate));
-                    if id as usize == self.syms.len() {
-                        let q = Quote::empty(symbol);
-                        self.hub.init(id, Arc::new(q.clone()));
-                        self.syms.push(SymState { quote: q, vouch: Vouch::default() });
-                        self.stats.symbols.store(self.syms.len() as u64, Ordering::Relaxed);
-                    }
-                }
-                Err(e) => {
-                    self.stats.book_full.fetch_add(1, Ordering::Relaxed);
-                    if let Some(suppressed) = self.warn.book_full.hit(Instant::now()) {
-                        tracing::warn!(%symbol, error = %e, suppressed, "symbol not added");
-                    }
-                }
-            },
+            Message::SymbolDirectory { locate, symbol } => {
+                self.bind_locate(locate, symbol);
+            }
             Message::Quote { locate, symbol_seq, ts, bid_px, bid_sz, ask_px, ask_sz } => {
-                let Some(id) = self.locate(locate) else { return };
+                let Some(id) = self.live_target(locate, feed_seq) else { return };
+                let images = self.images.is_some();
                 let s = &mut self.syms[id as usize];
-                s.vouch.on_message(s.quote.feed_symbol_seq, symbol_seq, true);
+                s.vouch.on_message(s.quote.feed_symbol_seq, symbol_seq, true, images);
+                s.quote_feed_seq = feed_seq;
                 if !s.quote.trading_state.quotes_allowed() {
                     s.vouch.need_state = true;
                 }
@@ -968,14 +1234,16 @@ impl Ingest {
                 self.commit(id, ts as i64, ts_recv, feed_seq);
             }
             Message::Trade { locate, symbol_seq, ts, px, sz } => {
-                let Some(id) = self.locate(locate) else { return };
+                let Some(id) = self.live_target(locate, feed_seq) else { return };
                 if self.syms[id as usize].quote.trading_state != TradingState::Trading {
                     // Only a trading symbol trades: the `H` saying so was lost.
                     self.set_trading(id, TradingState::Trading, ReasonCode::NONE);
                 }
+                let images = self.images.is_some();
                 let s = &mut self.syms[id as usize];
                 s.vouch.need_state = false;
-                s.vouch.on_message(s.quote.feed_symbol_seq, symbol_seq, false);
+                s.vouch.on_message(s.quote.feed_symbol_seq, symbol_seq, false, images);
+                s.trade_feed_seq = feed_seq;
                 let q = &mut s.quote;
                 q.kind = UpdateKind::Trade;
                 q.feed_symbol_seq = symbol_seq;
@@ -985,25 +1253,96 @@ impl Ingest {
             }
             Message::TradingAction { locate, state, reason, .. } => {
                 self.stats.trading_actions.fetch_add(1, Ordering::Relaxed);
-                let Some(id) = self.locate(locate) else { return };
+                let Some(id) = self.live_target(locate, feed_seq) else { return };
                 self.set_trading(id, state, reason);
-                self.syms[id as usize].vouch.need_state = false;
+                let s = &mut self.syms[id as usize];
+                s.vouch.need_state = false;
+                s.state_feed_seq = feed_seq;
             }
             Message::SystemEvent { .. } => {
                 self.stats.system_events.fetch_add(1, Ordering::Relaxed);
             }
-            // Snapshot-channel messages never belong on a live line (and
-            // the gateway does not join the snapshot channel yet): ignored.
+            // Snapshot-channel messages never belong on a live line: ignored.
             Message::SnapshotBegin { .. } | Message::SymbolSnapshot(_) | Message::SnapshotEnd { .. } => {}
         }
     }
 
-    fn locate(&self, locate: u16) -> Option<SymbolId> {
-        let id = self.locates[usize::from(locate)];
-        if id.is_none() {
+    /// The symbol a live message numbered `feed_seq` is for, or `None`
+    /// when it is not to be applied: an unknown locate (counted; with a
+    /// snapshot channel remembered, so the symbol's snapshot must be newer)
+    /// or a message the symbol's last snapshot already holds.
+    fn live_target(&mut self, locate: u16, feed_seq: u64) -> Option<SymbolId> {
+        let Some(id) = self.locates[usize::from(locate)] else {
             self.stats.unknown_locate.fetch_add(1, Ordering::Relaxed);
+            if let Some(im) = &mut self.images {
+                im.locate_lost[usize::from(locate)] = feed_seq;
+            }
+            return None;
+        };
+        (self.syms[id as usize].skip_through < feed_seq).then_some(id)
+    }
+
+    /// Binds `locate` to `symbol` for the current session (from a directory
+    /// entry or a symbol snapshot), adding the symbol if new. `None` when
+    /// the book is full.
+    fn bind_locate(&mut self, locate: u16, symbol: quotecast_proto::feed::Symbol) -> Option<SymbolId> {
+        match self.book.insert_symbol(symbol) {
+            Ok(id) => {
+                let slot = &mut self.locates[usize::from(locate)];
+                if let Some(old) = slot.replace(id).filter(|old| *old != id) {
+                    // The sender re-bound a locate (it should not within
+                    // a session): the old symbol has none now.
+                    self.book.set_locate(old, None);
+                }
+                self.book.set_locate(id, Some(locate));
+                self.add_symbol(id, symbol);
+                Some(id)
+            }
+            Err(e) => {
+                self.stats.book_full.fetch_add(1, Ordering::Relaxed);
+                if let Some(suppressed) = self.warn.book_full.hit(Instant::now()) {
+                    tracing::warn!(%symbol, error = %e, suppressed, "symbol not added");
+                }
+                None
+            }
         }
-        id
+    }
+
+    /// Starts the writer's state of a symbol the book just added. During a
+    /// late start it is stale until its snapshot arrives.
+    fn add_symbol(&mut self, id: SymbolId, symbol: quotecast_proto::feed::Symbol) {
+        if id as usize != self.syms.len() {
+            return;
+        }
+        let mut q = Quote::empty(symbol);
+        let joining = self.images.as_ref().is_some_and(|im| im.joining_since.is_some());
+        if joining {
+            q.stale = true;
+            self.stats.stale_symbols.fetch_add(1, Ordering::Relaxed);
+        }
+        self.hub.init(id, Arc::new(q.clone()));
+        if joining {
+            self.book.publish(id, Arc::new(q.clone()), false);
+        }
+        self.syms.push(SymState::new(q, Vouch { need_image: joining, ..Vouch::default() }));
+        self.stats.symbols.store(self.syms.len() as u64, Ordering::Relaxed);
+    }
+
+    /// The first packet ever: a start in the middle of a session (its
+    /// sequence is past 1) with a snapshot channel is a late start, not
+    /// ready until every symbol is rebuilt from the channel.
+    fn on_join(&mut self, p: &Packet<'_>, now: Instant) {
+        if let Some(im) = &mut self.images {
+            if p.seq > 1 {
+                im.joining_since = Some(now);
+                im.lost_through = p.seq - 1;
+                self.stats.joining.store(true, Ordering::Relaxed);
+                tracing::info!(
+                    seq = p.seq,
+                    "joined mid-session: building the book from the snapshot channel"
+                );
+            }
+        }
     }
 
     /// Publishes the writer's copy of `id` as its next update.
@@ -1011,7 +1350,9 @@ impl Ingest {
         let s = &mut self.syms[id as usize];
         let was_stale = s.quote.stale;
         let q = &mut s.quote;
-        q.seq += 1;
+        // The feed's number: the same on every gateway (see Quote::seq).
+        q.seq = u64::from(q.feed_symbol_seq);
+        q.epoch = self.seq.session().unwrap_or_default();
         q.ts_event = ts_event;
         q.ts_recv = ts_recv;
         q.feed_seq = feed_seq;
@@ -1027,6 +1368,11 @@ impl Ingest {
     }
 
     fn on_gap(&mut self) {
+        // Nothing at or after the sequencer's position was lost yet.
+        let before = self.seq.next_seq().saturating_sub(1);
+        if let Some(im) = &mut self.images {
+            im.lost_through = im.lost_through.max(before);
+        }
         if let Some(suppressed) = self.warn.gap.hit(Instant::now()) {
             let s = self.seq.stats();
             tracing::warn!(

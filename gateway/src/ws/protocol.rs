@@ -29,6 +29,9 @@ pub enum Request {
         symbols: Vec<String>,
         /// Resume points.
         from_seq: BTreeMap<String, u64>,
+        /// The epoch the resume points belong to (empty: each symbol's
+        /// current one).
+        from_epoch: String,
     },
     /// Remove symbols.
     Unsubscribe {
@@ -78,6 +81,8 @@ struct JsonRequest {
     #[serde(default)]
     from_seq: Option<BTreeMap<String, u64>>,
     #[serde(default)]
+    from_epoch: Option<String>,
+    #[serde(default)]
     ts: Option<i64>,
 }
 
@@ -106,6 +111,7 @@ pub fn parse_text(text: &str) -> Result<Envelope, BadRequest> {
         "subscribe" => Request::Subscribe {
             symbols: r.symbols.ok_or_else(|| bad(&id, "subscribe needs \"symbols\"".into()))?,
             from_seq: r.from_seq.unwrap_or_default(),
+            from_epoch: r.from_epoch.unwrap_or_default(),
         },
         "unsubscribe" => Request::Unsubscribe {
             symbols: r.symbols.ok_or_else(|| bad(&id, "unsubscribe needs \"symbols\"".into()))?,
@@ -135,9 +141,11 @@ pub fn parse_binary(bytes: &[u8]) -> Result<Envelope, BadRequest> {
     })?;
     let id = check_id(m.id, format)?;
     let request = match m.op {
-        Some(Op::Subscribe(s)) => {
-            Request::Subscribe { symbols: s.symbols, from_seq: s.from_seq.into_iter().collect() }
-        }
+        Some(Op::Subscribe(s)) => Request::Subscribe {
+            symbols: s.symbols,
+            from_seq: s.from_seq.into_iter().collect(),
+            from_epoch: s.from_epoch,
+        },
         Some(Op::Unsubscribe(u)) => Request::Unsubscribe { symbols: u.symbols },
         Some(Op::List(_)) => Request::List,
         Some(Op::Ping(p)) => Request::Ping { ts: p.ts },
@@ -248,7 +256,8 @@ mod tests {
             e.request,
             Request::Subscribe {
                 symbols: vec!["AAPL".into(), "MSFT".into()],
-                from_seq: [("AAPL".to_string(), 3)].into_iter().collect()
+                from_seq: [("AAPL".to_string(), 3)].into_iter().collect(),
+                from_epoch: String::new(),
             }
         );
         assert_eq!(parse_text(r#"{"op":"list"}"#).unwrap().request, Request::List);

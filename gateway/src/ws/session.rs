@@ -9,7 +9,7 @@ use crate::book::SymbolId;
 use crate::hub::encode::{self, Flags};
 use crate::hub::mailbox::{Drained, Encoded, Entry, Mailbox};
 use crate::hub::notice::{self, Grouped, Notice};
-use crate::hub::Start;
+use crate::hub::{ResumeFrom, Start};
 use crate::ingest::now_ns;
 use crate::server::Core;
 use bytes::{Bytes, BytesMut};
@@ -95,7 +95,11 @@ impl Session {
         if !initial.is_empty() {
             self.handle(Envelope {
                 id: String::new(),
-                request: Request::Subscribe { symbols: initial, from_seq: BTreeMap::new() },
+                request: Request::Subscribe {
+                    symbols: initial,
+                    from_seq: BTreeMap::new(),
+                    from_epoch: String::new(),
+                },
                 format: Format::Binary,
             });
         }
@@ -200,7 +204,9 @@ impl Session {
     fn handle(&self, env: Envelope) -> bool {
         let Envelope { id, request, format } = env;
         match request {
-            Request::Subscribe { symbols, from_seq } => self.subscribe(&id, symbols, &from_seq, format),
+            Request::Subscribe { symbols, from_seq, from_epoch } => {
+                self.subscribe(&id, symbols, &from_seq, &from_epoch, format)
+            }
             Request::Unsubscribe { symbols } => self.unsubscribe(&id, symbols, format),
             Request::List => {
                 let names = self.subscribed_names();
@@ -240,6 +246,7 @@ impl Session {
         id: &str,
         symbols: Vec<String>,
         from_seq: &BTreeMap<String, u64>,
+        from_epoch: &str,
         format: Format,
     ) -> bool {
         let max = self.shared.config.ws.max_symbols_per_connection;
@@ -276,7 +283,7 @@ impl Session {
         }
         let mut st = self.state.lock();
         for (text, sid) in accepted {
-            let resume = from_seq.get(&text).copied();
+            let resume = from_seq.get(&text).map(|&seq| ResumeFrom { seq, epoch: from_epoch });
             if st.subs.insert(sid) {
                 self.shared.ws.subscriptions.fetch_add(1, Ordering::Relaxed);
             } else {
