@@ -99,6 +99,12 @@ pub struct SimConfig {
     #[arg(long, env = "FEED_SIM_DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
+    /// Keep the session open this long after the last tick (heartbeats,
+    /// snapshot cycles and retransmissions go on, no ticks), then end it,
+    /// so receivers can finish recovering; in milliseconds.
+    #[arg(long, env = "FEED_SIM_QUIET_END_MS", default_value_t = 0)]
+    pub quiet_end_ms: u64,
+
     /// Session id, 1-10 printable ASCII characters (default: "S" + UTC
     /// HHMMSSmmm of the start, so a restart is a new session).
     #[arg(long, env = "FEED_SIM_SESSION")]
@@ -280,6 +286,7 @@ impl Default for SimConfig {
             retrans_max_messages: 2_000,
             retrans_max_requests_per_sec: 100,
             retrans_linger_ms: 1_000,
+            quiet_end_ms: 0,
             halt_every_ticks: 0,
             halt_ticks: 5_000,
             metrics_addr: None,

@@ -538,9 +538,19 @@ pub(crate) fn send_loop(
     let mut bursting = false;
     let mut last_lag_warning: Option<Instant> = None;
 
+    // After the last tick the session may stay open a while (heartbeats,
+    // snapshot cycles, retransmissions), then it ends.
+    let quiet_end = Duration::from_millis(cfg.quiet_end_ms);
+    let mut quiet_until: Option<Instant> = None;
     loop {
         let now = Instant::now();
-        if shutdown.is_cancelled() || deadline.is_some_and(|d| now >= d) || ticks >= max_ticks {
+        let done_ticking = deadline.is_some_and(|d| now >= d) || ticks >= max_ticks;
+        if done_ticking && quiet_until.is_none() {
+            quiet_until = Some(now + quiet_end);
+            // What is pending goes out now, not at its flush deadline.
+            out.flush(now)?;
+        }
+        if shutdown.is_cancelled() || quiet_until.is_some_and(|q| now >= q) {
             break;
         }
         let t = now.duration_since(start).as_secs_f64();
@@ -561,7 +571,13 @@ pub(crate) fn send_loop(
 
         // How many ticks are owed, catching up on at most a bounded backlog.
         let due = pace.due(t);
-        let mut owed = if due.is_finite() { (due as u64).saturating_sub(ticks + skipped) } else { u64::MAX };
+        let mut owed = if done_ticking {
+            0
+        } else if due.is_finite() {
+            (due as u64).saturating_sub(ticks + skipped)
+        } else {
+            u64::MAX
+        };
         let cap = (pace.rate_at(t) * MAX_BACKLOG_SECS) as u64;
         if due.is_finite() && owed > cap.max(BATCH) {
             let skip = owed - cap.max(BATCH);
@@ -609,7 +625,7 @@ pub(crate) fn send_loop(
         // Sleep until the earliest thing that needs doing.
         let mut wake = now + MAX_SLEEP;
         let rate = pace.rate_at(t);
-        if rate > 0.0 && ticks < max_ticks {
+        if rate > 0.0 && !done_ticking {
             let short = (ticks + skipped + 1) as f64 - due;
             wake = wake.min(now + Duration::from_secs_f64((short / rate).clamp(0.0, 1.0)));
         }
@@ -618,7 +634,8 @@ pub(crate) fn send_loop(
             out.flush_deadline(),
             heartbeat.map(|h| out.wire.last_packet + h),
             next_dir,
-            deadline,
+            deadline.filter(|_| !done_ticking),
+            quiet_until,
             next_snapshot,
         ]
         .into_iter()

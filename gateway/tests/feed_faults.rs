@@ -149,7 +149,10 @@ async fn sender_restart_without_end_of_session_is_followed_once_the_old_one_is_s
     assert_eq!((state, reason, symbols), (State::Ok, Reason::Recovered, vec!["AAPL".to_string()]));
     assert!(t0.elapsed() < std::time::Duration::from_secs(3), "taken over promptly");
     let u = c.updates().await;
-    assert_eq!((u[0].symbol.as_str(), u[0].seq, u[0].bid_px, u[0].epoch.as_str()), ("AAPL", 1, 1_100_000, "S2"));
+    assert_eq!(
+        (u[0].symbol.as_str(), u[0].seq, u[0].bid_px, u[0].epoch.as_str()),
+        ("AAPL", 1, 1_100_000, "S2")
+    );
     assert_eq!(gw.running.core.feed.restarts.load(Relaxed), 1);
     gw.stop().await;
 }

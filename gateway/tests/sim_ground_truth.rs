@@ -114,6 +114,41 @@ async fn a_loss_on_both_lines_is_filled_by_retransmission() {
     gw.stop().await;
 }
 
+/// Both lines lose the same packets and there is no retransmission
+/// server: each gap marks the symbols stale, those whose own sequence
+/// shows no loss recover with their next message, the others (and those
+/// not heard from in time) are rebuilt from the snapshot channel. Clients never see a value the simulator did
+/// not have at that seq, and every symbol ends at its last value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unfilled_gaps_are_recovered_from_the_snapshot_channel() {
+    let (snap_group, snap_port) = unique_feed();
+    let (gw, report) = ground_truth_with(
+        Delivery::Vouched,
+        |c| {
+            c.feed.snapshot_group = Some(snap_group);
+            c.feed.snapshot_port = Some(snap_port);
+        },
+        |sim, _| {
+            sim.drop_every = 50;
+            sim.snapshot_group = Some(snap_group);
+            sim.snapshot_port = Some(snap_port);
+            // 60 symbols at 5,000/s: a cycle every 12 ms.
+            sim.snapshot_rate = 5_000;
+            sim.quiet_end_ms = 500;
+        },
+    )
+    .await;
+    let f = &gw.running.core.feed;
+    assert!(report.dropped_messages > 100, "lost on every line: {}", report.dropped_messages);
+    assert!(f.gaps.load(Relaxed) > 0);
+    // Rebuilt: symbols whose sequence jumped, and those not heard from
+    // between the gap and their next snapshot (they cannot be vouched for
+    // until then, and need not wait for their next trade).
+    assert!(f.snapshot.recovered.load(Relaxed) > 0, "symbols were rebuilt from the snapshot channel");
+    assert!(f.snapshot.cycles.load(Relaxed) > 10);
+    gw.stop().await;
+}
+
 /// A/B lines, each losing different packets (and line A reordering): the
 /// other line covers every loss, so clients see exactly the same as from
 /// a clean feed: no gap, no stale, every update in order and equal.
@@ -154,6 +189,26 @@ async fn a_loss_on_one_line_is_covered_by_the_other() {
 /// simulator sent. Returns the gateway, still running, and the
 /// simulator's report.
 async fn ground_truth(
+    gw_cfg: impl FnOnce(&mut gateway::Config),
+    sim_cfg: impl FnOnce(&mut SimConfig, &Gw),
+) -> (Gw, feed_sim::Report) {
+    ground_truth_with(Delivery::Complete, gw_cfg, sim_cfg).await
+}
+
+/// What the clients must see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// Every update, once, in order (nothing lost for good).
+    Complete,
+    /// Gaps nobody filled: seq may jump, but only on an update that is
+    /// stale or a rebuilt snapshot; every value not marked stale is the
+    /// simulator's state at that seq; every symbol ends at its last seq,
+    /// not stale.
+    Vouched,
+}
+
+async fn ground_truth_with(
+    delivery: Delivery,
     gw_cfg: impl FnOnce(&mut gateway::Config),
     sim_cfg: impl FnOnce(&mut SimConfig, &Gw),
 ) -> (Gw, feed_sim::Report) {
@@ -211,41 +266,55 @@ async fn ground_truth(
     }
 
     let report = sim_task.await.unwrap().unwrap();
-    gw.until("all messages applied", |r| r.core.feed.messages.load(Relaxed) >= report.messages).await;
-    assert_eq!(
-        gw.running.core.feed.messages.load(Relaxed),
-        report.messages,
-        "gateway applied every message once"
-    );
-    assert_eq!(gw.running.core.feed.gaps.load(Relaxed), 0, "no kernel drop on loopback at this rate");
+    if delivery == Delivery::Complete {
+        gw.until("all messages applied", |r| r.core.feed.messages.load(Relaxed) >= report.messages).await;
+        assert_eq!(
+            gw.running.core.feed.messages.load(Relaxed),
+            report.messages,
+            "gateway applied every message once"
+        );
+        assert_eq!(gw.running.core.feed.gaps.load(Relaxed), 0, "no kernel drop on loopback at this rate");
+    }
     let hist = history(&report.recorded);
 
     for (mut c, mine) in clients {
-        // symbol -> last seq seen
-        let mut last: HashMap<String, u64> = HashMap::new();
-        let done = |last: &HashMap<String, u64>| {
-            mine.iter()
-                .all(|s| last.get(s).copied().unwrap_or(0) == hist.get(s).map_or(0, |h| h.len() as u64))
-                && last.len() == mine.len()
+        // symbol -> (last seq seen, stale)
+        let mut last: HashMap<String, (u64, bool)> = HashMap::new();
+        let done = |last: &HashMap<String, (u64, bool)>| {
+            mine.iter().all(|s| {
+                last.get(s)
+                    .is_some_and(|&(seq, stale)| seq == hist.get(s).map_or(0, |h| h.len() as u64) && !stale)
+            })
         };
         while !done(&last) {
             for u in c.updates().await {
-                let prev = last.insert(u.symbol.clone(), u.seq);
-                match prev {
-                    None => assert!(u.snapshot, "{}: first message is the snapshot", u.symbol),
-                    Some(p) => {
+                let prev = last.insert(u.symbol.clone(), (u.seq, u.stale));
+                match (prev, delivery) {
+                    (None, _) => assert!(u.snapshot, "{}: first message is the snapshot", u.symbol),
+                    (Some((p, _)), Delivery::Complete) => {
                         assert!(!u.snapshot);
                         assert_eq!(u.skipped, 0, "a fast client is never conflated");
                         assert_eq!(u.seq, p + 1, "{}: every update, in order", u.symbol);
                     }
+                    (Some((p, _)), Delivery::Vouched) => {
+                        assert_eq!(u.skipped, 0, "a fast client is never conflated");
+                        assert!(u.seq >= p, "{}: seq never goes back ({p} then {})", u.symbol, u.seq);
+                        if u.seq == p {
+                            assert!(u.snapshot, "{} seq {p} repeated by a plain update", u.symbol);
+                        }
+                        if u.seq > p + 1 {
+                            assert!(u.stale || u.snapshot, "{}: {p} -> {} jump not marked", u.symbol, u.seq);
+                        }
+                    }
                 }
-                if u.seq > 0 {
-                    // The gateway's per-symbol seq equals the feed's own
-                    // per-symbol sequence for a gateway that saw the
-                    // session from its start (each symbol's Q/T from 1).
+                if u.seq > 0 && !u.stale {
+                    // The gateway's per-symbol seq is the feed's own
+                    // per-symbol sequence (each symbol's Q/T from 1), and
+                    // a value it vouches for is the feed's at that seq.
                     let want = hist[&u.symbol][u.seq as usize - 1];
                     assert_eq!(Truth::of(&u), want, "{} seq {} differs from the simulator", u.symbol, u.seq);
                 }
+                assert_eq!(u.epoch, report.session.to_string(), "epoch is the feed session");
             }
         }
         for s in &mine {

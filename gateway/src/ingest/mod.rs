@@ -1102,8 +1102,11 @@ impl Ingest {
                     // Feed sequences restart with the session.
                     (s.quote_feed_seq, s.trade_feed_seq, s.state_feed_seq, s.skip_through) = (0, 0, 0, 0);
                 }
+                let lost = self.seq.lost_through();
                 if let Some(im) = &mut self.images {
                     im.reset();
+                    // The new session's start, if it was not seen.
+                    im.lost_through = lost;
                 }
                 // A new session starts with every symbol trading until its
                 // own trading actions say otherwise.
@@ -1116,10 +1119,9 @@ impl Ingest {
                     tracing::warn!(%session, suppressed, "feed sequence jump confirmed: marking every symbol stale");
                 }
                 self.mark_all_stale(Reason::FeedGap);
-                // Everything before the jump may be lost.
-                let before = self.seq.next_seq().saturating_sub(1);
+                let lost = self.seq.lost_through();
                 if let Some(im) = &mut self.images {
-                    im.lost_through = im.lost_through.max(before);
+                    im.lost_through = im.lost_through.max(lost);
                 }
             }
         }
@@ -1315,6 +1317,8 @@ impl Ingest {
             return;
         }
         let mut q = Quote::empty(symbol);
+        // Known in this session, with no quote or trade yet: (epoch, 0).
+        q.epoch = self.seq.session().unwrap_or_default();
         let joining = self.images.as_ref().is_some_and(|im| im.joining_since.is_some());
         if joining {
             q.stale = true;
@@ -1368,10 +1372,9 @@ impl Ingest {
     }
 
     fn on_gap(&mut self) {
-        // Nothing at or after the sequencer's position was lost yet.
-        let before = self.seq.next_seq().saturating_sub(1);
+        let lost = self.seq.lost_through();
         if let Some(im) = &mut self.images {
-            im.lost_through = im.lost_through.max(before);
+            im.lost_through = im.lost_through.max(lost);
         }
         if let Some(suppressed) = self.warn.gap.hit(Instant::now()) {
             let s = self.seq.stats();
@@ -1543,6 +1546,123 @@ mod tests {
         send(&mut ing, &mut b, &[quote(1, 4)]);
         assert!(!stale(&ing, 0), "a fresh quote does");
         assert_eq!(stats.stale_symbols.load(Ordering::Relaxed), 0);
+    }
+
+    /// A snapshot-channel datagram of session `s` holding `x`.
+    fn image(s: &str, channel_seq: u64, x: quotecast_proto::feed::SymbolSnapshot) -> Vec<u8> {
+        use quotecast_proto::feed::{PacketBuilder, SessionId};
+        let mut b = PacketBuilder::new(SessionId::from_text(s), channel_seq, 1400);
+        assert!(b.push(&Message::SymbolSnapshot(x)));
+        b.finish().to_vec()
+    }
+
+    #[test]
+    fn a_symbol_is_rebuilt_only_from_a_snapshot_newer_than_its_loss_and_keeps_newer_live_fields() {
+        use quotecast_proto::feed::{PacketBuilder, SessionId, Symbol, SymbolSnapshot};
+        let (ing, stats) = ingest(0);
+        let mut ing = ing.with_snapshot_channel(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let mut b = PacketBuilder::new(SessionId::from_text("I"), 1, 1400);
+        let t0 = Instant::now();
+        let aapl = Symbol::new("AAPL").unwrap();
+        let mut send = |ing: &mut Ingest, m: Message, lose: bool| {
+            assert!(b.push(&m));
+            let p = b.finish().to_vec();
+            if !lose {
+                ing.on_datagram(&p, t0, 1);
+            }
+        };
+        send(&mut ing, Message::SymbolDirectory { locate: 1, symbol: aapl }, false); // feed seq 1
+        send(&mut ing, quote(1, 1), false); // 2
+        let lost =
+            Message::Quote { locate: 1, symbol_seq: 2, ts: 3, bid_px: 20, bid_sz: 2, ask_px: 22, ask_sz: 2 };
+        send(&mut ing, lost, true); // 3: lost on every line
+        send(&mut ing, Message::Trade { locate: 1, symbol_seq: 3, ts: 4, px: 21, sz: 5 }, false); // 4
+        let q = ing.book.get(0).unwrap();
+        assert!(q.stale && q.seq == 3, "the jump 1 -> 3 waits for a snapshot (a snapshot channel is joined)");
+        let snap = |feed_seq, symbol_seq, bid_px, last_px| SymbolSnapshot {
+            locate: 1,
+            symbol: aapl,
+            feed_seq,
+            symbol_seq,
+            state: TradingState::Trading,
+            reason: ReasonCode::NONE,
+            quote_ts: 3,
+            bid_px,
+            bid_sz: 2,
+            ask_px: bid_px + 2,
+            ask_sz: 2,
+            trade_ts: 0,
+            last_px,
+            last_sz: 0,
+        };
+        // Taken before the loss (feed seq 2): it may miss message 3.
+        ing.on_snapshot_datagram(&image("I", 1, snap(2, 1, 9, 0)), t0, 1);
+        assert!(ing.book.get(0).unwrap().stale);
+        assert_eq!(stats.snapshot.too_old.load(Ordering::Relaxed), 1);
+        // Taken after message 3 but before the live trade 4 arrived: its
+        // quote is the truth, the trade applied live stays.
+        ing.on_snapshot_datagram(&image("I", 2, snap(3, 2, 20, 0)), t0, 1);
+        let q = ing.book.get(0).unwrap();
+        assert!(!q.stale);
+        assert_eq!((q.seq, q.bid_px, q.ask_px, q.last_px, q.last_sz), (3, 20, 22, 21, 5));
+        assert_eq!(stats.snapshot.recovered.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.stale_symbols.load(Ordering::Relaxed), 0);
+        // A snapshot of a symbol that needs nothing changes nothing.
+        ing.on_snapshot_datagram(&image("I", 3, snap(9, 7, 99, 99)), t0, 1);
+        assert_eq!(ing.book.get(0).unwrap().bid_px, 20);
+        // Another session's snapshot is ignored.
+        ing.on_snapshot_datagram(&image("J", 4, snap(9, 7, 99, 99)), t0, 1);
+        assert_eq!(stats.snapshot.foreign_packets.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_late_start_is_ready_once_every_symbol_is_rebuilt_and_skips_what_a_snapshot_holds() {
+        use quotecast_proto::feed::{PacketBuilder, SessionId, Symbol, SymbolSnapshot};
+        let (ing, stats) = ingest(0);
+        let mut ing = ing.with_snapshot_channel(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let t0 = Instant::now();
+        let aapl = Symbol::new("AAPL").unwrap();
+        // Joined at feed seq 100: the directory went by long ago.
+        let mut b = PacketBuilder::new(SessionId::from_text("L"), 100, 1400);
+        assert!(b.push(&Message::Trade { locate: 1, symbol_seq: 40, ts: 5, px: 7, sz: 1 }));
+        ing.on_datagram(b.finish(), t0, 1);
+        assert!(stats.joining.load(Ordering::Relaxed) && !stats.ready());
+        assert_eq!(stats.unknown_locate.load(Ordering::Relaxed), 1);
+        let mut c = PacketBuilder::new(SessionId::from_text("L"), 1, 1400);
+        let x = |feed_seq, symbol_seq, last_px| SymbolSnapshot {
+            locate: 1,
+            symbol: aapl,
+            feed_seq,
+            symbol_seq,
+            state: TradingState::Trading,
+            reason: ReasonCode::NONE,
+            quote_ts: 1,
+            bid_px: 5,
+            bid_sz: 1,
+            ask_px: 6,
+            ask_sz: 1,
+            trade_ts: 2,
+            last_px,
+            last_sz: 1,
+        };
+        assert!(c.push(&Message::SnapshotBegin { cycle: 1, symbols: 1, feed_seq: 99 }));
+        assert!(c.push(&Message::SymbolSnapshot(x(99, 39, 6))));
+        ing.on_snapshot_datagram(c.finish(), t0, 1);
+        assert!(stats.joining.load(Ordering::Relaxed), "older than the trade it missed (feed seq 100)");
+        // A snapshot ahead of the lines: the live messages it holds are
+        // skipped when they arrive.
+        assert!(c.push(&Message::SymbolSnapshot(x(101, 41, 8))));
+        ing.on_snapshot_datagram(c.finish(), t0 + Duration::from_millis(3), 1);
+        assert!(!stats.joining.load(Ordering::Relaxed) && stats.ready());
+        assert_eq!(ing.book.get(0).unwrap().seq, 41);
+        assert!(b.push(&Message::Trade { locate: 1, symbol_seq: 41, ts: 6, px: 8, sz: 1 }));
+        ing.on_datagram(b.finish(), t0, 1);
+        assert_eq!(ing.book.get(0).unwrap().seq, 41, "feed seq 101 is in the snapshot");
+        assert!(b.push(&Message::Trade { locate: 1, symbol_seq: 42, ts: 7, px: 9, sz: 1 }));
+        ing.on_datagram(b.finish(), t0, 1);
+        let q = ing.book.get(0).unwrap();
+        assert_eq!((q.seq, q.last_px, q.stale), (42, 9, false));
+        assert!(stats.snapshot.late_join_ns.load(Ordering::Relaxed) > 0);
     }
 
     #[test]

@@ -211,6 +211,8 @@ pub struct Sequencer {
     stats: SeqStats,
     /// A gap found at a heartbeat, reported by the next `expire` call.
     pending_gap: u64,
+    /// Highest sequence declared lost in the current session (0 = none).
+    lost_through: u64,
     /// Sequence a heartbeat ahead announced, while the hole before it may
     /// still fill within the reorder hold, as before a data packet ahead
     /// (0 = none). An end of session ahead stays a gap at once: the session
@@ -271,6 +273,7 @@ impl Sequencer {
             max_hold,
             stats: SeqStats::default(),
             pending_gap: 0,
+            lost_through: 0,
             tail: 0,
         }
     }
@@ -283,6 +286,12 @@ impl Sequencer {
     /// The next feed sequence number expected.
     pub fn next_seq(&self) -> u64 {
         self.next
+    }
+
+    /// Highest sequence declared lost so far in the current session (0 =
+    /// none): a symbol snapshot older than it may miss a lost message.
+    pub fn lost_through(&self) -> u64 {
+        self.lost_through
     }
 
     /// The current session, once joined.
@@ -456,13 +465,18 @@ impl Sequencer {
                 // Behind: what was followed ran ahead of the sender.
                 self.record_gap(0);
             }
+            // Whatever came before the jump may be lost (or replaced).
+            self.lost_through =
+                self.lost_through.max(c.first_seq.saturating_sub(1)).max(self.next.saturating_sub(1));
             Takeover::Resync
         } else {
             self.session = Some(c.session);
             self.stats.restarts += 1;
+            self.lost_through = 0;
             if c.first_seq > 1 {
                 // The start of the new session was lost.
                 self.record_gap(c.first_seq - 1);
+                self.lost_through = c.first_seq - 1;
             }
             Takeover::Restart
         };
@@ -488,6 +502,7 @@ impl Sequencer {
                 } else if p.seq > self.next && self.held.is_empty() {
                     // Messages at the tail were lost: nothing will fill them.
                     self.pending_gap += p.seq - self.next;
+                    self.lost_through = self.lost_through.max(p.seq - 1);
                     self.next = p.seq;
                 }
                 if p.kind == PacketKind::EndOfSession {
@@ -522,6 +537,7 @@ impl Sequencer {
                     // A gap at once: the caller takes it (and marks the
                     // book stale) before applying this packet.
                     self.pending_gap += p.seq - self.next;
+                    self.lost_through = self.lost_through.max(p.seq - 1);
                     self.next = end;
                     Decision::Apply { skip: 0 }
                 } else {
@@ -610,12 +626,14 @@ impl Sequencer {
                 if first > self.next {
                     let hole = first - self.next;
                     self.record_gap(hole);
+                    self.lost_through = self.lost_through.max(first - 1);
                     lost += hole;
                     self.next = first;
                 }
             } else if self.tail > self.next {
                 let hole = self.tail - self.next;
                 self.record_gap(hole);
+                self.lost_through = self.lost_through.max(self.tail - 1);
                 lost += hole;
                 self.next = self.tail;
             }
@@ -637,6 +655,7 @@ impl Sequencer {
         }
         let hole = end - self.next;
         self.record_gap(hole);
+        self.lost_through = self.lost_through.max(end - 1);
         self.next = end;
         self.settle_tail();
         self.held_since = if self.holding() { Some(now) } else { None };
