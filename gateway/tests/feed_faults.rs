@@ -6,8 +6,8 @@
 mod common;
 
 use common::*;
-use quotecast_proto::v1::server_message::Body;
 use quotecast_proto::v1::status::{Reason, State};
+use quotecast_proto::v1::{self, server_message::Body};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// A gateway with AAPL (locate 1) and MSFT (locate 2) quoted once, and a
@@ -129,6 +129,20 @@ async fn sender_restart_after_end_of_session_is_followed_and_symbols_recover_on_
     let u = c.updates().await;
     assert_eq!((u[0].symbol.as_str(), u[0].seq, u[0].bid_px), ("AAPL", 1, 1_100_000));
     assert_eq!(u[0].epoch, "S2");
+    // A client that held AAPL at seq 1 of the old session cannot resume in
+    // the new one, whatever the number: a fresh snapshot, flagged.
+    let mut back = Client::connect(&gw.ws_url("")).await;
+    back.send_pb(v1::ClientMessage {
+        id: "r".into(),
+        op: Some(v1::client_message::Op::Subscribe(v1::Subscribe {
+            symbols: vec!["AAPL".into()],
+            from_seq: [("AAPL".to_string(), 1)].into_iter().collect(),
+            from_epoch: "S1".into(),
+        })),
+    })
+    .await;
+    let u = back.updates().await;
+    assert_eq!((u[0].seq, u[0].snapshot, u[0].resume_failed, u[0].epoch.as_str()), (1, true, true, "S2"));
     let f = &gw.running.core.feed;
     assert_eq!(f.restarts.load(Relaxed), 1);
     assert_eq!(f.suspect("foreign_session"), 0, "the new session's packets were all applied");

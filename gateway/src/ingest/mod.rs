@@ -1034,10 +1034,12 @@ impl Ingest {
             q.feed_symbol_seq = x.symbol_seq;
             q.feed_seq = f;
             q.ts_event = x.quote_ts.max(x.trade_ts) as i64;
-            q.kind = match (x.quote_ts, x.trade_ts) {
-                (0, 0) => UpdateKind::None,
-                (qt, tt) if tt > qt => UpdateKind::Trade,
-                _ => UpdateKind::Quote,
+            // A snapshot does not say which came last when both carry the
+            // same timestamp: then it claims neither.
+            q.kind = match x.trade_ts.cmp(&x.quote_ts) {
+                std::cmp::Ordering::Greater => UpdateKind::Trade,
+                std::cmp::Ordering::Less => UpdateKind::Quote,
+                std::cmp::Ordering::Equal => UpdateKind::None,
             };
         }
         let take_state = s.state_feed_seq <= f;
