@@ -547,8 +547,11 @@ pub(crate) fn send_loop(
         let done_ticking = deadline.is_some_and(|d| now >= d) || ticks >= max_ticks;
         if done_ticking && quiet_until.is_none() {
             quiet_until = Some(now + quiet_end);
-            // What is pending goes out now, not at its flush deadline.
-            out.flush(now)?;
+            if !quiet_end.is_zero() {
+                // The last ticks go out now, not at their flush deadline
+                // (without a quiet end they share the closing packet).
+                out.flush(now)?;
+            }
         }
         if shutdown.is_cancelled() || quiet_until.is_some_and(|q| now >= q) {
             break;

@@ -1174,8 +1174,11 @@ impl Ingest {
         while let Some(raw) = self.seq.pop_ready() {
             // Held packets were validated before they were held.
             let Ok(p) = Packet::decode(&raw) else { continue };
-            if let Decision::Apply { skip } = self.seq.offer(&p, &raw, Instant::now()) {
-                self.apply_packet(&p, skip, ts_recv);
+            match self.seq.offer(&p, &raw, Instant::now()) {
+                Decision::Apply { skip } => self.apply_packet(&p, skip, ts_recv),
+                // A held end of session, now in order.
+                d @ Decision::EndOfSession { .. } => self.handle(&p, d, ts_recv),
+                _ => {}
             }
         }
     }

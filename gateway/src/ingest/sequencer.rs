@@ -493,6 +493,20 @@ impl Sequencer {
             return Decision::Duplicate;
         }
         match p.kind {
+            PacketKind::EndOfSession if p.seq > self.next && self.max_held > 0 => {
+                // The end, with messages still missing before it: held
+                // like a data packet ahead (its key is one past the last
+                // message), so they can still come from the other line or
+                // a retransmission; it is handed back once they did or the
+                // hole is given up, and only then ends the session.
+                if self.held.contains_key(&p.seq) {
+                    self.stats.duplicate_packets += 1;
+                    return Decision::Duplicate;
+                }
+                self.held.insert(p.seq, raw.to_vec());
+                self.held_since.get_or_insert(now);
+                Decision::Held
+            }
             PacketKind::Heartbeat | PacketKind::EndOfSession => {
                 if p.seq > self.next && p.kind == PacketKind::Heartbeat && self.max_held > 0 {
                     // The other line may still bring them: wait like for
@@ -875,13 +889,19 @@ mod tests {
         assert_eq!(s.expire(t0 + Duration::from_millis(15)), 2);
         assert!(!s.holding());
         assert_eq!((s.stats().gaps, s.stats().missed_messages, s.next_seq()), (1, 2, 6));
-        // An end of session ahead is a gap at once: nothing after the end
-        // may refresh a symbol.
+        // An end of session ahead waits like a packet ahead (the missing
+        // messages may still come), then ends the session once the hole
+        // is given up: nothing after the end may refresh a symbol.
         let eos = end_of_session("A", 8);
         let p = Packet::decode(&eos).unwrap();
-        assert_eq!(s.offer(&p, &eos, t0), Decision::EndOfSession { first: true });
+        assert_eq!(s.offer(&p, &eos, t0), Decision::Held);
+        assert_eq!(s.offer(&p, &eos, t0), Decision::Duplicate, "its copies");
+        assert!(s.holding());
+        assert_eq!(s.expire(t0 + Duration::from_millis(6)), 2);
+        let back = s.pop_ready().expect("the end is handed back");
+        let p = Packet::decode(&back).unwrap();
+        assert_eq!(s.offer(&p, &back, t0), Decision::EndOfSession { first: true });
         assert!(!s.holding());
-        assert_eq!(s.expire(t0), 2);
         assert_eq!(s.next_seq(), 8);
     }
 
