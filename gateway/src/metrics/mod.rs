@@ -109,6 +109,28 @@ pub mod names {
     pub const RETRANS_LATE: &str = "quotecast_feed_retrans_late_packets_total";
     /// First request to complete fill, seconds.
     pub const RETRANS_FILL: &str = "quotecast_feed_retrans_fill_seconds";
+    /// 1 with `--snapshot-group`.
+    pub const SNAPSHOT_ENABLED: &str = "quotecast_feed_snapshot_enabled";
+    /// Snapshot-channel datagrams received.
+    pub const SNAPSHOT_PACKETS: &str = "quotecast_feed_snapshot_received_packets_total";
+    /// Snapshot-channel messages of the followed session.
+    pub const SNAPSHOT_MESSAGES: &str = "quotecast_feed_snapshot_received_messages_total";
+    /// Snapshot-channel messages lost.
+    pub const SNAPSHOT_LOST: &str = "quotecast_feed_snapshot_lost_messages_total";
+    /// Snapshot-channel datagrams of another session.
+    pub const SNAPSHOT_FOREIGN: &str = "quotecast_feed_snapshot_foreign_packets_total";
+    /// Complete snapshot cycles.
+    pub const SNAPSHOT_CYCLES: &str = "quotecast_feed_snapshot_cycles_total";
+    /// Duration of the last complete cycle.
+    pub const SNAPSHOT_CYCLE_SECONDS: &str = "quotecast_feed_snapshot_cycle_seconds";
+    /// Symbols rebuilt from a symbol snapshot.
+    pub const SNAPSHOT_RECOVERED: &str = "quotecast_feed_snapshot_recovered_symbols_total";
+    /// Symbol snapshots too old to use.
+    pub const SNAPSHOT_TOO_OLD: &str = "quotecast_feed_snapshot_too_old_total";
+    /// 1 during a late start (not ready until every symbol is rebuilt).
+    pub const FEED_JOINING: &str = "quotecast_feed_joining";
+    /// Time the last late start took to rebuild every symbol.
+    pub const LATE_JOIN_SECONDS: &str = "quotecast_feed_late_join_seconds";
     /// Symbols in the book.
     pub const BOOK_SYMBOLS: &str = "quotecast_book_symbols";
     /// Most symbols the book can hold.
@@ -209,6 +231,58 @@ struct FeedHandles {
     replay_max_bytes: Gauge,
     lines: [LineHandles; 2],
     retrans: RetransHandles,
+    snapshot: SnapshotHandles,
+}
+
+/// Handles mirroring [`crate::ingest::SnapshotStats`] and the late start.
+struct SnapshotHandles {
+    enabled: Gauge,
+    packets: Counter,
+    messages: Counter,
+    lost: Counter,
+    foreign: Counter,
+    cycles: Counter,
+    cycle_seconds: Gauge,
+    recovered: Counter,
+    too_old: Counter,
+    joining: Gauge,
+    late_join_seconds: Gauge,
+}
+
+impl SnapshotHandles {
+    fn new() -> Self {
+        use names::*;
+        SnapshotHandles {
+            enabled: gauge!(SNAPSHOT_ENABLED),
+            packets: counter!(SNAPSHOT_PACKETS),
+            messages: counter!(SNAPSHOT_MESSAGES),
+            lost: counter!(SNAPSHOT_LOST),
+            foreign: counter!(SNAPSHOT_FOREIGN),
+            cycles: counter!(SNAPSHOT_CYCLES),
+            cycle_seconds: gauge!(SNAPSHOT_CYCLE_SECONDS),
+            recovered: counter!(SNAPSHOT_RECOVERED),
+            too_old: counter!(SNAPSHOT_TOO_OLD),
+            joining: gauge!(FEED_JOINING),
+            late_join_seconds: gauge!(LATE_JOIN_SECONDS),
+        }
+    }
+
+    fn sync(&self, f: &crate::ingest::FeedStats) {
+        let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let flag = |b: &std::sync::atomic::AtomicBool| if b.load(Ordering::Relaxed) { 1.0 } else { 0.0 };
+        let s = &f.snapshot;
+        self.enabled.set(flag(&s.enabled));
+        self.packets.absolute(l(&s.packets));
+        self.messages.absolute(l(&s.messages));
+        self.lost.absolute(l(&s.lost_messages));
+        self.foreign.absolute(l(&s.foreign_packets));
+        self.cycles.absolute(l(&s.cycles));
+        self.cycle_seconds.set(l(&s.last_cycle_ns) as f64 * 1e-9);
+        self.recovered.absolute(l(&s.recovered));
+        self.too_old.absolute(l(&s.too_old));
+        self.joining.set(flag(&f.joining));
+        self.late_join_seconds.set(l(&s.late_join_ns) as f64 * 1e-9);
+    }
 }
 
 /// Handles mirroring [`crate::ingest::RetransStats`] (the fill latency
@@ -500,6 +574,7 @@ impl Telemetry {
                 replay_max_bytes: gauge!(HUB_REPLAY_MAX_BYTES),
                 lines: Line::ALL.map(LineHandles::new),
                 retrans: RetransHandles::new(),
+                snapshot: SnapshotHandles::new(),
             };
             let ws = WsHandles {
                 open: gauge!(WS_CONNECTIONS),
@@ -597,6 +672,7 @@ impl Telemetry {
             h.enabled.set(flag(&ls.enabled));
         }
         f.retrans.sync(&s.retrans);
+        f.snapshot.sync(s);
 
         let (w, s) = (&self.ws, &*core.ws);
         w.open.set(s.open.load(Ordering::Relaxed) as f64);
