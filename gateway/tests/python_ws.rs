@@ -39,6 +39,6 @@ async fn python_websockets_client_subscribes_and_decodes() {
     token.cancel();
     sim_task.await.unwrap().unwrap();
     assert!(ok, "python client failed:\n{text}");
-    assert!(text.contains("3 passed"), "{text}");
+    assert!(text.contains("4 passed"), "{text}");
     gw.stop().await;
 }

@@ -105,3 +105,54 @@ def test_trading_status_of_a_halted_symbol(pb):
             assert "halted" in seen, "no halt within 20 s"
 
     asyncio.run(run())
+
+
+def test_resume_on_epoch_and_seq_after_a_reconnect(pb):
+    """Every update carries the feed session as `epoch`; a client that
+    reconnects with from_seq + from_epoch gets the updates after what it
+    held, no snapshot; a stale epoch gets a fresh snapshot, flagged."""
+
+    async def subscribe(ws, from_seq=None, epoch=""):
+        req = pb.stream.ClientMessage(id="r")
+        req.subscribe.symbols.extend(SYMBOLS)
+        for sym, seq in (from_seq or {}).items():
+            req.subscribe.from_seq[sym] = seq
+        req.subscribe.from_epoch = epoch
+        await ws.send(req.SerializeToString())
+
+    async def updates(ws, n):
+        got = []
+        while len(got) < n:
+            frame = await asyncio.wait_for(ws.recv(), timeout=10)
+            msg = pb.stream.ServerMessage()
+            msg.ParseFromString(frame)
+            if msg.WhichOneof("body") == "updates":
+                got.extend(msg.updates.updates)
+        return got
+
+    async def run():
+        async with websockets.connect(URL) as ws:
+            await subscribe(ws)
+            seen = await updates(ws, 50)
+        epochs = {u.epoch for u in seen}
+        assert len(epochs) == 1 and "" not in epochs, epochs
+        epoch = epochs.pop()
+        held = {}
+        for u in seen:
+            held[u.symbol] = u.seq
+        async with websockets.connect(URL) as ws:
+            await subscribe(ws, held, epoch)
+            after = await updates(ws, 20)
+            first = {}
+            for u in after:
+                first.setdefault(u.symbol, u)
+            for sym, u in first.items():
+                assert not u.snapshot and not u.resume_failed, (sym, u)
+                assert u.seq == held[sym] + 1, (sym, u.seq, held[sym])
+                assert u.epoch == epoch
+        async with websockets.connect(URL) as ws:
+            await subscribe(ws, held, "S-OLD")
+            u = (await updates(ws, 1))[0]
+            assert u.snapshot and u.resume_failed and u.epoch == epoch
+
+    asyncio.run(run())
