@@ -42,7 +42,63 @@ fn data_at(session: &str, seq: u64, locate: u16, bid: i64) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stray_datagrams_are_counted_and_the_live_feed_keeps_flowing() {
-    let (gw, mut live, mut c) = setup(|_| {}).await;
+    let (gw, live, c) = setup(|_| {}).await;
+    strays_change_nothing(gw, live, c).await;
+}
+
+/// The same strays with a retransmission server and a snapshot channel
+/// configured; in addition, strays on the snapshot channel (another
+/// session's snapshots) and datagrams sent to the gateway's
+/// retransmission socket from another port (the socket is connected to
+/// the server: the kernel drops them) change nothing either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strays_change_nothing_with_gap_fill_and_a_snapshot_channel() {
+    use quotecast_proto::feed::{Message, SymbolSnapshot, TradingState};
+    let (snap_group, snap_port) = unique_feed();
+    let retrans: std::net::SocketAddr =
+        std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (gw, live, c) = setup(|cfg| {
+        cfg.feed.retrans_addr = Some(retrans);
+        cfg.feed.snapshot_group = Some(snap_group);
+        cfg.feed.snapshot_port = Some(snap_port);
+    })
+    .await;
+    let mut b = PacketBuilder::new(SessionId::from_text("EVIL"), 1, 1400);
+    assert!(b.push(&Message::SymbolSnapshot(SymbolSnapshot {
+        locate: 1,
+        symbol: Symbol::new("AAPL").unwrap(),
+        feed_seq: 1_000,
+        symbol_seq: 1_000,
+        state: TradingState::Halted,
+        reason: quotecast_proto::feed::ReasonCode::NONE,
+        quote_ts: 1,
+        bid_px: 1,
+        bid_sz: 1,
+        ask_px: 2,
+        ask_sz: 1,
+        trade_ts: 1,
+        last_px: 1,
+        last_sz: 1,
+    })));
+    let forged = b.finish().to_vec();
+    let snap = multicast_sender();
+    snap.send_to(&forged, SocketAddrV4::new(snap_group, snap_port)).unwrap();
+    // Whatever port the gateway's retransmission socket has, a sender that
+    // is not the server cannot reach it.
+    let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for port in [retrans.port(), retrans.port().wrapping_add(1)] {
+        let _ = other.send_to(&forged, ("127.0.0.1", port));
+    }
+    let f = &gw.running.core.feed;
+    gw.until("snapshot stray counted", |_| f.snapshot.foreign_packets.load(Relaxed) == 1).await;
+    assert_eq!(f.retrans.packets.load(Relaxed), 0);
+    assert_eq!(f.snapshot.recovered.load(Relaxed), 0);
+    strays_change_nothing(gw, live, c).await;
+}
+
+/// Sends every kind of stray, each followed by a live quote the bystander
+/// must get in order and fresh; then checks nothing else moved.
+async fn strays_change_nothing(gw: Gw, mut live: FeedSender, mut c: Client) {
     let ahead = |live: &FeedSender, by: u64| live.builder.next_seq() + by;
     let evil = SessionId::from_text("EVIL");
     let live_id = live.builder.session();

@@ -38,7 +38,7 @@ pub mod socket;
 
 use crate::book::{Book, Quote, SymbolId, UpdateKind};
 use crate::config::FeedConfig;
-use crate::histogram::{AtomicHistogram, LATENCY_BUCKETS};
+use crate::histogram::{AtomicHistogram, FILL_BUCKETS};
 use crate::hub::encode::{self, Flags};
 use crate::hub::mailbox::Encoded;
 use crate::hub::{Hub, Wakes};
@@ -184,7 +184,7 @@ impl Default for RetransStats {
             packets: AtomicU64::new(0),
             messages: AtomicU64::new(0),
             late_packets: AtomicU64::new(0),
-            fill_latency: AtomicHistogram::new(&LATENCY_BUCKETS),
+            fill_latency: AtomicHistogram::new(&FILL_BUCKETS),
         }
     }
 }
