@@ -2,8 +2,8 @@
 //! Prometheus: the dashboard JSON is checked for structure, promtool checks
 //! the config and rules and runs the rule unit tests, and a Prometheus
 //! scraping a gateway fed by feed-sim (with clients, a slow consumer,
-//! faults and gRPC calls) must return data for every panel query and every
-//! alert measure.
+//! faults, gap fill and gRPC calls) must return data for every panel query
+//! and every alert measure.
 //!
 //! Needs Debian's `prometheus` package (prometheus + promtool): the tests
 //! fail, naming the install command, when it is missing.
@@ -390,11 +390,18 @@ async fn evaluate_everything(prom: &Prometheus, instance: &str) -> QueryResults 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_panel_and_alert_query_returns_data_on_a_real_prometheus() {
     metrics_util::require_binary("prometheus");
+    let retrans: SocketAddr = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let gw = Gw::start_with(|c| {
         c.ws.queue_capacity = 64;
         c.ws.slow_client_timeout_ms = 1000;
         c.ws.send_buffer_bytes = 16 * 1024;
         c.ws.max_batch_bytes = 2048;
+        // Gap fill from feed-sim's retransmission server, at most 2
+        // requests a second: a few holes are filled (the Feed recovery
+        // panels, fill latency included, have samples), the others are
+        // refused by the rate and stay gaps (the gap panels and alert).
+        c.feed.retrans_addr = Some(retrans);
+        c.feed.retrans_max_per_sec = 2;
     })
     .await;
     let metrics_addr = gw.running.metrics_addr;
@@ -411,8 +418,9 @@ async fn every_panel_and_alert_query_returns_data_on_a_real_prometheus() {
     let prom = Prometheus::start(&config).await;
     prom.until_data("up{job=\"quotecast-gateway\"} == 1", Duration::from_secs(20)).await;
 
-    // The feed: feed-sim (with its own /metrics) at 20,000 ticks/s over 20
-    // symbols, dropping, duplicating and reordering packets now and then.
+    // The feed: feed-sim (with its own /metrics and a retransmission
+    // server) at 20,000 ticks/s over 20 symbols, dropping, duplicating and
+    // reordering packets now and then.
     let stop = CancellationToken::new();
     let sim_cfg = feed_sim::SimConfig {
         group: gw.group,
@@ -425,6 +433,7 @@ async fn every_panel_and_alert_query_returns_data_on_a_real_prometheus() {
         reorder_every: 83,
         session: Some("DASH".into()),
         metrics_addr: Some(sim_metrics),
+        retrans_addr: Some(retrans),
         ..feed_sim::SimConfig::default()
     };
     let sim = tokio::spawn(feed_sim::run(sim_cfg, stop.clone()));
@@ -441,6 +450,7 @@ async fn every_panel_and_alert_query_returns_data_on_a_real_prometheus() {
     gw.until("a slow consumer closed", |r| r.core.ws.slow_closes.load(Relaxed) >= 1).await;
     gw.until("conflation", |r| r.core.ws.conflated.load(Relaxed) > 0).await;
     gw.until("a feed gap", |r| r.core.feed.gaps.load(Relaxed) > 0).await;
+    gw.until("a hole filled by retransmission", |r| r.core.feed.retrans.filled.load(Relaxed) > 0).await;
     prom.until_data("quotecast_ws_slow_consumer_closes_total > 0", Duration::from_secs(20)).await;
     prom.until_data("quotecast_grpc_requests_total{code=\"INVALID_ARGUMENT\"} > 0", Duration::from_secs(20))
         .await;
