@@ -477,6 +477,18 @@ else
   md "(perf not available or not run in this mode: no profile.)" ""
 fi
 
+# ---------------------------------------------------------------- 7 feed lines and recovery
+log "scenario 7: A/B lines, gap fill, late start"
+md "## 7. Feed lines and recovery" ""
+md "One feed line vs A+B (\`scripts/bench-ingest-lines.sh\`: gateway on core 0, feed-sim on core 1, no clients); the second copy of every packet costs one more \`recv\` and a duplicate check: the CPU difference at the same rate is the arbitration cost." ""
+if [[ $SMOKE == 1 ]]; then LINE_RATES=(100000); else LINE_RATES=(1000000 2000000 3000000); fi
+md "$(scripts/bench-ingest-lines.sh "${LINE_RATES[@]}")" ""
+if [[ $SMOKE == 1 ]]; then
+  md "$(FILL_RUNS="100000:100" JOIN_SYMBOLS=500 JOIN_RATE=20000 SNAP_RATES=50000 scripts/bench-recovery.sh)" ""
+else
+  md "$(scripts/bench-recovery.sh)" ""
+fi
+
 # ---------------------------------------------------------------- targets
 met() { if (($(echo "$1" | bc -l))); then echo "**met**"; else echo "**missed**"; fi; }
 # The end-to-end latency at ~1M delivered/s: the scenario-2 step whose
