@@ -144,6 +144,7 @@ impl QuoteService for QuoteSvc {
                     last_update_ts: q.ts_recv,
                     update_count: book.update_count(id),
                     stale: q.stale,
+                    epoch: crate::hub::encode::epoch_text(&q).into_owned(),
                 })
             })
             .collect();

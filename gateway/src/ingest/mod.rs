@@ -7,10 +7,23 @@
 //! the [`Book`] and its shared encoding to the [`Hub`], and finally wakes
 //! every connection writer that got something, once per datagram.
 //!
-//! Feed trouble is turned into per-symbol staleness: a gap, a restart or an
-//! end of session means any book may be wrong, so every symbol is stale
-//! until its next full quote; a silent feed makes every symbol stale until
-//! packets flow again.
+//! Feed trouble is turned into per-symbol staleness, and repaired where the
+//! feed allows it (README, "What the gateway vouches for"):
+//!
+//! - a hole both lines left is first asked for from the retransmission
+//!   server ([`retrans`]); the packets after it wait for the answer;
+//! - a gap nobody filled marks every symbol stale; each is vouched for
+//!   again by its next message if its `symbol_seq` shows it lost nothing,
+//!   else by its symbol snapshot from the snapshot channel (one taken
+//!   after the last loss), else (without a snapshot channel) by its next
+//!   quote;
+//! - a late start (joined mid-session) builds every symbol from the
+//!   snapshot channel and is not ready until it has;
+//! - a restart or an end of session needs the new session's quote or
+//!   snapshot; a silent feed makes every symbol stale until packets flow.
+//!
+//! The published `seq` is the feed's `symbol_seq` and the `epoch` its
+//! session, so every gateway on the feed numbers an update the same.
 //!
 //! Only trusted packets count (see the sequencer's "What is trusted"): a
 //! datagram from a source outside `--feed-source`, of another session, or
@@ -377,7 +390,7 @@ impl SymState {
 }
 
 /// Why a symbol's value cannot be vouched for, and what clears it. The
-/// rule (README, "Sequence numbers"): never show a value the feed did not
+/// rule (README, "What the gateway vouches for"): never show a value the feed did not
 /// have.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Vouch {
@@ -386,7 +399,8 @@ struct Vouch {
     /// it lost nothing (vouched at once, even by a trade); a jump means it
     /// lost something, and it needs a fresh quote.
     check_seq: bool,
-    /// Bid/ask need a fresh quote (`Q`): after a jump, or a session change.
+    /// Bid/ask need a fresh quote (`Q`) or a snapshot: after a jump
+    /// without a snapshot channel, or a session change.
     need_quote: bool,
     /// The trading state is provably out of date (a quote arrived for a
     /// symbol the book has halted or paused: the `H` that changed it was

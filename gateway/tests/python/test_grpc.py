@@ -71,6 +71,9 @@ def test_get_snapshot_by_name_with_unknown_reported_per_symbol(qc, channel):
         assert q.snapshot and q.seq > 0
         assert 0 < q.bid_px < q.ask_px, "fixed-point prices, bid below ask"
         assert q.ts_recv >= q.ts_event > 0
+    # (epoch, seq) are the feed's: one feed session, named the same on all.
+    epochs = {q.epoch for q in resp.quotes}
+    assert len(epochs) == 1 and "" not in epochs, epochs
     assert resp.feed_seq > 0 and resp.ts > 0
     assert [r.symbol for r in resp.rejected] == ["NOPE9"]
     assert resp.rejected[0].code == qc.stream.ERROR_CODE_UNKNOWN_SYMBOL
@@ -84,6 +87,7 @@ def test_all_symbols_paged_match_list_symbols(qc, channel):
     # being applied while we read).
     assert all(s.update_count + 1 >= s.seq for s in universe)
     assert any(s.seq > 0 for s in universe)
+    assert len({s.epoch for s in universe}) == 1 and universe[0].epoch
     seen, token, pages = [], "", 0
     while True:
         req = qc.snapshot.GetSnapshotRequest(page_size=7, page_token=token)
