@@ -259,6 +259,19 @@ pub struct ServeConfig {
     /// Time given to clients to close after SIGINT/SIGTERM (ms).
     #[arg(long, env = "QUOTECAST_SHUTDOWN_GRACE_MS", default_value_t = 5000)]
     pub shutdown_grace_ms: u64,
+    /// On SIGTERM/SIGINT, answer not ready (/readyz 503, gRPC health
+    /// NOT_SERVING) this long before closing anyone, so a load balancer
+    /// stops sending new clients first; keep it above the balancer's check
+    /// interval x fall count (ms; 0 = close at once). A second signal skips
+    /// the drain.
+    #[arg(long, env = "QUOTECAST_DRAIN_DELAY_MS", default_value_t = 2000)]
+    pub drain_delay_ms: u64,
+    /// After --drain-delay-ms, close the clients (WebSocket 1012 Service
+    /// Restart with a reconnect hint, StreamQuotes UNAVAILABLE) spread over
+    /// this long, so they do not all reconnect to the other nodes at once
+    /// (ms; 0 = all at once). --shutdown-grace-ms follows it.
+    #[arg(long, env = "QUOTECAST_DRAIN_SPREAD_MS", default_value_t = 2000)]
+    pub drain_spread_ms: u64,
     /// Log filter (tracing EnvFilter syntax), e.g. "info,gateway=debug".
     #[arg(long, env = "QUOTECAST_LOG", default_value = "info")]
     pub log: String,
@@ -454,6 +467,8 @@ impl Config {
         c.serve.grpc_addr = "127.0.0.1:0".parse().expect("literal address");
         c.serve.metrics_addr = "127.0.0.1:0".parse().expect("literal address");
         c.serve.shutdown_grace_ms = 2000;
+        c.serve.drain_delay_ms = 0;
+        c.serve.drain_spread_ms = 0;
         c
     }
 }

@@ -25,6 +25,7 @@
 
 pub mod book;
 pub mod config;
+pub mod drain;
 pub mod grpc;
 pub mod histogram;
 pub mod hub;

@@ -57,13 +57,24 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         let bound = Bound::bind(&cfg).context("binding sockets")?;
         let shutdown = CancellationToken::new();
         let gw = gateway::start(cfg, bound, shutdown.clone()).await?;
-        println!("quotecast gateway: WebSocket ws://{}/  health http://{}/healthz", gw.ws_addr, gw.ws_addr);
+        println!(
+            "quotecast gateway: WebSocket ws://{ws}/  health http://{ws}/readyz  gRPC {}  metrics http://{}/metrics",
+            gw.grpc_addr,
+            gw.metrics_addr,
+            ws = gw.ws_addr
+        );
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        tracing::info!("shutdown requested");
-        shutdown.cancel();
+        tracing::info!("shutdown requested: draining (a second signal stops at once)");
+        // The drain ends by starting the shutdown; a second signal starts it
+        // now (clients then close with 1001 within the grace period).
+        tokio::select! {
+            () = gw.drain() => {}
+            _ = term.recv() => { tracing::info!("second signal: shutting down now"); shutdown.cancel(); }
+            _ = int.recv() => { tracing::info!("second signal: shutting down now"); shutdown.cancel(); }
+        }
         gw.wait().await
     })
 }

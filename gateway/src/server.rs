@@ -170,6 +170,9 @@ pub struct Core {
     pub config: Config,
     /// Cancelled on shutdown.
     pub shutdown: CancellationToken,
+    /// Draining out of a fleet (SIGTERM): not ready, then clients closed
+    /// at their turns.
+    pub drain: crate::drain::Drain,
     /// This gateway's metrics (rendered by `/metrics`; the gRPC server
     /// attaches `metrics.grpc_layer()`).
     pub metrics: Arc<crate::metrics::Telemetry>,
@@ -189,7 +192,51 @@ pub struct Running {
     done: tokio::task::JoinHandle<()>,
 }
 
+impl Core {
+    /// Whether to look ready (`/readyz`, gRPC health), and why not: the
+    /// feed must be complete and the node not draining.
+    pub fn readiness(&self) -> (bool, String) {
+        if self.drain.is_draining() {
+            return (false, "draining: closing clients for a restart; use another node".into());
+        }
+        self.feed.readiness()
+    }
+
+    /// [`readiness`](Self::readiness) without the explanation.
+    pub fn ready(&self) -> bool {
+        !self.drain.is_draining() && self.feed.ready()
+    }
+}
+
 impl Running {
+    /// Drains this node out of its fleet, then shuts it down: not ready
+    /// at once, clients closed with 1012 at their turns after
+    /// `--drain-delay-ms` over `--drain-spread-ms`, then the usual
+    /// shutdown. Returns when the shutdown has begun (wait with
+    /// [`wait`](Self::wait)); a drain already under way is not restarted.
+    pub async fn drain(&self) {
+        let core = &self.core;
+        if !core.drain.begin() {
+            return;
+        }
+        let delay = Duration::from_millis(core.config.serve.drain_delay_ms);
+        tracing::info!(?delay, spread = ?core.drain.spread(), "draining: not ready; clients close after the delay");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = core.shutdown.cancelled() => return,
+        }
+        core.drain.start_closing();
+        tracing::info!(
+            clients = core.ws.open.load(std::sync::atomic::Ordering::Relaxed),
+            "draining: closing clients with 1012"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(core.drain.spread()) => {}
+            () = core.shutdown.cancelled() => return,
+        }
+        core.shutdown.cancel();
+    }
+
     /// Waits until the gateway has shut down (after the token is cancelled).
     ///
     /// # Errors
@@ -279,6 +326,7 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
         ws: ws_stats.clone(),
         config: cfg.clone(),
         shutdown: shutdown.clone(),
+        drain: crate::drain::Drain::new(Duration::from_millis(cfg.serve.drain_spread_ms)),
         metrics: telemetry,
     });
     let side = TaskTracker::new();

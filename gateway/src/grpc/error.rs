@@ -74,6 +74,8 @@ pub enum StreamEnd {
     ClientGone,
     /// The gateway is shutting down.
     Shutdown,
+    /// The node is draining (SIGTERM) and this stream's turn came.
+    Drained,
     /// The caller's deadline passed.
     Deadline,
     /// The caller read too slowly for too long.
@@ -93,6 +95,7 @@ impl StreamEnd {
             StreamEnd::Shutdown => {
                 Some(Status::unavailable("the gateway is shutting down; reconnect and stream again"))
             }
+            StreamEnd::Drained => Some(Status::unavailable(crate::drain::HINT)),
             StreamEnd::Deadline => {
                 Some(Status::deadline_exceeded("the call's deadline (grpc-timeout) passed"))
             }
@@ -109,6 +112,7 @@ impl StreamEnd {
         match self {
             StreamEnd::ClientGone => "client_gone",
             StreamEnd::Shutdown => "shutdown",
+            StreamEnd::Drained => "drained",
             StreamEnd::Deadline => "deadline",
             StreamEnd::SlowConsumer { .. } => "slow_consumer",
             StreamEnd::Internal(_) => "internal",
@@ -139,6 +143,7 @@ mod tests {
         }
         assert_eq!(StreamEnd::ClientGone.status().map(|s| s.code()), None);
         assert_eq!(StreamEnd::Shutdown.status().map(|s| s.code()), Some(Code::Unavailable));
+        assert_eq!(StreamEnd::Drained.status().map(|s| s.code()), Some(Code::Unavailable));
         assert_eq!(StreamEnd::Deadline.status().map(|s| s.code()), Some(Code::DeadlineExceeded));
         let slow = StreamEnd::SlowConsumer { limit_ms: 5 }.status().unwrap();
         assert_eq!(slow.code(), Code::ResourceExhausted);

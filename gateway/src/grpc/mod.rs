@@ -113,7 +113,7 @@ pub async fn serve_with(
         .max_decoding_message_size(cfg.max_request_bytes)
         .max_encoding_message_size(cfg.max_response_bytes);
     let (reporter, health) = tonic_health::server::health_reporter();
-    let up = core.feed.ready();
+    let up = core.ready();
     set_health(&reporter, up).await;
     tasks.spawn(follow_feed(core.clone(), reporter, up));
     // v1 for current clients (grpcurl, grpcio), v1alpha for older ones.
@@ -199,11 +199,13 @@ async fn follow_feed(core: Arc<Core>, mut reporter: HealthReporter, mut last: bo
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            // Draining: NOT_SERVING now, not at the next poll.
+            () = core.drain.began(), if last => {}
             () = core.shutdown.cancelled() => break,
         }
-        let up = core.feed.ready();
+        let up = core.ready();
         if up != last {
-            tracing::info!(serving = up, "gRPC health follows the feed");
+            tracing::info!(serving = up, "gRPC health follows the feed and the drain");
             set_health(&reporter, up).await;
             last = up;
         }

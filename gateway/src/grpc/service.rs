@@ -162,6 +162,9 @@ impl QuoteService for QuoteSvc {
         // starts; the stream itself ends at the caller's deadline here.
         let timeout = request::grpc_timeout(req.metadata().get("grpc-timeout").and_then(|v| v.to_str().ok()));
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        // Drain turns spread by caller address; several streams of one
+        // connection differ by the time they started.
+        let drain_key = req.remote_addr().map_or(0, |a| a.port() as u64) ^ (now_ns() as u64 >> 10);
         let r = req.into_inner();
         if r.symbols.is_empty() {
             return Err(CallError::NoSymbols.into());
@@ -195,6 +198,8 @@ impl QuoteService for QuoteSvc {
             sub,
             book: core.book.clone(),
             shutdown: core.shutdown.clone(),
+            core: core.clone(),
+            drain_key,
             cfg: PumpConfig {
                 max_batch_bytes: self.cfg.max_batch_bytes,
                 slow_client_timeout: self.cfg.slow_client_timeout(),

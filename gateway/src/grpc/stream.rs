@@ -131,6 +131,10 @@ pub struct Pump {
     pub book: Arc<Book>,
     /// Gateway shutdown.
     pub shutdown: CancellationToken,
+    /// The gateway, for its drain turns.
+    pub core: Arc<crate::server::Core>,
+    /// This stream's drain turn key.
+    pub drain_key: u64,
     /// Settings.
     pub cfg: PumpConfig,
     /// The stream slot, released when the pump ends.
@@ -150,7 +154,10 @@ impl Pump {
     /// Drains the mailbox into `tx` until the stream must end, then sends
     /// the terminal status (if anyone listens) and unsubscribes.
     pub async fn run(self, tx: mpsc::Sender<StreamQuotesResponse>, end: oneshot::Sender<tonic::Status>) {
-        let why = self.pump(&tx).await;
+        let why = tokio::select! {
+            why = self.pump(&tx) => why,
+            () = self.core.drain.turn(self.drain_key) => StreamEnd::Drained,
+        };
         tracing::debug!(reason = why.label(), "quote stream ended");
         if let Some(s) = why.status() {
             let _ = end.send(s);

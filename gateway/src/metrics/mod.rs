@@ -77,6 +77,10 @@ pub mod names {
     pub const FEED_SYSTEM_EVENTS: &str = "quotecast_feed_system_events_total";
     /// 1 while packets arrive within the feed timeout.
     pub const FEED_UP: &str = "quotecast_feed_up";
+    /// 1 while the node says ready (/readyz 200, gRPC SERVING).
+    pub const READY: &str = "quotecast_ready";
+    /// 1 from SIGTERM until the node stops (draining out of its fleet).
+    pub const DRAINING: &str = "quotecast_draining";
     /// Seconds since the last datagram (since start if none yet).
     pub const FEED_LAST_PACKET_AGE: &str = "quotecast_feed_last_packet_age_seconds";
     /// Next feed sequence number expected.
@@ -222,6 +226,8 @@ struct FeedHandles {
     system_events: Counter,
     book_full: Counter,
     up: Gauge,
+    ready: Gauge,
+    draining: Gauge,
     last_packet_age: Gauge,
     next_seq: Gauge,
     symbols: Gauge,
@@ -440,6 +446,14 @@ fn describe() {
     );
     describe_gauge!(FEED_UP, "1 while feed packets arrive within the feed timeout, else 0.");
     describe_gauge!(
+        READY,
+        "1 while the node says ready (/readyz 200, gRPC health SERVING): feed complete and not draining."
+    );
+    describe_gauge!(
+        DRAINING,
+        "1 from SIGTERM until the node stops: not ready, clients closed with 1012 at their turns."
+    );
+    describe_gauge!(
         FEED_LAST_PACKET_AGE,
         Unit::Seconds,
         "Seconds since the last trusted feed datagram (since gateway start if none yet)."
@@ -565,6 +579,8 @@ impl Telemetry {
                 system_events: counter!(FEED_SYSTEM_EVENTS),
                 book_full: counter!(BOOK_FULL),
                 up: gauge!(FEED_UP),
+                ready: gauge!(READY),
+                draining: gauge!(DRAINING),
                 last_packet_age: gauge!(FEED_LAST_PACKET_AGE),
                 next_seq: gauge!(FEED_NEXT_SEQ),
                 symbols: gauge!(BOOK_SYMBOLS),
@@ -653,6 +669,8 @@ impl Telemetry {
         f.system_events.absolute(l(&s.system_events));
         f.book_full.absolute(l(&s.book_full));
         f.up.set(if s.up.load(Ordering::Relaxed) { 1.0 } else { 0.0 });
+        f.ready.set(if core.ready() { 1.0 } else { 0.0 });
+        f.draining.set(if core.drain.is_draining() { 1.0 } else { 0.0 });
         let last = s.last_packet_ns.load(Ordering::Relaxed);
         let since = if last > 0 { last } else { self.created_ns };
         f.last_packet_age.set((now_ns() - since).max(0) as f64 * 1e-9);
@@ -772,6 +790,7 @@ mod tests {
             ws: Arc::new(WsStats::new(metrics.send_latency())),
             config: Config::for_tests(std::net::Ipv4Addr::new(239, 1, 2, 3), 5000),
             shutdown: CancellationToken::new(),
+            drain: crate::drain::Drain::new(std::time::Duration::ZERO),
             metrics,
         }
     }

@@ -42,6 +42,9 @@ pub mod close_code {
     pub const POLICY: u16 = 1008;
     /// A client message exceeded `--max-request-bytes`.
     pub const TOO_BIG: u16 = 1009;
+    /// The node is draining for a restart: reconnect (through the
+    /// balancer, to another node) and resume.
+    pub const SERVICE_RESTART: u16 = 1012;
     /// Connection limit reached; retry later.
     pub const TRY_AGAIN_LATER: u16 = 1013;
     /// The client stayed behind longer than `--slow-client-timeout-ms`.
@@ -57,6 +60,7 @@ pub mod close_code {
             ABNORMAL => "client_gone",
             POLICY => "policy",
             TOO_BIG => "message_too_big",
+            SERVICE_RESTART => "service_restart",
             TRY_AGAIN_LATER => "connection_limit",
             SLOW_CONSUMER => "slow_consumer",
             IDLE => "idle_timeout",
@@ -67,9 +71,10 @@ pub mod close_code {
     }
 
     /// Every label [`label`] can return.
-    pub const LABELS: [&str; 11] = [
+    pub const LABELS: [&str; 12] = [
         "normal",
         "shutdown",
+        "service_restart",
         "client_gone",
         "policy",
         "message_too_big",
@@ -169,10 +174,11 @@ impl WsStats {
 }
 
 /// `/readyz`: ready while the feed is up, symbols are known and not every
-/// one of them is stale (see [`crate::ingest::FeedStats::readiness`]).
+/// one of them is stale (see [`crate::ingest::FeedStats::readiness`]), and
+/// not draining.
 impl handshake::Health for Core {
     fn ready(&self) -> (bool, String) {
-        self.feed.readiness()
+        self.readiness()
     }
 }
 

@@ -56,6 +56,16 @@ impl RateLimit {
     }
 }
 
+/// A connection's key for its drain turn: its address and port, so the
+/// turns of many clients spread evenly.
+fn drain_key(peer: SocketAddr) -> u64 {
+    let ip = match peer.ip() {
+        std::net::IpAddr::V4(a) => u64::from(u32::from(a)),
+        std::net::IpAddr::V6(a) => u128::from(a) as u64,
+    };
+    (ip << 16) | u64::from(peer.port())
+}
+
 /// Per-session state the reader changes.
 struct State {
     subs: BTreeSet<SymbolId>,
@@ -106,6 +116,9 @@ impl Session {
         let end = tokio::select! {
             end = self.read_loop(&mut stream) => end,
             end = self.write_loop(&mut sink) => end,
+            () = self.shared.drain.turn(drain_key(self.peer)) => {
+                End::Close(close_code::SERVICE_RESTART, crate::drain::HINT.into())
+            }
         };
         // Nothing queued is sent after this: a closing connection holds no
         // data, and its Close frame comes right after what is in the socket.

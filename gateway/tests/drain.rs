@@ -1,0 +1,99 @@
+//! Draining a node out of a fleet: the `gateway` binary on SIGTERM stops
+//! looking ready first, keeps serving for `--drain-delay-ms`, then closes
+//! WebSocket clients with 1012 and a reconnect hint spread over
+//! `--drain-spread-ms` and ends StreamQuotes with UNAVAILABLE, then exits 0.
+//! Checked by Python `websockets`, `grpcio` and urllib (test_drain.py).
+
+mod common;
+
+use common::*;
+use feed_sim::{Market, SimConfig};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// The addresses the gateway prints on its first line of stdout.
+struct Printed {
+    ws: String,
+    grpc: String,
+}
+
+fn parse_first_line(line: &str) -> Printed {
+    let word_after = |marker: &str| {
+        let rest =
+            &line[line.find(marker).unwrap_or_else(|| panic!("no {marker:?} in {line:?}")) + marker.len()..];
+        rest.split_whitespace().next().unwrap().trim_end_matches('/').to_string()
+    };
+    Printed { ws: word_after("ws://"), grpc: word_after("gRPC ") }
+}
+
+/// GET /readyz once: the status code.
+fn readyz(addr: &str) -> Option<u16> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_readiness_first_then_1012_spread_out_then_exits() {
+    require_python(&["websockets", "grpc", "pytest"]);
+    let (group, port) = unique_feed();
+    let (delay_ms, spread_ms) = (1200u64, 1500u64);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--group", &group.to_string(), "--feed-port", &port.to_string()])
+        .args(["--ws-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+        .args(["--drain-delay-ms", &delay_ms.to_string(), "--drain-spread-ms", &spread_ms.to_string()])
+        .args(["--log", "warn"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let at = parse_first_line(&line);
+
+    let symbols = 40;
+    let token = CancellationToken::new();
+    let sim = SimConfig { group, port, seed: 21, symbols, rate: 2_000, ..SimConfig::default() };
+    let market = Market::new(sim.seed, sim.symbols, sim.zipf, sim.trade_ratio);
+    let names: Vec<String> =
+        (1..=10u16).map(|l| market.symbol(l).expect("locate in range").as_str().to_string()).collect();
+    let sim_task = tokio::spawn(feed_sim::run(sim, token.clone()));
+    let t0 = Instant::now();
+    while readyz(&at.ws) != Some(200) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "gateway not ready within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let env = vec![
+        ("QUOTECAST_WS_URL", format!("ws://{}/", at.ws)),
+        ("QUOTECAST_HTTP", at.ws.clone()),
+        ("QUOTECAST_GRPC_ADDR", at.grpc.clone()),
+        ("QUOTECAST_GATEWAY_PID", child.id().to_string()),
+        ("QUOTECAST_SYMBOLS", names.join(",")),
+        ("QUOTECAST_DRAIN_DELAY_MS", delay_ms.to_string()),
+        ("QUOTECAST_DRAIN_SPREAD_MS", spread_ms.to_string()),
+    ];
+    let (ok, text) = run_pytest("test_drain.py", env).await;
+    // The script sent SIGTERM: the drain ends in a clean exit.
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if t0.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    token.cancel();
+    let _ = sim_task.await;
+    assert!(ok, "test_drain.py failed:\n{text}");
+    let status = status.expect("gateway still running 15 s after the drain");
+    assert!(status.success(), "gateway exited with {status}");
+}
