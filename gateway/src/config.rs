@@ -272,6 +272,12 @@ pub struct ServeConfig {
     /// (ms; 0 = all at once). --shutdown-grace-ms follows it.
     #[arg(long, env = "QUOTECAST_DRAIN_SPREAD_MS", default_value_t = 2000)]
     pub drain_spread_ms: u64,
+    /// This node's name in a fleet: sent as the `X-Quotecast-Node` header
+    /// of every WebSocket upgrade and health answer, and as the `node`
+    /// label of `quotecast_node_info`. Letters, digits, `.`, `_`, `-`; at
+    /// most 64. Default: the host name.
+    #[arg(long = "node-name", env = "QUOTECAST_NODE_NAME")]
+    pub node_name: Option<String>,
     /// Log filter (tracing EnvFilter syntax), e.g. "info,gateway=debug".
     #[arg(long, env = "QUOTECAST_LOG", default_value = "info")]
     pub log: String,
@@ -404,6 +410,13 @@ impl Config {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Zero(name));
         }
+        if let Some(n) = &self.serve.node_name {
+            if n.is_empty() || n.len() > 64 || !n.chars().all(node_char) {
+                return Err(ConfigError::Conflict(format!(
+                    "--node-name {n:?}: use 1 to 64 letters, digits, '.', '_' or '-'"
+                )));
+            }
+        }
         if self.feed.max_symbols > 65_535 {
             return Err(ConfigError::Conflict(format!(
                 "--max-symbols {} exceeds the feed's 65535 locate codes",
@@ -471,6 +484,25 @@ impl Config {
         c.serve.drain_spread_ms = 0;
         c
     }
+}
+
+impl ServeConfig {
+    /// `--node-name`, else the host name (else "gateway").
+    pub fn node_name(&self) -> String {
+        if let Some(n) = &self.node_name {
+            return n.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().chars().filter(|c| node_char(*c)).take(64).collect::<String>())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "gateway".into())
+    }
+}
+
+/// Characters allowed in a node name (a header value and a label value).
+fn node_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
 
 impl WsConfig {

@@ -168,6 +168,8 @@ pub struct Core {
     pub ws: Arc<WsStats>,
     /// The whole configuration.
     pub config: Config,
+    /// This node's name (`--node-name`, else the host name).
+    pub node: String,
     /// Cancelled on shutdown.
     pub shutdown: CancellationToken,
     /// Draining out of a fleet (SIGTERM): not ready, then clients closed
@@ -325,6 +327,7 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
         feed: feed.clone(),
         ws: ws_stats.clone(),
         config: cfg.clone(),
+        node: cfg.serve.node_name(),
         shutdown: shutdown.clone(),
         drain: crate::drain::Drain::new(Duration::from_millis(cfg.serve.drain_spread_ms)),
         metrics: telemetry,

@@ -77,6 +77,8 @@ pub mod names {
     pub const FEED_SYSTEM_EVENTS: &str = "quotecast_feed_system_events_total";
     /// 1 while packets arrive within the feed timeout.
     pub const FEED_UP: &str = "quotecast_feed_up";
+    /// Constant 1 labelled with the node's name and version.
+    pub const NODE_INFO: &str = "quotecast_node_info";
     /// 1 while the node says ready (/readyz 200, gRPC SERVING).
     pub const READY: &str = "quotecast_ready";
     /// 1 from SIGTERM until the node stops (draining out of its fleet).
@@ -738,6 +740,20 @@ impl Telemetry {
         write_histogram(&mut out, names::RETRANS_FILL, &[], &core.feed.retrans.fill_latency);
         self.grpc.write(&mut out);
         write_process(&mut out);
+        // Constant 1: joins a node's name (what clients see in
+        // X-Quotecast-Node) to its scrape target in fleet dashboards.
+        write_header(
+            &mut out,
+            names::NODE_INFO,
+            "gauge",
+            "This node: its --node-name and version; always 1.",
+        );
+        out.push_str(&format!(
+            "{}{{node=\"{}\",version=\"{}\"}} 1\n",
+            names::NODE_INFO,
+            core.node,
+            env!("CARGO_PKG_VERSION")
+        ));
         out
     }
 }
@@ -789,6 +805,7 @@ mod tests {
             feed: Arc::new(FeedStats::default()),
             ws: Arc::new(WsStats::new(metrics.send_latency())),
             config: Config::for_tests(std::net::Ipv4Addr::new(239, 1, 2, 3), 5000),
+            node: "test".into(),
             shutdown: CancellationToken::new(),
             drain: crate::drain::Drain::new(std::time::Duration::ZERO),
             metrics,

@@ -34,7 +34,14 @@ pub enum Outcome {
 pub trait Health {
     /// Whether `/readyz` should say ready, and a short explanation.
     fn ready(&self) -> (bool, String);
+    /// This node's name (`--node-name`), sent as `X-Quotecast-Node` with
+    /// every answer, so a client behind a balancer knows which node serves
+    /// it.
+    fn node(&self) -> &str;
 }
+
+/// The response header naming the node.
+pub const NODE_HEADER: &str = "X-Quotecast-Node";
 
 /// Reads the request head and answers it.
 ///
@@ -92,12 +99,13 @@ pub async fn accept(stream: &mut TcpStream, health: &(dyn Health + Sync)) -> io:
             .and_then(|h| std::str::from_utf8(h.value).ok())
     };
     let upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let node = [(NODE_HEADER, health.node())];
     match (path, upgrade) {
-        ("/healthz", _) => respond(stream, "200 OK", &[], "ok\n", head).await?,
+        ("/healthz", _) => respond(stream, "200 OK", &node, "ok\n", head).await?,
         ("/readyz", _) => {
             let (ok, why) = health.ready();
             let status = if ok { "200 OK" } else { "503 Service Unavailable" };
-            respond(stream, status, &[], &format!("{why}\n"), head).await?;
+            respond(stream, status, &node, &format!("{why}\n"), head).await?;
         }
         ("/" | "/ws", true) => match check_upgrade(head, req.version, &header) {
             Err(refusal) => {
@@ -107,7 +115,8 @@ pub async fn accept(stream: &mut TcpStream, health: &(dyn Health + Sync)) -> io:
                 let accept = derive_accept_key(key.as_bytes());
                 let symbols = query_symbols(query);
                 let resp = format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{NODE_HEADER}: {}\r\n\r\n",
+                    health.node()
                 );
                 stream.write_all(resp.as_bytes()).await?;
                 return Ok(Outcome::Upgraded { symbols, leftover: buf[head_len..].to_vec() });

@@ -180,6 +180,10 @@ impl handshake::Health for Core {
     fn ready(&self) -> (bool, String) {
         self.readiness()
     }
+
+    fn node(&self) -> &str {
+        &self.node
+    }
 }
 
 /// Single-threaded runtimes that run the sessions.
