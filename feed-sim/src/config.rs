@@ -239,6 +239,14 @@ pub struct SimConfig {
     #[arg(long, env = "FEED_SIM_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// When the session ends, write its ground truth (every symbol's final
+    /// quote, last trade and symbol_seq) as JSON to this file, so a
+    /// load test in another process or network namespace can check what
+    /// its clients saw (`loadtest --feed external --truth-file`). Written
+    /// to a temporary name and renamed: it appears complete or not at all.
+    #[arg(long, env = "FEED_SIM_TRUTH_OUT")]
+    pub truth_out: Option<std::path::PathBuf>,
+
     /// Keep every sequenced message in the report (tests only: grows
     /// without bound).
     #[arg(long, env = "FEED_SIM_RECORD", hide = true)]
@@ -290,6 +298,7 @@ impl Default for SimConfig {
             halt_every_ticks: 0,
             halt_ticks: 5_000,
             metrics_addr: None,
+            truth_out: None,
             record: false,
         }
     }

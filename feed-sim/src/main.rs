@@ -47,11 +47,18 @@ fn main() -> ExitCode {
         }
     };
     let shutdown = CancellationToken::new();
+    let truth_out = cfg.truth_out.clone();
     match rt.block_on(async {
         tokio::spawn(cancel_on_signal(shutdown.clone()));
         feed_sim::run(cfg, shutdown).await
     }) {
         Ok(report) => {
+            if let Some(path) = truth_out {
+                if let Err(e) = report.write_truth(&path) {
+                    eprintln!("feed-sim: error: --truth-out {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
             println!("{report}");
             ExitCode::SUCCESS
         }

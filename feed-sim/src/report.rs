@@ -227,3 +227,95 @@ impl fmt::Display for Report {
         write!(f, "achieved     {:.0} ticks/s, {:.0} packets/s", self.ticks_per_sec(), self.packets_per_sec())
     }
 }
+
+impl Report {
+    /// The ground truth as JSON: `{"session", "symbols": {name: {...}}}`
+    /// with the fields of [`SymbolTruth`] that a consumer's book shows.
+    pub fn truth_json(&self) -> serde_json::Value {
+        let symbols: serde_json::Map<String, serde_json::Value> = self
+            .last
+            .iter()
+            .map(|(name, t)| {
+                let v = serde_json::json!({
+                    "locate": t.locate,
+                    "bid_px": t.bid_px, "bid_sz": t.bid_sz,
+                    "ask_px": t.ask_px, "ask_sz": t.ask_sz,
+                    "last_px": t.last_px, "last_sz": t.last_sz,
+                    "symbol_seq": t.symbol_seq,
+                    "updates": t.updates,
+                    "updates_delivered": t.updates_delivered,
+                });
+                (name.clone(), v)
+            })
+            .collect();
+        serde_json::json!({ "session": self.session.to_string(), "symbols": symbols })
+    }
+
+    /// Parses what [`truth_json`](Self::truth_json) wrote back into
+    /// [`SymbolTruth`]s (trading state left at its default).
+    ///
+    /// # Errors
+    /// When the text is not such a document.
+    pub fn parse_truth(text: &str) -> Result<BTreeMap<String, SymbolTruth>, String> {
+        let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let syms = doc.get("symbols").and_then(|s| s.as_object()).ok_or("no \"symbols\" object")?;
+        let mut out = BTreeMap::new();
+        for (name, v) in syms {
+            let int = |k: &str| v.get(k).and_then(serde_json::Value::as_i64).ok_or(format!("{name}: no {k}"));
+            let small =
+                |k: &str| int(k).and_then(|x| u32::try_from(x).map_err(|_| format!("{name}: bad {k}")));
+            let t = SymbolTruth {
+                locate: u16::try_from(int("locate")?).map_err(|_| format!("{name}: bad locate"))?,
+                bid_px: int("bid_px")?,
+                bid_sz: small("bid_sz")?,
+                ask_px: int("ask_px")?,
+                ask_sz: small("ask_sz")?,
+                last_px: int("last_px")?,
+                last_sz: small("last_sz")?,
+                symbol_seq: small("symbol_seq")?,
+                updates: int("updates")? as u64,
+                updates_delivered: int("updates_delivered")? as u64,
+                ..SymbolTruth::default()
+            };
+            out.insert(name.clone(), t);
+        }
+        Ok(out)
+    }
+
+    /// Writes [`truth_json`](Self::truth_json) to `path` atomically (a
+    /// temporary file beside it, then a rename).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn write_truth(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, self.truth_json().to_string())?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+#[cfg(test)]
+mod truth_tests {
+    use super::*;
+
+    #[test]
+    fn truth_round_trips_through_json() {
+        let t = SymbolTruth {
+            locate: 7,
+            bid_px: 1_234_500,
+            bid_sz: 300,
+            ask_px: 1_235_000,
+            ask_sz: 100,
+            last_px: 1_234_700,
+            last_sz: 50,
+            symbol_seq: 42,
+            updates: 42,
+            updates_delivered: 40,
+            ..SymbolTruth::default()
+        };
+        let r = Report { last: [("AAPL".to_string(), t)].into_iter().collect(), ..Report::default() };
+        let back = Report::parse_truth(&r.truth_json().to_string()).unwrap();
+        assert_eq!(back.get("AAPL"), Some(&t));
+        assert!(Report::parse_truth("{\"symbols\": {\"X\": {}}}").unwrap_err().contains("X: no locate"));
+    }
+}

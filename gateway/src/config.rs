@@ -79,6 +79,13 @@ pub struct FeedConfig {
     /// old for what is kept gets a fresh snapshot.
     #[arg(long, env = "QUOTECAST_REPLAY_MAX_BYTES", default_value_t = 128 << 20)]
     pub replay_max_bytes: usize,
+    /// A client that resumes from a seq this node has not reached yet
+    /// (it comes from another node a few packets ahead) waits this long
+    /// for this node to get there, then the stream continues after it;
+    /// only past this (or when this node's chain skips it) does it get a
+    /// snapshot flagged resume_failed (ms; 0 = at once).
+    #[arg(long, env = "QUOTECAST_RESUME_AHEAD_WAIT_MS", default_value_t = 1000)]
+    pub resume_ahead_wait_ms: u64,
     /// Consecutive in-order packets another session (a restarted sender),
     /// or a sequence beyond --max-seq-jump, must show before it is
     /// followed. A single stray datagram never is.

@@ -258,7 +258,9 @@ impl Running {
 pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let book = Arc::new(Book::new(cfg.feed.max_symbols));
     let hub = Arc::new(
-        Hub::new(cfg.feed.max_symbols, cfg.feed.replay_depth).with_replay_budget(cfg.feed.replay_max_bytes),
+        Hub::new(cfg.feed.max_symbols, cfg.feed.replay_depth)
+            .with_replay_budget(cfg.feed.replay_max_bytes)
+            .with_ahead_wait(Duration::from_millis(cfg.feed.resume_ahead_wait_ms)),
     );
     let feed = Arc::new(FeedStats::default());
     // One recorder per gateway: several gateways in one process (tests)

@@ -210,6 +210,12 @@ struct Sym {
     /// Gateway receive time of the latest update held.
     last_ts_recv: i64,
     values: Values,
+    /// Reconnected and resubscribed with `from_seq = last_seq`: the next
+    /// update continues the chain, or is a snapshot flagged
+    /// `resume_failed`.
+    resuming: bool,
+    /// Seq spans of earlier chains, closed by a `resume_failed` snapshot.
+    prior_span: u64,
 }
 
 impl Sym {
@@ -227,6 +233,8 @@ impl Sym {
             feed_gap: false,
             last_ts_recv: 0,
             values: Values::default(),
+            resuming: false,
+            prior_span: 0,
         }
     }
 
@@ -252,6 +260,13 @@ pub struct Totals {
     /// `Status{STALE, FEED_GAP}` notices received (per symbol): the gateway
     /// lost feed data and said so.
     pub feed_gap_notices: u64,
+    /// Symbols resumed after a reconnect that continued at seq + 1 (or
+    /// later, with `skipped`): nothing lost.
+    pub resumed: u64,
+    /// Symbols whose resume got a fresh snapshot flagged `resume_failed`
+    /// instead (the new node no longer held the updates): the loss is
+    /// reported, not silent.
+    pub resume_failed: u64,
 }
 
 impl Totals {
@@ -263,6 +278,8 @@ impl Totals {
         self.seq_span += o.seq_span;
         self.excused_gaps += o.excused_gaps;
         self.feed_gap_notices += o.feed_gap_notices;
+        self.resumed += o.resumed;
+        self.resume_failed += o.resume_failed;
     }
 }
 
@@ -301,6 +318,10 @@ pub struct ConnChecker {
     excused_gaps: u64,
     feed_gap_notices: u64,
     snapshots: u64,
+    resumed: u64,
+    resume_failed: u64,
+    /// The feed session of the latest update (for `from_epoch`).
+    epoch: String,
 }
 
 impl ConnChecker {
@@ -319,7 +340,22 @@ impl ConnChecker {
             excused_gaps: 0,
             feed_gap_notices: 0,
             snapshots: 0,
+            resumed: 0,
+            resume_failed: 0,
+            epoch: String::new(),
         }
+    }
+
+    /// Where to resume after a reconnect: `from_seq` for every symbol
+    /// that has data, and the epoch they are in. Marks those symbols as
+    /// resuming (see [`on_update`](Self::on_update)).
+    pub fn resume(&mut self) -> (HashMap<String, u64>, String) {
+        let mut from = HashMap::new();
+        for s in self.syms.iter_mut().filter(|s| s.started) {
+            s.resuming = true;
+            from.insert(s.name.clone(), s.last_seq);
+        }
+        (from, self.epoch.clone())
     }
 
     fn find(&self, name: &str) -> Option<usize> {
@@ -356,10 +392,17 @@ impl ConnChecker {
             return false;
         };
         let mut excused = false;
+        let mut resume = None;
         if u.snapshot && !self.syms[i].started {
             self.snapshots += 1;
         }
+        if !u.epoch.is_empty() && u.epoch != self.epoch {
+            self.epoch.clone_from(&u.epoch);
+        }
         let problem = self.update_sym(i, |s| {
+            if s.resuming && !(u.snapshot && u.resume_failed) {
+                resume = Some(true);
+            }
             let problem = if !s.started {
                 s.started = true;
                 s.first_seq = u.seq;
@@ -371,6 +414,13 @@ impl ConnChecker {
                 } else {
                     Some(Problem::FirstNotSnapshot { seq: u.seq })
                 }
+            } else if u.snapshot && s.resuming && u.resume_failed {
+                // The resume could not be served: a fresh chain starts here.
+                s.prior_span += s.last_seq - s.first_seq;
+                s.first_seq = u.seq;
+                s.last_seq = u.seq;
+                resume = Some(false);
+                None
             } else if u.snapshot {
                 Some(Problem::SecondSnapshot { seq: u.seq })
             } else if u.seq == s.last_seq {
@@ -401,10 +451,16 @@ impl ConnChecker {
                 s.last_ts_recv = u.ts_recv;
             }
             s.stale_since_update = false;
+            s.resuming = false;
             problem
         });
         if excused {
             self.excused_gaps += 1;
+        }
+        match resume {
+            Some(true) if problem.is_none() => self.resumed += 1,
+            Some(false) => self.resume_failed += 1,
+            _ => {}
         }
         let fresh = problem.is_none() && !u.snapshot && u.ts_recv != 0;
         if let Some(p) = problem {
@@ -522,12 +578,14 @@ impl ConnChecker {
             snapshots: self.snapshots,
             excused_gaps: self.excused_gaps,
             feed_gap_notices: self.feed_gap_notices,
+            resumed: self.resumed,
+            resume_failed: self.resume_failed,
             ..Totals::default()
         };
         for s in self.syms.iter().filter(|s| s.started) {
             t.received += s.received;
             t.skipped += s.skipped;
-            t.seq_span += s.last_seq - s.first_seq;
+            t.seq_span += s.prior_span + s.last_seq - s.first_seq;
         }
         t
     }
@@ -677,6 +735,44 @@ mod tests {
         for (name, events, want) in cases {
             assert_eq!(kinds(&run(&events)), want, "{name}");
         }
+    }
+
+    #[test]
+    fn a_resume_continues_the_chain_or_says_it_failed() {
+        let mut c = ConnChecker::new(1, &["AAPL".to_string(), "MSFT".to_string()]);
+        let epoch = |mut u: QuoteUpdate| {
+            u.epoch = "S1".into();
+            u
+        };
+        c.on_update(&epoch(upd("AAPL", 5, 0, true)));
+        c.on_update(&epoch(upd("AAPL", 6, 0, false)));
+        let (from, ep) = c.resume();
+        assert_eq!((from.get("AAPL"), from.get("MSFT"), ep.as_str()), (Some(&6), None, "S1"));
+        // AAPL continues at 7: resumed, nothing lost. MSFT had no data: a
+        // plain first snapshot.
+        c.on_update(&upd("AAPL", 7, 0, false));
+        c.on_update(&upd("MSFT", 3, 0, true));
+        let (from, _) = c.resume();
+        assert_eq!(from.get("MSFT"), Some(&3));
+        // MSFT's resume fails: a flagged snapshot starts a new chain.
+        let mut failed = upd("MSFT", 10, 0, true);
+        failed.resume_failed = true;
+        c.on_update(&failed);
+        c.on_update(&upd("MSFT", 11, 0, false));
+        // AAPL's replay repeats an update it already had: a duplicate.
+        c.on_update(&upd("AAPL", 7, 0, false));
+        let t = c.totals();
+        assert_eq!((t.resumed, t.resume_failed), (1, 1));
+        assert_eq!(kinds(&c), vec![Problem::Duplicate { seq: 7 }]);
+        // Spans: AAPL 5..7, MSFT 3..3 then 10..11.
+        assert_eq!(t.seq_span, 2 + 1);
+        // A flagged snapshot without a resume is still a second snapshot.
+        let mut c = ConnChecker::new(1, &["AAPL".to_string()]);
+        c.on_update(&upd("AAPL", 5, 0, true));
+        let mut again = upd("AAPL", 9, 0, true);
+        again.resume_failed = true;
+        c.on_update(&again);
+        assert_eq!(kinds(&c), vec![Problem::SecondSnapshot { seq: 9 }]);
     }
 
     #[test]

@@ -74,6 +74,10 @@ pub struct Shared {
     pub slow_mode: SlowMode,
     /// Pause per frame of `slow` clients.
     pub slow_delay: Duration,
+    /// Reconnect and resume when the server ends a connection.
+    pub reconnect: bool,
+    /// Longest first pause before a reconnect.
+    pub reconnect_backoff: Duration,
     /// True while the measurement window is open: only then are latency
     /// and throughput recorded (ramp-up and drain are excluded).
     pub measuring: AtomicBool,
@@ -107,6 +111,8 @@ impl Shared {
             read_buffer: cfg.load.read_buffer_bytes,
             slow_mode: cfg.load.slow_mode,
             slow_delay: cfg.load.slow_delay,
+            reconnect: cfg.load.reconnect,
+            reconnect_backoff: cfg.load.reconnect_backoff,
             measuring: AtomicBool::new(false),
             stop: CancellationToken::new(),
             undrained: AtomicI64::new(0),
@@ -226,6 +232,7 @@ pub fn close_name(code: u16) -> &'static str {
         1008 => "policy",
         1009 => "message too big",
         1011 => "server error",
+        1012 => "service restart",
         1013 => "connection limit",
         4008 => "slow consumer",
         4012 => "idle",
@@ -252,6 +259,8 @@ pub struct ConnOutcome {
     pub first_error: Option<String>,
     /// Frames that did not decode as `ServerMessage`.
     pub decode_errors: u64,
+    /// Reconnects (with `--reconnect`).
+    pub reconnects: u64,
 }
 
 /// GetSnapshot results of one worker.
@@ -303,6 +312,36 @@ pub struct WorkerResult {
     pub failures: BTreeMap<String, u64>,
     /// GetSnapshot results.
     pub snapshot: SnapshotStats,
+    /// Per gateway node (its `X-Quotecast-Node` header).
+    pub nodes: BTreeMap<String, NodeStats>,
+    /// Reconnects: connection ended by the server to resubscribed on the
+    /// next one (ack received), ns.
+    pub failover: Histogram<u64>,
+    /// Why connections were reconnected (how the server ended them).
+    pub reconnect_causes: BTreeMap<String, u64>,
+}
+
+/// What the clients saw of one gateway node.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct NodeStats {
+    /// Connections established to it (first ones and reconnects).
+    pub connections: u64,
+    /// Reconnects that landed on it.
+    pub reconnects_in: u64,
+    /// Connections it ended (drain, shutdown, killed, ...).
+    pub ended_by_server: u64,
+    /// Updates received from it.
+    pub updates: u64,
+}
+
+impl NodeStats {
+    /// Adds `o` into `self`.
+    pub fn add(&mut self, o: &NodeStats) {
+        self.connections += o.connections;
+        self.reconnects_in += o.reconnects_in;
+        self.ended_by_server += o.ended_by_server;
+        self.updates += o.updates;
+    }
 }
 
 impl WorkerResult {
@@ -315,6 +354,9 @@ impl WorkerResult {
             outcomes: Vec::new(),
             failures: BTreeMap::new(),
             snapshot: SnapshotStats::default(),
+            nodes: BTreeMap::new(),
+            failover: stats::histogram(),
+            reconnect_causes: BTreeMap::new(),
         }
     }
 }
@@ -330,6 +372,9 @@ struct Local {
     outcomes: RefCell<Vec<ConnOutcome>>,
     failures: RefCell<BTreeMap<String, u64>>,
     snapshot: RefCell<SnapshotStats>,
+    nodes: RefCell<BTreeMap<String, NodeStats>>,
+    failover: RefCell<Histogram<u64>>,
+    reconnect_causes: RefCell<BTreeMap<String, u64>>,
 }
 
 impl Local {
@@ -381,6 +426,7 @@ impl Local {
         c.frames.fetch_add(1, Ordering::Relaxed);
         c.bytes.fetch_add(len as u64, Ordering::Relaxed);
         conn.got_data |= n > 0;
+        conn.updates_here += n;
     }
 
     fn on_status(&self, conn: &mut ConnState, st: &v1::Status, len: usize) {
@@ -405,7 +451,10 @@ impl Local {
         match msg.body {
             Some(Body::Updates(b)) => self.on_batch(conn, &b, now, frame.len()),
             Some(Body::Status(s)) => self.on_status(conn, &s, frame.len()),
-            Some(Body::Ack(a)) => conn.reject(a.rejected),
+            Some(Body::Ack(a)) => {
+                conn.acked = true;
+                conn.reject(a.rejected);
+            }
             Some(Body::Error(e)) => {
                 conn.errors += 1;
                 conn.first_error.get_or_insert(e.message);
@@ -444,6 +493,7 @@ impl Local {
             errors: conn.errors,
             first_error: conn.first_error,
             decode_errors: conn.decode_errors,
+            reconnects: conn.reconnects,
         });
     }
 }
@@ -461,6 +511,12 @@ struct ConnState {
     counted: bool,
     drained: bool,
     got_data: bool,
+    /// An ack arrived on the current connection.
+    acked: bool,
+    /// Updates received on the current connection.
+    updates_here: u64,
+    /// Connections after the first.
+    reconnects: u64,
 }
 
 impl ConnState {
@@ -485,6 +541,9 @@ impl ConnState {
             counted: false,
             drained: false,
             got_data: false,
+            acked: false,
+            updates_here: 0,
+            reconnects: 0,
         }
     }
 }
@@ -542,6 +601,9 @@ async fn worker_main(id: usize, shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>
         outcomes: RefCell::new(Vec::new()),
         failures: RefCell::new(BTreeMap::new()),
         snapshot: RefCell::new(SnapshotStats::default()),
+        nodes: RefCell::new(BTreeMap::new()),
+        failover: RefCell::new(stats::histogram()),
+        reconnect_causes: RefCell::new(BTreeMap::new()),
     });
     let tracker = TaskTracker::new();
     // Progress copy of this worker's latency, once a second.
@@ -590,6 +652,9 @@ async fn worker_main(id: usize, shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>
         outcomes: l.outcomes.into_inner(),
         failures: l.failures.into_inner(),
         snapshot: l.snapshot.into_inner(),
+        nodes: l.nodes.into_inner(),
+        failover: l.failover.into_inner(),
+        reconnect_causes: l.reconnect_causes.into_inner(),
     }
 }
 
@@ -618,6 +683,17 @@ fn ws_reason(e: &tungstenite::Error) -> String {
 
 type Ws = WebSocketStream<TcpStream>;
 
+/// The source address of client `i`: spread over `spread` loopback
+/// addresses 127.0.0.1.. for a loopback target (so ephemeral ports never
+/// run out), the kernel's choice for a target in a namespace network.
+pub fn source_for(target: SocketAddr, i: usize, spread: u8) -> Ipv4Addr {
+    if target.ip().is_loopback() {
+        Ipv4Addr::new(127, 0, 0, 1 + (i % usize::from(spread.max(1))) as u8)
+    } else {
+        Ipv4Addr::UNSPECIFIED
+    }
+}
+
 /// Connects one WebSocket client from `source`.
 ///
 /// # Errors
@@ -627,7 +703,7 @@ pub async fn ws_connect(
     url: &str,
     source: Ipv4Addr,
     read_buffer: usize,
-) -> Result<Ws, String> {
+) -> Result<(Ws, String), String> {
     let sock = TcpSocket::new_v4().map_err(|e| io_reason(&e))?;
     sock.bind(SocketAddr::new(IpAddr::V4(source), 0)).map_err(|e| io_reason(&e))?;
     let stream = sock.connect(target).await.map_err(|e| io_reason(&e))?;
@@ -638,23 +714,40 @@ pub async fn ws_connect(
         .max_write_buffer_size(1 << 20)
         .max_message_size(Some(64 << 20))
         .max_frame_size(Some(16 << 20));
-    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(cfg))
+    let (ws, resp) = tokio_tungstenite::client_async_with_config(url, stream, Some(cfg))
         .await
         .map_err(|e| ws_reason(&e))?;
-    Ok(ws)
+    let node =
+        resp.headers().get("x-quotecast-node").and_then(|v| v.to_str().ok()).unwrap_or("unnamed").to_string();
+    Ok((ws, node))
 }
 
 /// The binary subscribe request.
 pub fn subscribe_message(symbols: &[String]) -> Message {
+    resume_message(symbols, HashMap::default(), String::new())
+}
+
+/// The binary subscribe request resuming after `from_seq` in `from_epoch`.
+pub fn resume_message(symbols: &[String], from_seq: HashMap<String, u64>, from_epoch: String) -> Message {
     let m = v1::ClientMessage {
         id: "1".into(),
         op: Some(v1::client_message::Op::Subscribe(v1::Subscribe {
             symbols: symbols.to_vec(),
-            from_seq: HashMap::default(),
-            from_epoch: String::new(),
+            from_seq,
+            from_epoch,
         })),
     };
     Message::Binary(m.encode_to_vec().into())
+}
+
+/// Whether a client reconnects after the server ended it this way: not
+/// after answers that say the client itself is at fault.
+fn reconnects_after(end: &End) -> bool {
+    match end {
+        End::Stopped => false,
+        End::Closed { code, .. } => !matches!(code, 1002 | 1007 | 1008 | 1009),
+        _ => true,
+    }
 }
 
 /// What the read loop does after a frame, for slow clients.
@@ -680,43 +773,130 @@ async fn slow_pause(l: &Local, conn: &ConnState) -> bool {
 
 async fn ws_client(l: Rc<Local>, spec: ConnSpec) {
     let sh = l.shared.clone();
-    let t0 = Instant::now();
-    let connect = ws_connect(sh.ws_target, &sh.url, spec.source, sh.read_buffer);
-    let mut ws = match tokio::time::timeout(sh.connect_timeout, connect).await {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(reason)) => return l.fail(reason),
-        Err(_) => return l.fail("timed out".into()),
-    };
-    l.connected(t0);
-    let mut conn = l.start_conn(&spec);
-    if let Err(e) = ws.send(subscribe_message(&spec.symbols)).await {
-        return l.finish(conn, End::Lost(ws_reason(&e)));
-    }
-    let mut end = loop {
-        let msg = tokio::select! {
-            biased;
-            _ = sh.stop.cancelled() => break End::Stopped,
-            m = ws.next() => m,
+    let mut conn: Option<ConnState> = None;
+    // When the previous connection ended (for the failover time).
+    let mut lost_at: Option<Instant> = None;
+    let mut backoff = sh.reconnect_backoff;
+    let (mut ws, mut end, mut conn) = loop {
+        if lost_at.is_some() {
+            // Jittered, so clients of a dead node do not all come back in
+            // the same instant.
+            let pause = backoff.mul_f64(rand::random::<f64>());
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = sh.stop.cancelled() => {
+                    if let Some(c) = conn.take() {
+                        l.finish(c, End::Stopped);
+                    }
+                    return;
+                }
+            }
+        }
+        let t0 = Instant::now();
+        let connect = ws_connect(sh.ws_target, &sh.url, spec.source, sh.read_buffer);
+        let failed = match tokio::time::timeout(sh.connect_timeout, connect).await {
+            Ok(Ok(x)) => Ok(x),
+            Ok(Err(reason)) => Err(reason),
+            Err(_) => Err("timed out".to_string()),
         };
-        match msg {
-            None => break End::Lost("connection closed".into()),
-            Some(Err(e)) => break End::Lost(ws_reason(&e)),
-            Some(Ok(Message::Binary(b))) => l.on_ws_frame(&mut conn, &b),
-            Some(Ok(Message::Close(f))) => {
-                break f.map_or(End::Closed { code: 1005, reason: String::new() }, |f| End::Closed {
-                    code: u16::from(f.code),
-                    reason: f.reason.to_string(),
-                })
+        let (mut ws, node) = match failed {
+            Ok(x) => x,
+            Err(reason) => {
+                if lost_at.is_some() && !sh.stop.is_cancelled() {
+                    // The balancer may not have noticed the dead node yet.
+                    l.fail(format!("reconnect: {reason}"));
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+                if let Some(c) = conn.take() {
+                    l.finish(c, End::Lost(reason));
+                } else {
+                    l.fail(reason);
+                }
+                return;
             }
-            Some(Ok(Message::Text(t))) => {
-                conn.errors += 1;
-                conn.first_error.get_or_insert_with(|| format!("unexpected text frame: {t}"));
+        };
+        l.connected(t0);
+        let mut c = match conn.take() {
+            Some(c) => c,
+            None => l.start_conn(&spec),
+        };
+        c.acked = false;
+        c.updates_here = 0;
+        let request = if lost_at.is_some() {
+            c.reconnects += 1;
+            let (from, epoch) = c.checker.resume();
+            resume_message(&spec.symbols, from, epoch)
+        } else {
+            subscribe_message(&spec.symbols)
+        };
+        {
+            let mut nodes = l.nodes.borrow_mut();
+            let n = nodes.entry(node.clone()).or_default();
+            n.connections += 1;
+            n.reconnects_in += u64::from(lost_at.is_some());
+        }
+        if let Err(e) = ws.send(request).await {
+            let end = End::Lost(ws_reason(&e));
+            if sh.reconnect && !sh.stop.is_cancelled() {
+                lost_at = Some(Instant::now());
+                conn = Some(c);
+                continue;
             }
-            Some(Ok(_)) => {}
+            return l.finish(c, end);
         }
-        if slow_pause(&l, &conn).await {
-            break End::Stopped;
+        let end = loop {
+            let msg = tokio::select! {
+                biased;
+                _ = sh.stop.cancelled() => break End::Stopped,
+                m = ws.next() => m,
+            };
+            match msg {
+                None => break End::Lost("connection closed".into()),
+                Some(Err(e)) => break End::Lost(ws_reason(&e)),
+                Some(Ok(Message::Binary(b))) => {
+                    let was_acked = c.acked;
+                    l.on_ws_frame(&mut c, &b);
+                    if !was_acked && c.acked {
+                        if let Some(at) = lost_at.take() {
+                            stats::record(&mut l.failover.borrow_mut(), at.elapsed().as_nanos() as i64);
+                            backoff = sh.reconnect_backoff;
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(f))) => {
+                    break f.map_or(End::Closed { code: 1005, reason: String::new() }, |f| End::Closed {
+                        code: u16::from(f.code),
+                        reason: f.reason.to_string(),
+                    })
+                }
+                Some(Ok(Message::Text(t))) => {
+                    c.errors += 1;
+                    c.first_error.get_or_insert_with(|| format!("unexpected text frame: {t}"));
+                }
+                Some(Ok(_)) => {}
+            }
+            if slow_pause(&l, &c).await {
+                break End::Stopped;
+            }
+        };
+        {
+            let mut nodes = l.nodes.borrow_mut();
+            let n = nodes.entry(node).or_default();
+            n.updates += c.updates_here;
+            n.ended_by_server += u64::from(end.by_server());
         }
+        if sh.reconnect && reconnects_after(&end) && !sh.stop.is_cancelled() {
+            l.counters().open.fetch_sub(1, Ordering::Relaxed);
+            *l.reconnect_causes.borrow_mut().entry(end.label()).or_default() += 1;
+            // Keep the first time of loss if the previous reconnect never
+            // got its ack.
+            lost_at = Some(lost_at.unwrap_or_else(Instant::now));
+            conn = Some(c);
+            let _ = tokio::time::timeout(Duration::from_millis(50), ws.close(None)).await;
+            continue;
+        }
+        break (ws, end, c);
     };
     if end == End::Stopped && conn.slow && sh.slow_mode == SlowMode::Stop {
         // A stopped reader learns now whether the gateway gave up on it:

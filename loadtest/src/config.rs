@@ -103,7 +103,8 @@ pub enum FeedSource {
 #[command(next_help_heading = "Target")]
 pub struct TargetArgs {
     /// Gateway WebSocket address, `127.0.0.1:8080` or `ws://127.0.0.1:8080/`
-    /// (only 127.0.0.0/8 is allowed).
+    /// (only 127.0.0.0/8 is allowed; inside a network namespace also
+    /// private addresses, e.g. a balancer of a namespaced test fleet).
     #[arg(long, env = "LOADTEST_WS_ADDR", default_value = "127.0.0.1:8080")]
     pub ws_addr: String,
     /// Gateway gRPC address, `127.0.0.1:50051` or `http://127.0.0.1:50051`
@@ -182,6 +183,17 @@ pub struct LoadArgs {
     /// Seed of the symbol draws (and of which connections are slow).
     #[arg(long, env = "LOADTEST_SEED", default_value_t = 7)]
     pub seed: u64,
+    /// When the server ends a connection (1012 drain, 1001 shutdown, 1013,
+    /// 4008, a node killed), reconnect to the same address (a balancer
+    /// picks another node) and resume every symbol with from_seq and
+    /// from_epoch; the checker then expects each stream to continue at
+    /// seq + 1, or a snapshot flagged resume_failed (ws mode).
+    #[arg(long, env = "LOADTEST_RECONNECT")]
+    pub reconnect: bool,
+    /// Longest pause before a reconnect attempt (uniformly jittered from 0;
+    /// doubles after each failed attempt, up to 2 s).
+    #[arg(long, env = "LOADTEST_RECONNECT_BACKOFF", value_parser = parse_duration, default_value = "100ms")]
+    pub reconnect_backoff: Duration,
 }
 
 /// The feed.
@@ -215,6 +227,13 @@ pub struct FeedArgs {
     /// or at --duration, whichever comes first).
     #[arg(long, env = "LOADTEST_FEED_MAX_TICKS")]
     pub feed_max_ticks: Option<u64>,
+    /// With --feed external: the ground truth a separate feed-sim writes
+    /// when its session ends (`feed-sim --truth-out`). The run ends when
+    /// the file appears (or at --duration), waits for every client to
+    /// receive the end of the feed, and checks final values against it,
+    /// as with the in-process feed. Delete a stale file before the run.
+    #[arg(long, env = "LOADTEST_TRUTH_FILE")]
+    pub truth_file: Option<std::path::PathBuf>,
 }
 
 /// Output and thresholds.
@@ -252,7 +271,7 @@ pub enum ConfigError {
         value: String,
     },
     /// A target outside 127.0.0.0/8: loadtest never sends off this machine.
-    #[error("{flag} {addr}: only targets in 127.0.0.0/8 are allowed (loadtest never sends traffic off this machine)")]
+    #[error("{flag} {addr}: only targets in 127.0.0.0/8 are allowed, or private addresses from inside a network namespace (loadtest never sends traffic off this machine)")]
     NotLoopback {
         /// The flag.
         flag: &'static str,
@@ -262,6 +281,10 @@ pub enum ConfigError {
     /// A count that must be positive is zero.
     #[error("{0} must be greater than 0")]
     Zero(&'static str),
+    /// `--truth-file` without `--feed external` (the in-process feed is
+    /// its own truth).
+    #[error("--truth-file needs --feed external (with --feed sim loadtest has the truth itself)")]
+    TruthWithSim,
     /// A share outside 0..1.
     #[error("--slow-share {0}: must be between 0 and 1")]
     BadShare(f64),
@@ -301,8 +324,27 @@ pub enum ConfigError {
     BadSymbol(String),
 }
 
+/// Whether this thread (so this process, unless a thread moved) runs in a
+/// network namespace other than the machine's own, e.g. under `ip netns
+/// exec`: its namespace differs from PID 1's, or, where PID 1's is not
+/// readable (in a container), it has no default route, as a namespace
+/// built for a test network has not.
+pub fn in_separate_netns() -> bool {
+    let Ok(me) = std::fs::read_link("/proc/thread-self/ns/net") else { return false };
+    if let Ok(init) = std::fs::read_link("/proc/1/ns/net") {
+        return me != init;
+    }
+    match std::fs::read_to_string("/proc/thread-self/net/route") {
+        // Columns: Iface Destination Gateway ...; destination 0 = default.
+        Ok(t) => !t.lines().skip(1).any(|l| l.split_whitespace().nth(1) == Some("00000000")),
+        Err(_) => false,
+    }
+}
+
 /// Parses `ws://host:port/`, `http://host:port` or `host:port` into a
-/// socket address, allowing only 127.0.0.0/8 (`localhost` means 127.0.0.1).
+/// socket address, allowing only 127.0.0.0/8 (`localhost` means 127.0.0.1),
+/// or private addresses (10/8, 172.16/12, 192.168/16) when loadtest runs in
+/// a network namespace of its own.
 ///
 /// # Errors
 /// [`ConfigError::BadAddr`] or [`ConfigError::NotLoopback`].
@@ -321,6 +363,10 @@ pub fn parse_target(flag: &'static str, value: &str) -> Result<SocketAddr, Confi
     };
     match addr.ip() {
         IpAddr::V4(ip) if ip.is_loopback() => {}
+        // A test network built of namespaces (a fleet behind a balancer):
+        // its private addresses exist only inside namespaces, never on the
+        // machine's own network.
+        IpAddr::V4(ip) if ip.is_private() && in_separate_netns() => {}
         _ => return Err(ConfigError::NotLoopback { flag, addr }),
     }
     if addr.port() == 0 {
@@ -336,6 +382,9 @@ impl Config {
     /// # Errors
     /// The first [`ConfigError`] found.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.feed.truth_file.is_some() && self.feed.feed == FeedSource::Sim {
+            return Err(ConfigError::TruthWithSim);
+        }
         match self.mode {
             Mode::Ws => {
                 parse_target("--ws-addr", &self.target.ws_addr)?;

@@ -2,7 +2,7 @@
 //! correctness verdict, the summary table and the JSON document.
 
 use crate::checker::{FinalCounts, Totals, Violation};
-use crate::client::{ConnOutcome, End, SnapshotStats, WorkerResult};
+use crate::client::{ConnOutcome, End, NodeStats, SnapshotStats, WorkerResult};
 use crate::config::{Config, Mode, SlowMode};
 use crate::stats::{self, Group, GroupSummary, Percentiles};
 use crate::sys::CpuUse;
@@ -38,6 +38,14 @@ pub struct ConnReport {
     pub first_error: Option<String>,
     /// Frames that did not decode.
     pub decode_errors: u64,
+    /// Reconnects (`--reconnect`), by how the server ended the connection.
+    pub reconnects: BTreeMap<String, u64>,
+    /// Connection ended by the server to resubscribed (ack) on the next
+    /// one, µs.
+    pub failover_time: Percentiles,
+    /// Per gateway node (`X-Quotecast-Node`), for a fleet behind a
+    /// balancer.
+    pub nodes: BTreeMap<String, NodeStats>,
 }
 
 /// GetSnapshot results.
@@ -142,6 +150,8 @@ pub struct Measured {
     pub slow: usize,
     /// The feed's report, with `--feed sim`.
     pub feed: Option<feed_sim::Report>,
+    /// Ground truth read from `--truth-file` (external feed).
+    pub truth: Option<BTreeMap<String, SymbolTruth>>,
     /// Whether every normal client drained in time.
     pub drained: Option<bool>,
     /// Seconds from the feed's end until every client drained (or gave up).
@@ -163,7 +173,15 @@ impl RunReport {
         let mut snap = SnapshotStats::default();
         let mut conns = ConnReport { requested: m.requested, slow: m.slow, ..ConnReport::default() };
         let mut outcomes: Vec<ConnOutcome> = Vec::new();
+        let mut failover = stats::histogram();
         for w in m.workers {
+            let _ = failover.add(&w.failover);
+            for (k, v) in w.reconnect_causes {
+                *conns.reconnects.entry(k).or_default() += v;
+            }
+            for (k, v) in &w.nodes {
+                conns.nodes.entry(k.clone()).or_default().add(v);
+            }
             fast.merge(&w.fast);
             slow.merge(&w.slow);
             let _ = connect.add(&w.connect);
@@ -177,9 +195,10 @@ impl RunReport {
         }
         conns.connected = connect.len();
         conns.connect_time = Percentiles::of(&connect);
+        conns.failover_time = Percentiles::of(&failover);
         outcomes.sort_by_key(|o| o.id);
 
-        let truth = m.feed.as_ref().map(|r| &r.last);
+        let truth = m.feed.as_ref().map(|r| &r.last).or(m.truth.as_ref());
         let mut correctness = check(&mut outcomes, truth, m.drained, cfg.output.list_violations, &snap);
         correctness.drain_secs = m.drain_secs;
         for o in &outcomes {
@@ -430,6 +449,31 @@ impl fmt::Display for RunReport {
         if !c.failures.is_empty() {
             writeln!(f, "{:<14}failures: {}", "", join_counts(&c.failures))?;
         }
+        if !c.reconnects.is_empty() {
+            let n: u64 = c.reconnects.values().sum();
+            writeln!(
+                f,
+                "{:<14}{n} reconnects ({}); ended-to-resubscribed p50 {} p99 {} max {}",
+                "",
+                join_counts(&c.reconnects),
+                fmt_us(c.failover_time.p50_us),
+                fmt_us(c.failover_time.p99_us),
+                fmt_us(c.failover_time.max_us)
+            )?;
+        }
+        if c.nodes.len() > 1 || c.nodes.keys().any(|n| n != "unnamed") {
+            for (name, n) in &c.nodes {
+                writeln!(
+                    f,
+                    "{:<14}node {name}: {} connections ({} reconnects in), {} ended by it, {} updates",
+                    "",
+                    n.connections,
+                    n.reconnects_in,
+                    n.ended_by_server,
+                    thousands(n.updates as f64)
+                )?;
+            }
+        }
         if self.mode != Mode::Snapshot {
             writeln!(f, "{:<14}normal clients ended: {}", "", join_counts(&c.ends))?;
             if c.slow > 0 {
@@ -499,6 +543,13 @@ impl fmt::Display for RunReport {
                 thousands(t.seq_span as f64),
                 t.excused_gaps
             )?;
+            if t.resumed + t.resume_failed > 0 {
+                writeln!(
+                    f,
+                    "{:<14}resumes after reconnect: {} symbols continued at seq+1, {} got a resume_failed snapshot",
+                    "", t.resumed, t.resume_failed
+                )?;
+            }
             if t.feed_gap_notices > 0 {
                 writeln!(
                     f,

@@ -12,7 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
 use quotecast_proto::v1::{self, server_message::Body};
 use std::io::IsTerminal;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,7 +57,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunReport, 
         })?;
     }
     if cfg.mode != Mode::Ws {
-        client::grpc_channel(grpc_target, Ipv4Addr::LOCALHOST, cfg.load.connect_timeout)
+        client::grpc_channel(grpc_target, client::source_for(grpc_target, 0, 1), cfg.load.connect_timeout)
             .await
             .map_err(|reason| Error::Unreachable { what: "gRPC", addr: grpc_target, reason })?;
     }
@@ -112,7 +112,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunReport, 
         }
         // Slow clients spread evenly over the connect order.
         let is_slow = (i + 1) * slow / clients > i * slow / clients;
-        let source = Ipv4Addr::new(127, 0, 0, 1 + (i % usize::from(cfg.load.source_ips)) as u8);
+        let source = client::source_for(
+            if cfg.mode == Mode::Ws { ws_target } else { grpc_target },
+            i,
+            cfg.load.source_ips,
+        );
         let job = match cfg.mode {
             Mode::Ws | Mode::Stream => {
                 let spec = ConnSpec {
@@ -185,6 +189,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunReport, 
         if feed.as_ref().is_some_and(tokio::task::JoinHandle::is_finished) {
             break;
         }
+        if cfg.feed.truth_file.as_ref().is_some_and(|p| p.exists()) {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     shared.measuring.store(false, Ordering::Relaxed);
@@ -205,35 +212,20 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunReport, 
             .map_err(|e| Error::Feed(format!("{e:#}")))?;
         feed_report = Some(report);
         if cfg.mode != Mode::Snapshot {
-            // A backlogged gateway may still be delivering the feed's tail:
-            // wait as long as frames keep arriving, and give up only after
-            // `--drain-timeout` without any (or 12 times that in all).
-            let t_drain = Instant::now();
-            let cap = t_drain + cfg.load.drain_timeout * 12;
-            let mut deadline = t_drain + cfg.load.drain_timeout;
-            let mut frames = shared.total(|c| &c.frames);
-            let mut quiet_since: Option<Instant> = None;
-            drained = Some(loop {
-                let now_frames = shared.total(|c| &c.frames);
-                if now_frames != frames {
-                    frames = now_frames;
-                    deadline = (Instant::now() + cfg.load.drain_timeout).min(cap);
-                }
-                if shared.undrained.load(Ordering::Relaxed) <= 0 {
-                    // Stay drained a moment: a late update would undo it.
-                    let q = *quiet_since.get_or_insert_with(Instant::now);
-                    if q.elapsed() >= Duration::from_millis(100) {
-                        break true;
-                    }
-                } else {
-                    quiet_since = None;
-                }
-                if Instant::now() >= deadline || shutdown.is_cancelled() {
-                    break false;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            });
-            drain_secs = t_drain.elapsed().as_secs_f64();
+            (drained, drain_secs) = drain(&cfg, &shared, &shutdown).await;
+        }
+    }
+    let mut truth = None;
+    if let Some(path) = cfg.feed.truth_file.as_ref().filter(|p| p.exists()) {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| Error::Io { what: "reading --truth-file", source })?;
+        truth = Some(
+            feed_sim::Report::parse_truth(&text)
+                .map_err(|e| Error::Feed(format!("--truth-file {}: {e}", path.display())))?,
+        );
+        if cfg.mode != Mode::Snapshot {
+            progress.phase("draining");
+            (drained, drain_secs) = drain(&cfg, &shared, &shutdown).await;
         }
     }
 
@@ -262,12 +254,47 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunReport, 
         requested: clients,
         slow,
         feed: feed_report,
+        truth,
         drained,
         drain_secs,
         cpu,
         gateway_rss_bytes,
     };
     Ok(RunReport::build(&cfg, measured))
+}
+
+/// Waits for every normal client to receive the end of the feed: as long
+/// as frames keep arriving (a backlogged gateway may still be delivering
+/// the feed's tail), giving up only after `--drain-timeout` without any (or
+/// 12 times that in all). Returns whether all drained, and the seconds it
+/// took.
+async fn drain(cfg: &Config, shared: &Shared, shutdown: &CancellationToken) -> (Option<bool>, f64) {
+    let t_drain = Instant::now();
+    let cap = t_drain + cfg.load.drain_timeout * 12;
+    let mut deadline = t_drain + cfg.load.drain_timeout;
+    let mut frames = shared.total(|c| &c.frames);
+    let mut quiet_since: Option<Instant> = None;
+    let drained = loop {
+        let now_frames = shared.total(|c| &c.frames);
+        if now_frames != frames {
+            frames = now_frames;
+            deadline = (Instant::now() + cfg.load.drain_timeout).min(cap);
+        }
+        if shared.undrained.load(Ordering::Relaxed) <= 0 {
+            // Stay drained a moment: a late update would undo it.
+            let q = *quiet_since.get_or_insert_with(Instant::now);
+            if q.elapsed() >= Duration::from_millis(100) {
+                break true;
+            }
+        } else {
+            quiet_since = None;
+        }
+        if Instant::now() >= deadline || shutdown.is_cancelled() {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    (Some(drained), t_drain.elapsed().as_secs_f64())
 }
 
 /// Subscribes a probe connection to `probe` until the gateway accepts every
@@ -280,8 +307,9 @@ async fn wait_for_symbols(
 ) -> Result<(), Error> {
     let url = format!("ws://{target}/");
     let unreachable = |reason| Error::Unreachable { what: "WebSocket", addr: target, reason };
-    let mut ws =
-        client::ws_connect(target, &url, Ipv4Addr::LOCALHOST, 64 * 1024).await.map_err(unreachable)?;
+    let (mut ws, _node) = client::ws_connect(target, &url, client::source_for(target, 0, 1), 64 * 1024)
+        .await
+        .map_err(unreachable)?;
     let deadline = Instant::now() + SYMBOL_WAIT;
     loop {
         if let Some(f) = feed.as_mut().filter(|f| f.is_finished()) {

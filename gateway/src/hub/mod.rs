@@ -34,8 +34,22 @@ struct Topic {
     /// and a resume, rare, can afford to encode again.
     recent: VecDeque<Arc<Quote>>,
     subs: Vec<Arc<Mailbox>>,
+    /// Subscribers that resumed from a seq this node has not reached yet
+    /// (they came from a node a little ahead): they join `subs` once this
+    /// node publishes that seq. Usually empty.
+    waiting: Vec<Waiting>,
     /// Why the symbol last went stale (told to clients that resume).
     stale_reason: Option<Reason>,
+}
+
+/// A resume waiting for this node to catch up.
+#[derive(Debug)]
+struct Waiting {
+    m: Arc<Mailbox>,
+    /// The seq the client holds.
+    seq: u64,
+    /// Past this, the next update ends the wait with a flagged snapshot.
+    until: std::time::Instant,
 }
 
 /// Mailboxes to wake once the publisher is done with a datagram.
@@ -49,9 +63,15 @@ pub enum Start {
     /// The requested resume point was current or in the replay ring: the
     /// updates after it were queued, no snapshot.
     Resumed,
-    /// The resume point was too old (or ahead): a snapshot flagged
-    /// `resume_failed` was queued.
+    /// The resume point was too old, of another epoch, or too far ahead:
+    /// a snapshot flagged `resume_failed` was queued.
     ResumeFailed,
+    /// The resume point is ahead of this node (the client came from a node
+    /// a little ahead): nothing is queued until this node publishes that
+    /// seq, then the stream continues after it. If it has not within the
+    /// hub's ahead wait, or the node's chain passes it without it, a
+    /// snapshot flagged `resume_failed` follows instead.
+    Waiting,
 }
 
 /// Where a client resumes a symbol: the last `seq` it holds, in `epoch`
@@ -86,6 +106,11 @@ fn replay_complete(recent: &VecDeque<Arc<Quote>>, last: &Quote, seq: u64) -> boo
 pub const REPLAY_ENTRY_BYTES: usize =
     std::mem::size_of::<Quote>() + 2 * std::mem::size_of::<usize>() + std::mem::size_of::<Arc<Quote>>();
 
+/// Farthest a resume may be ahead of this node's seq and still wait: nodes
+/// on one feed differ by a packet or two; a client claiming far more is
+/// not one of them.
+const AHEAD_MAX: u64 = 1_000;
+
 /// Per-symbol subscriber lists. Shared as `Arc<Hub>`.
 #[derive(Debug)]
 pub struct Hub {
@@ -95,6 +120,10 @@ pub struct Hub {
     replay_budget: usize,
     /// Entries they hold now. Written by the ingest thread only.
     replay_used: AtomicUsize,
+    /// Longest wait for a resume from a seq this node has not reached.
+    ahead_wait: std::time::Duration,
+    /// Farthest ahead of this node a resume may be and still wait.
+    ahead_max: u64,
 }
 
 impl Hub {
@@ -107,7 +136,17 @@ impl Hub {
             replay_depth,
             replay_budget: usize::MAX,
             replay_used: AtomicUsize::new(0),
+            ahead_wait: std::time::Duration::from_secs(1),
+            ahead_max: AHEAD_MAX,
         }
+    }
+
+    /// Sets how long a resume from a seq this node has not reached yet
+    /// waits for it (0: never, a flagged snapshot at once).
+    #[must_use]
+    pub fn with_ahead_wait(mut self, wait: std::time::Duration) -> Self {
+        self.ahead_wait = wait;
+        self
     }
 
     /// Caps the replay rings at `max_bytes` together: at the ceiling a
@@ -153,11 +192,41 @@ impl Hub {
                 t.recent.push_back(q.clone());
             }
         }
+        let joined = if t.waiting.is_empty() { Vec::new() } else { Self::catch_up(&mut t, id, q, wakes) };
         for m in &t.subs {
             if m.push_update(id, entry, image) {
                 wakes.push(m.clone());
             }
         }
+        // After the push: each of them has `q` already.
+        t.subs.extend(joined);
+    }
+
+    /// Ends the waits `q` settles and returns who joins the subscribers
+    /// (after `q`, which each of them has): at the client's seq the client
+    /// holds `q` already; past it (this node's chain jumped over it) or too
+    /// late, it gets `q` now as a snapshot flagged `resume_failed`.
+    fn catch_up(t: &mut Topic, id: SymbolId, q: &Arc<Quote>, wakes: &mut Wakes) -> Vec<Arc<Mailbox>> {
+        let now = std::time::Instant::now();
+        let mut joined = Vec::new();
+        let mut i = 0;
+        while i < t.waiting.len() {
+            let w = &t.waiting[i];
+            if q.seq < w.seq && now < w.until {
+                i += 1;
+                continue;
+            }
+            let w = t.waiting.swap_remove(i);
+            if q.seq != w.seq {
+                let mut buf = BytesMut::new();
+                encode::entry(q, Flags { snapshot: true, skipped: 0, resume_failed: true }, &mut buf);
+                if w.m.push_update(id, &Encoded { bytes: buf.freeze(), ts_recv: 0 }, true) {
+                    wakes.push(w.m.clone());
+                }
+            }
+            joined.push(w.m);
+        }
+        joined
     }
 
     /// Ingest only: records a status change (the quote's `stale` flag
@@ -166,7 +235,7 @@ impl Hub {
         let mut t = self.topics[id as usize].lock();
         t.last = Some(q.clone());
         t.stale_reason = (state == State::Stale).then_some(reason);
-        for m in &t.subs {
+        for m in t.subs.iter().chain(t.waiting.iter().map(|w| &w.m)) {
             if m.push_status(id, state, reason) {
                 wakes.push(m.clone());
             }
@@ -179,7 +248,7 @@ impl Hub {
     pub fn trading(&self, id: SymbolId, q: &Arc<Quote>, wakes: &mut Wakes) {
         let mut t = self.topics[id as usize].lock();
         t.last = Some(q.clone());
-        for m in &t.subs {
+        for m in t.subs.iter().chain(t.waiting.iter().map(|w| &w.m)) {
             if m.push_trading(id, q.trading_state, q.trading_reason) {
                 wakes.push(m.clone());
             }
@@ -206,8 +275,23 @@ impl Hub {
             Some(r) if !r.epoch.is_empty() && r.epoch != encode::epoch_text(&last) => Start::ResumeFailed,
             Some(r) if r.seq == last.seq => Start::Resumed,
             Some(r) if r.seq < last.seq && replay_complete(&t.recent, &last, r.seq) => Start::Resumed,
+            Some(r)
+                if r.seq > last.seq
+                    && r.seq - last.seq <= self.ahead_max
+                    && !self.ahead_wait.is_zero()
+                    && !last.stale =>
+            {
+                Start::Waiting
+            }
             Some(_) => Start::ResumeFailed,
         };
+        if start == Start::Waiting {
+            t.subs.retain(|s| !Arc::ptr_eq(s, m));
+            t.waiting.retain(|w| !Arc::ptr_eq(&w.m, m));
+            let seq = resume.map_or(0, |r| r.seq);
+            t.waiting.push(Waiting { m: m.clone(), seq, until: std::time::Instant::now() + self.ahead_wait });
+            return Some(start);
+        }
         let mut wake = false;
         if start == Start::Resumed {
             // A stale flag change does not move seq: a resuming client must
@@ -247,12 +331,15 @@ impl Hub {
 
     /// Removes `m` from `id`'s subscribers.
     pub fn unsubscribe(&self, id: SymbolId, m: &Arc<Mailbox>) {
-        self.topics[id as usize].lock().subs.retain(|s| !Arc::ptr_eq(s, m));
+        let mut t = self.topics[id as usize].lock();
+        t.subs.retain(|s| !Arc::ptr_eq(s, m));
+        t.waiting.retain(|w| !Arc::ptr_eq(&w.m, m));
     }
 
     /// Subscribers of `id` (for metrics and tests).
     pub fn subscribers(&self, id: SymbolId) -> usize {
-        self.topics[id as usize].lock().subs.len()
+        let t = self.topics[id as usize].lock();
+        t.subs.len() + t.waiting.len()
     }
 
     /// The last published state of `id`.
@@ -381,7 +468,55 @@ mod tests {
         assert_eq!(h.subscribe(0, &m3, Some(at(1))), Some(Start::ResumeFailed), "ring holds 3..=5 only");
         assert_eq!(seen(&m3), vec![(5, true, true)]);
         let m4 = Arc::new(Mailbox::new(64, 4));
-        assert_eq!(h.subscribe(0, &m4, Some(at(9))), Some(Start::ResumeFailed), "ahead of the book");
+        let h0 = Hub::new(1, 3).with_ahead_wait(std::time::Duration::ZERO);
+        h0.init(0, quote(0));
+        publish(&h0, 5);
+        assert_eq!(h0.subscribe(0, &m4, Some(at(9))), Some(Start::ResumeFailed), "ahead, no wait allowed");
+        assert_eq!(seen(&m4), vec![(5, true, true)]);
+    }
+
+    #[test]
+    fn a_resume_ahead_of_this_node_waits_for_it_then_continues() {
+        let h = Hub::new(1, 8);
+        h.init(0, quote(0));
+        publish(&h, 5);
+        // The client holds 7 (from a node two updates ahead).
+        let m = Arc::new(Mailbox::new(64, 4));
+        assert_eq!(h.subscribe(0, &m, Some(at(7))), Some(Start::Waiting));
+        assert_eq!(h.subscribers(0), 1);
+        publish(&h, 6);
+        assert_eq!(seen(&m), vec![], "6 is behind what the client holds");
+        publish(&h, 7);
+        assert_eq!(seen(&m), vec![], "7 it has: no duplicate");
+        publish(&h, 8);
+        publish(&h, 9);
+        assert_eq!(seen(&m), vec![(8, false, false), (9, false, false)], "then the stream continues");
+        // This node's chain jumps past the client's seq: a flagged snapshot.
+        let m2 = Arc::new(Mailbox::new(64, 4));
+        assert_eq!(h.subscribe(0, &m2, Some(at(10))), Some(Start::Waiting));
+        let q = quote(12);
+        let e = Encoded { bytes: encode::shared_entry(&q, Flags::default()), ts_recv: 1 };
+        h.publish(0, &q, &e, &mut Vec::new());
+        assert_eq!(seen(&m2), vec![(12, true, true)], "12 only once, as the flagged snapshot");
+        publish(&h, 13);
+        assert_eq!(seen(&m2), vec![(13, false, false)]);
+        // Too far ahead to be another node of this feed: no wait.
+        let m3 = Arc::new(Mailbox::new(64, 4));
+        assert_eq!(h.subscribe(0, &m3, Some(at(13 + AHEAD_MAX + 1))), Some(Start::ResumeFailed));
+        // Past the wait, the next update ends it with a flagged snapshot.
+        let h = Hub::new(1, 8).with_ahead_wait(std::time::Duration::from_millis(1));
+        h.init(0, quote(0));
+        publish(&h, 1);
+        let m4 = Arc::new(Mailbox::new(64, 4));
+        assert_eq!(h.subscribe(0, &m4, Some(at(3))), Some(Start::Waiting));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        publish(&h, 2);
+        assert_eq!(seen(&m4), vec![(2, true, true)]);
+        // Unsubscribing ends a wait.
+        let m5 = Arc::new(Mailbox::new(64, 4));
+        assert_eq!(h.subscribe(0, &m5, Some(at(9))), Some(Start::Waiting));
+        h.unsubscribe(0, &m5);
+        assert_eq!(h.subscribers(0), 1);
     }
 
     #[test]

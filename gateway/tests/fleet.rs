@@ -1,0 +1,385 @@
+//! A fleet of gateways behind HAProxy, on a network of namespaces: a feed
+//! host (feed-sim: lines A and B, snapshot channel, retransmission server),
+//! three gateway hosts, a balancer host and a client host, on one bridge,
+//! multicast across it with interface and TTL set. loadtest's clients
+//! (with --reconnect) go through the balancer while nodes are killed,
+//! restarted late and drained one by one; every client's stream is checked
+//! update by update and its final values against the simulator's truth.
+//!
+//! Needs root (namespaces) and Debian's haproxy; without the privilege the
+//! test says so and passes without running (CI has it).
+
+mod common;
+#[path = "support/netns.rs"]
+mod netns;
+
+use feed_sim::SimConfig;
+use netns::Net;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const FEED: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const LB: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 20);
+const WS_PORT: u16 = 8080;
+const GRPC_PORT: u16 = 50051;
+const STATS_PORT: u16 = 8404;
+const RETRANS_PORT: u16 = 31010;
+const NODES: [&str; 3] = ["gw1", "gw2", "gw3"];
+
+fn node_addr(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, 0, 11 + i as u8)
+}
+
+/// The feed's groups: distinct from every other test's (these packets stay
+/// inside the namespaces anyway).
+struct Groups {
+    a: (Ipv4Addr, u16),
+    b: (Ipv4Addr, u16),
+    snapshot: (Ipv4Addr, u16),
+}
+
+const GROUPS: Groups = Groups {
+    a: (Ipv4Addr::new(239, 77, 0, 1), 31001),
+    b: (Ipv4Addr::new(239, 77, 0, 2), 31002),
+    snapshot: (Ipv4Addr::new(239, 77, 0, 3), 31003),
+};
+
+/// GET `path` from `addr` over plain HTTP/1.1: (status, body).
+fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    Some((status, body))
+}
+
+/// One gateway process in its host.
+struct Node {
+    name: &'static str,
+    index: usize,
+    child: Option<Child>,
+    log: std::path::PathBuf,
+}
+
+impl Node {
+    fn start(net: &Net, index: usize, dir: &std::path::Path) -> Node {
+        let name = NODES[index];
+        let log = dir.join(format!("{name}.log"));
+        let mut node = Node { name, index, child: None, log };
+        node.restart(net);
+        node
+    }
+
+    fn restart(&mut self, net: &Net) {
+        let a = node_addr(self.index);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = net
+            .command(self.name, env!("CARGO_BIN_EXE_gateway"))
+            .args(["--group", &GROUPS.a.0.to_string(), "--feed-port", &GROUPS.a.1.to_string()])
+            .args(["--group-b", &GROUPS.b.0.to_string(), "--feed-port-b", &GROUPS.b.1.to_string()])
+            .args(["--snapshot-group", &GROUPS.snapshot.0.to_string()])
+            .args(["--snapshot-port", &GROUPS.snapshot.1.to_string()])
+            .args(["--retrans-addr", &format!("{FEED}:{RETRANS_PORT}")])
+            .args(["--interface", &a.to_string()])
+            .args(["--ws-addr", &format!("{a}:{WS_PORT}"), "--grpc-addr", &format!("{a}:{GRPC_PORT}")])
+            .args(["--metrics-addr", "127.0.0.1:8084", "--node-name", self.name])
+            .args(["--drain-delay-ms", "1500", "--drain-spread-ms", "1000", "--shutdown-grace-ms", "2000"])
+            // The ring must cover a failover: the hottest symbol (~300
+            // updates/s here) times the seconds a client may be away
+            // (reconnect plus this loaded machine's delivery lag).
+            .args(["--replay-depth", "2048"])
+            .args(["--ws-threads", "1", "--log", "warn"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting a gateway in its namespace");
+        self.child = Some(child);
+    }
+
+    fn ws(&self) -> SocketAddr {
+        SocketAddr::new(node_addr(self.index).into(), WS_PORT)
+    }
+
+    fn ready(&self, net: &Net) -> bool {
+        let addr = self.ws();
+        net.run_in(self.name, move || http_get(addr, "/readyz")).is_some_and(|(s, _)| s == 200)
+    }
+
+    /// Open WebSocket connections, read from the node's /metrics.
+    fn connections(&self, net: &Net) -> Option<u64> {
+        let text = net.run_in(self.name, || http_get("127.0.0.1:8084".parse().unwrap(), "/metrics"))?.1;
+        text.lines()
+            .find(|l| l.starts_with("quotecast_ws_connections "))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .map(|v| v as u64)
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        assert!(std::process::Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    }
+
+    /// Waits for the process to exit: its status.
+    async fn exited(&mut self, within: Duration) -> std::process::ExitStatus {
+        let t0 = Instant::now();
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                self.child = None;
+                return s;
+            }
+            assert!(t0.elapsed() < within, "{} still running {within:?} after the signal", self.name);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `cond` every 20 ms until true, failing after `within`.
+async fn until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < within, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Servers of `backend` HAProxy's stats say are UP.
+fn lb_up(net: &Net, backend: &'static str) -> Vec<String> {
+    let stats = SocketAddr::new(LB.into(), STATS_PORT);
+    let csv = net.run_in("lb", move || http_get(stats, "/;csv")).map(|r| r.1).unwrap_or_default();
+    csv.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f.len() > 17 && f[0] == backend && f[1].starts_with("gw") && f[17] == "UP")
+                .then(|| f[1].to_string())
+        })
+        .collect()
+}
+
+struct Balancer(Child);
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_balancer(net: &Net, dir: &std::path::Path) -> Balancer {
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/haproxy/haproxy.cfg");
+    let log = std::fs::File::create(dir.join("haproxy.log")).unwrap();
+    let mut cmd = net.command("lb", "haproxy");
+    cmd.args(["-f", cfg, "-db"])
+        .env("QC_LB_WS", format!("{LB}:{WS_PORT}"))
+        .env("QC_LB_GRPC", format!("{LB}:{GRPC_PORT}"))
+        .env("QC_LB_STATS", format!("{LB}:{STATS_PORT}"));
+    for i in 0..NODES.len() {
+        cmd.env(format!("QC_GW{}_WS", i + 1), format!("{}:{WS_PORT}", node_addr(i)));
+        cmd.env(format!("QC_GW{}_GRPC", i + 1), format!("{}:{GRPC_PORT}", node_addr(i)));
+    }
+    let child =
+        cmd.stdout(Stdio::null()).stderr(log).spawn().expect("starting haproxy (apt-get install haproxy)");
+    Balancer(child)
+}
+
+/// `haproxy -c` accepts the shipped config.
+#[test]
+fn the_shipped_haproxy_config_is_valid() {
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/haproxy/haproxy.cfg");
+    let mut cmd = std::process::Command::new("haproxy");
+    cmd.args(["-c", "-f", cfg])
+        .env("QC_LB_WS", "127.0.0.1:18080")
+        .env("QC_LB_GRPC", "127.0.0.1:18081")
+        .env("QC_LB_STATS", "127.0.0.1:18082");
+    for i in 1..=3 {
+        cmd.env(format!("QC_GW{i}_WS"), format!("127.0.0.1:{}", 28080 + i));
+        cmd.env(format!("QC_GW{i}_GRPC"), format!("127.0.0.1:{}", 28090 + i));
+    }
+    let out = cmd.output().expect("haproxy is needed: run scripts/test.sh (apt-get install haproxy)");
+    assert!(
+        out.status.success(),
+        "haproxy -c: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_fail_over_and_resume_without_loss_through_kills_late_starts_and_a_rolling_restart() {
+    let mut hosts = vec![("feed", FEED), ("lb", LB), ("cli", Ipv4Addr::new(10, 77, 0, 30))];
+    for (i, n) in NODES.iter().enumerate() {
+        hosts.push((n, node_addr(i)));
+    }
+    let net = match Net::new("f", &hosts) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("SKIPPED: cannot build the namespace network (needs root / CAP_SYS_ADMIN): {e}");
+            return;
+        }
+    };
+    let dir = tempdir();
+
+    let mut nodes: Vec<Node> = (0..NODES.len()).map(|i| Node::start(&net, i, &dir)).collect();
+    // The feed, in its own host: multicast out of its veth, TTL 1.
+    let feed_stop = CancellationToken::new();
+    let sim = SimConfig {
+        group: GROUPS.a.0,
+        port: GROUPS.a.1,
+        line_b_group: Some(GROUPS.b.0),
+        line_b_port: Some(GROUPS.b.1),
+        snapshot_group: Some(GROUPS.snapshot.0),
+        snapshot_port: Some(GROUPS.snapshot.1),
+        snapshot_rate: 2_000,
+        retrans_addr: Some(SocketAddr::new(FEED.into(), RETRANS_PORT)),
+        interface: FEED,
+        ttl: 1,
+        seed: 31,
+        symbols: 200,
+        rate: 2_000,
+        ..SimConfig::default()
+    };
+    let feed = {
+        let stop = feed_stop.clone();
+        net.spawn_in("feed", move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(feed_sim::run(sim, stop))
+        })
+    };
+    until("every node ready", Duration::from_secs(15), || nodes.iter().all(|n| n.ready(&net))).await;
+    let _lb = start_balancer(&net, &dir);
+    until("haproxy sees 3 nodes up", Duration::from_secs(10), || lb_up(&net, "gateways_ws").len() == 3).await;
+
+    // The clients, in their own host, through the balancer.
+    let clients = 300u64;
+    let truth_file = dir.join("truth.json");
+    let load_stop = CancellationToken::new();
+    let load = {
+        let args = vec![
+            "loadtest".to_string(),
+            "--ws-addr".into(),
+            format!("{LB}:{WS_PORT}"),
+            "--feed".into(),
+            "external".into(),
+            "--feed-symbols".into(),
+            "200".into(),
+            "--truth-file".into(),
+            truth_file.display().to_string(),
+            "--connections".into(),
+            clients.to_string(),
+            "--symbols-per-conn".into(),
+            "10".into(),
+            "--reconnect".into(),
+            "--duration".into(),
+            "120s".into(),
+            "--drain-timeout".into(),
+            "10s".into(),
+            "--threads".into(),
+            "1".into(),
+            "--no-progress".into(),
+        ];
+        let cfg = <loadtest::Config as clap::Parser>::parse_from(args);
+        let stop = load_stop.clone();
+        net.spawn_in("cli", move || {
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            rt.block_on(loadtest::run(cfg, stop))
+        })
+    };
+    let total = |nodes: &[Node]| nodes.iter().filter_map(|n| n.connections(&net)).sum::<u64>();
+    let t0 = Instant::now();
+    while total(&nodes) != clients {
+        if load.is_finished() {
+            panic!(
+                "loadtest ended early: {:?}",
+                load.join().expect("loadtest thread").map(|r| r.to_string())
+            );
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "clients not all connected: {}", total(&nodes));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // 1. A node dies under load: its clients reconnect to the others.
+    let victims = nodes[0].connections(&net).unwrap_or(0);
+    assert!(victims > 0, "leastconn gave gw1 no client");
+    nodes[0].signal("-KILL");
+    let _ = nodes[0].exited(Duration::from_secs(5)).await;
+    until("gw1's clients on gw2 and gw3", Duration::from_secs(15), || total(&nodes[1..]) == clients).await;
+
+    // 2. It comes back mid-session: it rebuilds from the snapshot channel,
+    //    becomes ready, and takes new connections.
+    nodes[0].restart(&net);
+    until("gw1 ready after its late start", Duration::from_secs(15), || nodes[0].ready(&net)).await;
+    until("haproxy sees gw1 up again", Duration::from_secs(10), || lb_up(&net, "gateways_ws").len() == 3)
+        .await;
+
+    // 3. Rolling restart: each node drained (SIGTERM), restarted, ready.
+    for i in [1usize, 2, 0] {
+        nodes[i].signal("-TERM");
+        let status = nodes[i].exited(Duration::from_secs(15)).await;
+        assert!(status.success(), "{} exited with {status} after its drain", nodes[i].name);
+        until("the drained node's clients elsewhere", Duration::from_secs(15), || total(&nodes) == clients)
+            .await;
+        nodes[i].restart(&net);
+        until("the restarted node ready", Duration::from_secs(15), || nodes[i].ready(&net)).await;
+        until("haproxy sees it up", Duration::from_secs(10), || lb_up(&net, "gateways_ws").len() == 3).await;
+    }
+
+    // The session ends; loadtest checks every stream against the truth.
+    feed_stop.cancel();
+    let report = feed.join().expect("feed thread").expect("feed-sim");
+    report.write_truth(&truth_file).unwrap();
+    let run = load.join().expect("loadtest thread").expect("loadtest run");
+    drop(load_stop);
+    let logs = || {
+        NODES
+            .iter()
+            .map(|n| {
+                format!(
+                    "--- {n}:\n{}",
+                    std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default()
+                )
+            })
+            .collect::<String>()
+    };
+    let c = &run.correctness;
+    let text = format!("{run}");
+    assert_eq!(c.violations, 0, "violations:\n{text}\n{}", logs());
+    assert_eq!(c.drained, Some(true), "not every client saw the end of the feed:\n{text}");
+    let fv = c.final_values.expect("final values checked against the truth");
+    assert!(fv.verified > 0 && fv.unverifiable == 0, "{fv:?}\n{text}");
+    let t = &c.totals;
+    assert_eq!(t.received + t.skipped, t.seq_span, "not every update accounted for:\n{text}");
+    assert_eq!(t.feed_gap_notices, 0, "a gateway lost feed data:\n{text}");
+    let reconnects: u64 = run.connections.reconnects.values().sum();
+    assert!(reconnects >= victims + 2, "too few reconnects ({reconnects}):\n{text}");
+    assert!(
+        run.connections.reconnects.keys().any(|k| k.starts_with("1012")),
+        "no drain close (1012) seen:\n{text}"
+    );
+    assert!(t.resumed > 0, "no stream resumed:\n{text}");
+    assert_eq!(t.resume_failed, 0, "a resume fell back to a snapshot:\n{text}");
+    let nodes_seen: Vec<&String> = run.connections.nodes.keys().collect();
+    assert_eq!(nodes_seen, ["gw1", "gw2", "gw3"], "{text}");
+    eprintln!("{text}");
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("quotecast-fleet-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
