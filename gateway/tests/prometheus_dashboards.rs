@@ -137,21 +137,35 @@ fn promtool_checks_config_rules_and_rule_unit_tests() {
     let dir = dashboards_dir().join("prometheus");
     for args in [
         &["check", "config", "prometheus.yml"][..],
+        &["check", "config", "prometheus-fleet.yml"][..],
         &["check", "rules", "alerts.yml"][..],
+        &["check", "rules", "fleet_alerts.yml"][..],
         &["test", "rules", "alerts_test.yml"][..],
+        &["test", "rules", "fleet_alerts_test.yml"][..],
     ] {
         let (ok, out) = promtool(&dir, args);
         assert!(ok, "promtool {} failed:\n{out}", args.join(" "));
     }
     // Every alert has a unit test.
-    let rules = std::fs::read_to_string(dir.join("alerts.yml")).unwrap();
-    let tests = std::fs::read_to_string(dir.join("alerts_test.yml")).unwrap();
-    let alerts: Vec<&str> =
-        rules.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")).map(str::trim).collect();
-    assert!(alerts.len() >= 5);
-    for a in alerts {
-        assert!(tests.contains(&format!("alertname: {a}")), "alert {a} has no promtool unit test");
+    for (rules, tests, least) in
+        [("alerts.yml", "alerts_test.yml", 5), ("fleet_alerts.yml", "fleet_alerts_test.yml", 1)]
+    {
+        let rules = std::fs::read_to_string(dir.join(rules)).unwrap();
+        let tests = std::fs::read_to_string(dir.join(tests)).unwrap();
+        let alerts: Vec<&str> =
+            rules.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")).map(str::trim).collect();
+        assert!(alerts.len() >= least);
+        for a in alerts {
+            assert!(tests.contains(&format!("alertname: {a}")), "alert {a} has no promtool unit test");
+        }
     }
+    // The fleet example scrapes several gateways under the job name the
+    // dashboard's Fleet row and the fleet alerts select on.
+    let fleet = std::fs::read_to_string(dir.join("prometheus-fleet.yml")).unwrap();
+    let job = fleet.split("- job_name: quotecast-gateway").nth(1).expect("quotecast-gateway job");
+    let job = job.split("- job_name:").next().unwrap();
+    let targets = job.lines().filter(|l| l.trim_start().starts_with("- \"") && l.contains(":8084")).count();
+    assert!(targets >= 3, "prometheus-fleet.yml: {targets} gateway targets");
 }
 
 /// Replaces Grafana's template variables the way Grafana would for this
@@ -407,13 +421,15 @@ async fn every_panel_and_alert_query_returns_data_on_a_real_prometheus() {
     let metrics_addr = gw.running.metrics_addr;
     let sim_metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let rules = dashboards_dir().join("prometheus/alerts.yml");
+    let fleet_rules = dashboards_dir().join("prometheus/fleet_alerts.yml");
     let config = format!(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
-         rule_files:\n  - {rules}\n\
+         rule_files:\n  - {rules}\n  - {fleet_rules}\n\
          scrape_configs:\n\
          \x20 - job_name: quotecast-gateway\n    static_configs:\n      - targets: [\"{metrics_addr}\"]\n\
          \x20 - job_name: feed-sim\n    static_configs:\n      - targets: [\"{sim_metrics}\"]\n",
-        rules = rules.display()
+        rules = rules.display(),
+        fleet_rules = fleet_rules.display()
     );
     let prom = Prometheus::start(&config).await;
     prom.until_data("up{job=\"quotecast-gateway\"} == 1", Duration::from_secs(20)).await;
