@@ -15,6 +15,17 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
+# HAProxy (the fleet's balancer, gateway/tests/fleet.rs) and nats-server
+# (the no-multicast relay) from Debian's packages; iproute2 for the test
+# network of namespaces.
+for tool in haproxy:haproxy nats-server:nats-server ip:iproute2; do
+  if ! command -v "${tool%%:*}" >/dev/null 2>&1; then
+    echo "== installing ${tool#*:} (apt-get)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${tool#*:}" >/dev/null
+  fi
+done
+
 # systemd-analyze for the unit checks (gateway/tests/deploy_files.rs). The
 # machine images here ship Debian's systemd package without running it as
 # PID 1; installing it only adds the tools, it starts nothing.

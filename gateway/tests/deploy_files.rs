@@ -174,10 +174,12 @@ fn env_file(p: &Path) -> BTreeMap<String, String> {
 }
 
 /// How long a stop takes at most, from SIGTERM: the drain delay (readiness
-/// fails, nobody is closed yet) then the grace period (clients closed).
+/// fails, nobody is closed yet), the spread (clients closed with 1012 at
+/// their turns), then the grace period (what is left closes).
 #[derive(Debug, Clone, Copy)]
 struct StopTiming {
     drain_ms: u64,
+    spread_ms: u64,
     grace_ms: u64,
 }
 
@@ -190,7 +192,11 @@ fn stop_timing(env: &BTreeMap<String, String>, help: &BTreeMap<String, Setting>,
         Some(v.parse().unwrap_or_else(|e| panic!("{what}: {name}={v}: {e}")))
     };
     let grace_ms = ms("QUOTECAST_SHUTDOWN_GRACE_MS").expect("the gateway has --shutdown-grace-ms");
-    StopTiming { drain_ms: ms("QUOTECAST_DRAIN_DELAY_MS").unwrap_or(0), grace_ms }
+    StopTiming {
+        drain_ms: ms("QUOTECAST_DRAIN_DELAY_MS").unwrap_or(0),
+        spread_ms: ms("QUOTECAST_DRAIN_SPREAD_MS").unwrap_or(0),
+        grace_ms,
+    }
 }
 
 /// Names in `names` that `help` does not list.
@@ -344,7 +350,7 @@ fn k8s_probes_ports_selectors_and_stop_timing_agree() {
     let pre_stop_ms = c["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().unwrap_or(0) * 1000;
     assert!(c["lifecycle"]["preStop"]["exec"].is_null(), "a preStop exec hook is not accounted for here");
     let grace_s = pod["terminationGracePeriodSeconds"].as_u64().expect("terminationGracePeriodSeconds");
-    let need = pre_stop_ms + t.drain_ms + t.grace_ms + STOP_MARGIN_MS;
+    let need = pre_stop_ms + t.drain_ms + t.spread_ms + t.grace_ms + STOP_MARGIN_MS;
     assert!(
         grace_s * 1000 >= need,
         "terminationGracePeriodSeconds {grace_s} s < preStop {pre_stop_ms} ms + drain {} ms + grace {} ms + \
@@ -552,9 +558,10 @@ fn systemd_gateway_unit_drains_within_its_stop_timeout_and_sizes_its_limits() {
     let t = stop_timing(&env, &help, "gateway.env.example");
     let stop = timespan_ms(one("TimeoutStopSec"));
     assert!(
-        stop >= t.drain_ms + t.grace_ms + STOP_MARGIN_MS,
-        "TimeoutStopSec {stop} ms < drain {} ms + grace {} ms + margin {STOP_MARGIN_MS} ms",
+        stop >= t.drain_ms + t.spread_ms + t.grace_ms + STOP_MARGIN_MS,
+        "TimeoutStopSec {stop} ms < drain {} ms + spread {} ms + grace {} ms + margin {STOP_MARGIN_MS} ms",
         t.drain_ms,
+        t.spread_ms,
         t.grace_ms
     );
     let setting = |name: &str| -> u64 {
