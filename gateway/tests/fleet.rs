@@ -339,12 +339,38 @@ async fn clients_fail_over_and_resume_without_loss_through_kills_late_starts_and
         until("haproxy sees it up", Duration::from_secs(10), || lb_up(&net, "gateways_ws").len() == 3).await;
     }
 
+    // gRPC through the balancer (HTTP/2; leastconn picks a node per
+    // connection, so a new channel each time): served, and by nodes that
+    // agree on the epoch.
+    let lb_grpc = format!("http://{LB}:{GRPC_PORT}");
+    let through_lb =
+        net.run_in("cli", move || (0..6).map(|_| snapshot_via(lb_grpc.clone())).collect::<Vec<_>>());
+    let mut epochs = std::collections::BTreeSet::new();
+    for snap in through_lb {
+        let snap = snap.expect("GetSnapshot through haproxy");
+        assert_eq!(snap.quotes.len(), 200, "every symbol through the balancer");
+        epochs.extend(snap.quotes.iter().map(|q| q.epoch.clone()));
+    }
+    assert_eq!(epochs.len(), 1, "nodes disagree on the epoch: {epochs:?}");
+
     // The session ends; loadtest checks every stream against the truth.
     feed_stop.cancel();
     let report = feed.join().expect("feed thread").expect("feed-sim");
     report.write_truth(&truth_file).unwrap();
     let run = load.join().expect("loadtest thread").expect("loadtest run");
-    drop(load_stop);
+    // After the session every node holds the simulator's final state, and
+    // the same (epoch, seq): whichever node a client lands on, it resumes.
+    let epoch = report.session.to_string();
+    for (i, n) in NODES.iter().enumerate() {
+        let addr = format!("http://{}:{GRPC_PORT}", node_addr(i));
+        let snap = net.run_in(n, move || snapshot_via(addr)).expect("GetSnapshot of a node");
+        assert_eq!(snap.quotes.len(), report.last.len(), "{n}: a page holds every symbol");
+        for q in &snap.quotes {
+            let t = &report.last[&q.symbol];
+            let want = (epoch.as_str(), u64::from(t.symbol_seq), t.bid_px, t.ask_px, t.last_px);
+            assert_eq!((q.epoch.as_str(), q.seq, q.bid_px, q.ask_px, q.last_px), want, "{n} {}", q.symbol);
+        }
+    }
     let logs = || {
         NODES
             .iter()
@@ -376,6 +402,19 @@ async fn clients_fail_over_and_resume_without_loss_through_kills_late_starts_and
     let nodes_seen: Vec<&String> = run.connections.nodes.keys().collect();
     assert_eq!(nodes_seen, ["gw1", "gw2", "gw3"], "{text}");
     eprintln!("{text}");
+}
+
+/// One all-symbols GetSnapshot page from `addr` (a node or the balancer),
+/// on a new channel.
+fn snapshot_via(addr: String) -> Result<quotecast_proto::v1::GetSnapshotResponse, String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        let mut c = quotecast_proto::v1::quote_service_client::QuoteServiceClient::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let req = quotecast_proto::v1::GetSnapshotRequest { page_size: 500, ..Default::default() };
+        c.get_snapshot(req).await.map(tonic::Response::into_inner).map_err(|e| e.to_string())
+    })
 }
 
 fn tempdir() -> std::path::PathBuf {

@@ -336,6 +336,17 @@ impl Session {
         self.reply(&Reply::Ack(v1::Ack { id: id.to_string(), accepted, rejected }), format)
     }
 
+    /// How the gateway's shutdown ends this connection: 1001, or 1012 with
+    /// the reconnect hint when the shutdown ends a drain (a client whose
+    /// turn had not come yet is still told to go to another node).
+    fn shutdown_end(&self) -> End {
+        if self.shared.drain.is_draining() {
+            End::Close(close_code::SERVICE_RESTART, crate::drain::HINT.into())
+        } else {
+            End::Close(close_code::GOING_AWAY, "server shutting down".into())
+        }
+    }
+
     /// Drains the mailbox into frames until the connection must end.
     async fn write_loop<W>(&self, sink: &mut W) -> End
     where
@@ -355,7 +366,7 @@ impl Session {
         let mut paced_until: Option<tokio::time::Instant> = None;
         loop {
             if shutdown.is_cancelled() {
-                return End::Close(close_code::GOING_AWAY, "server shutting down".into());
+                return self.shutdown_end();
             }
             if let Some(t) = paced_until.take() {
                 tokio::select! {
@@ -398,7 +409,7 @@ impl Session {
                 // Cancel-safe: tungstenite keeps a partly written frame in
                 // its buffer, and the close path finishes it.
                 _ = shutdown.cancelled() => {
-                    return End::Close(close_code::GOING_AWAY, "server shutting down".into());
+                    return self.shutdown_end();
                 }
             };
             match sent {
