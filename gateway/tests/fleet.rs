@@ -65,13 +65,15 @@ struct Node {
     index: usize,
     child: Option<Child>,
     log: std::path::PathBuf,
+    /// More gateway flags.
+    extra: Vec<String>,
 }
 
 impl Node {
-    fn start(net: &Net, index: usize, dir: &std::path::Path) -> Node {
+    fn start(net: &Net, index: usize, dir: &std::path::Path, extra: Vec<String>) -> Node {
         let name = NODES[index];
         let log = dir.join(format!("{name}.log"));
-        let mut node = Node { name, index, child: None, log };
+        let mut node = Node { name, index, child: None, log, extra };
         node.restart(net);
         node
     }
@@ -90,11 +92,8 @@ impl Node {
             .args(["--ws-addr", &format!("{a}:{WS_PORT}"), "--grpc-addr", &format!("{a}:{GRPC_PORT}")])
             .args(["--metrics-addr", "127.0.0.1:8084", "--node-name", self.name])
             .args(["--drain-delay-ms", "1500", "--drain-spread-ms", "1000", "--shutdown-grace-ms", "2000"])
-            // The ring must cover a failover: the hottest symbol (~300
-            // updates/s here) times the seconds a client may be away
-            // (reconnect plus this loaded machine's delivery lag).
-            .args(["--replay-depth", "2048"])
             .args(["--ws-threads", "1", "--log", "warn"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -219,124 +218,198 @@ fn the_shipped_haproxy_config_is_valid() {
     );
 }
 
+/// The whole test network with `n` gateways running (the others' hosts
+/// exist, idle), the feed running in its host and HAProxy in front.
+struct Fleet {
+    // Field order is drop order: processes before the namespaces.
+    nodes: Vec<Node>,
+    _lb: Balancer,
+    feed: Option<std::thread::JoinHandle<anyhow::Result<feed_sim::Report>>>,
+    feed_stop: CancellationToken,
+    dir: std::path::PathBuf,
+    net: Net,
+}
+
+impl Fleet {
+    /// `None` (after saying why) when namespaces cannot be made here.
+    async fn start(n: usize, symbols: usize, rate: u64, node_args: &[&str]) -> Option<Fleet> {
+        let mut hosts = vec![("feed", FEED), ("lb", LB), ("cli", Ipv4Addr::new(10, 77, 0, 30))];
+        for (i, name) in NODES.iter().enumerate() {
+            hosts.push((name, node_addr(i)));
+        }
+        let net = match Net::new("f", &hosts) {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("SKIPPED: cannot build the namespace network (needs root / CAP_SYS_ADMIN): {e}");
+                return None;
+            }
+        };
+        let dir = tempdir();
+        let args: Vec<String> = node_args.iter().map(|a| (*a).to_string()).collect();
+        let nodes: Vec<Node> = (0..n).map(|i| Node::start(&net, i, &dir, args.clone())).collect();
+        // The feed, in its own host: multicast out of its veth, TTL 1.
+        let feed_stop = CancellationToken::new();
+        let sim = SimConfig {
+            group: GROUPS.a.0,
+            port: GROUPS.a.1,
+            line_b_group: Some(GROUPS.b.0),
+            line_b_port: Some(GROUPS.b.1),
+            snapshot_group: Some(GROUPS.snapshot.0),
+            snapshot_port: Some(GROUPS.snapshot.1),
+            snapshot_rate: 2_000,
+            retrans_addr: Some(SocketAddr::new(FEED.into(), RETRANS_PORT)),
+            interface: FEED,
+            ttl: 1,
+            seed: 31,
+            symbols,
+            rate,
+            ..SimConfig::default()
+        };
+        let feed = {
+            let stop = feed_stop.clone();
+            net.spawn_in("feed", move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(feed_sim::run(sim, stop))
+            })
+        };
+        until("every node ready", Duration::from_secs(15), || nodes.iter().all(|x| x.ready(&net))).await;
+        let lb = start_balancer(&net, &dir);
+        until("haproxy sees every node up", Duration::from_secs(10), || {
+            lb_up(&net, "gateways_ws").len() == n
+        })
+        .await;
+        Some(Fleet { nodes, _lb: lb, feed: Some(feed), feed_stop, dir, net })
+    }
+
+    /// loadtest (the library) in the client host, through the balancer,
+    /// with `--reconnect` and the truth file this fleet writes at the end.
+    fn loadtest(
+        &self,
+        extra: &[&str],
+    ) -> std::thread::JoinHandle<Result<loadtest::RunReport, loadtest::Error>> {
+        let mut args: Vec<String> = [
+            "loadtest",
+            "--ws-addr",
+            &format!("{LB}:{WS_PORT}"),
+            "--feed",
+            "external",
+            "--truth-file",
+            &self.truth_file().display().to_string(),
+            "--reconnect",
+            "--drain-timeout",
+            "10s",
+            "--no-progress",
+        ]
+        .iter()
+        .map(|a| (*a).to_string())
+        .collect();
+        args.extend(extra.iter().map(|a| (*a).to_string()));
+        let cfg = <loadtest::Config as clap::Parser>::parse_from(args);
+        let threads = cfg.load.threads.max(1);
+        self.net.spawn_in("cli", move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(loadtest::run(cfg, CancellationToken::new()))
+        })
+    }
+
+    fn truth_file(&self) -> std::path::PathBuf {
+        self.dir.join("truth.json")
+    }
+
+    /// Open WebSocket connections over every running node.
+    fn connections(&self) -> u64 {
+        self.nodes.iter().filter(|n| n.child.is_some()).filter_map(|n| n.connections(&self.net)).sum()
+    }
+
+    /// Waits until `clients` are connected, failing early if loadtest ended.
+    async fn all_connected(
+        &self,
+        clients: u64,
+        load: &std::thread::JoinHandle<Result<loadtest::RunReport, loadtest::Error>>,
+    ) {
+        let t0 = Instant::now();
+        while self.connections() != clients {
+            assert!(!load.is_finished(), "loadtest ended before every client connected");
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "clients not all connected: {}",
+                self.connections()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Ends the session and writes its truth for loadtest.
+    fn end_feed(&mut self) -> feed_sim::Report {
+        self.feed_stop.cancel();
+        let report = self.feed.take().expect("feed running").join().expect("feed thread").expect("feed-sim");
+        report.write_truth(&self.truth_file()).unwrap();
+        report
+    }
+
+    fn logs(&self) -> String {
+        NODES
+            .iter()
+            .map(|n| {
+                format!(
+                    "--- {n}:\n{}",
+                    std::fs::read_to_string(self.dir.join(format!("{n}.log"))).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_fail_over_and_resume_without_loss_through_kills_late_starts_and_a_rolling_restart() {
-    let mut hosts = vec![("feed", FEED), ("lb", LB), ("cli", Ipv4Addr::new(10, 77, 0, 30))];
-    for (i, n) in NODES.iter().enumerate() {
-        hosts.push((n, node_addr(i)));
-    }
-    let net = match Net::new("f", &hosts) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("SKIPPED: cannot build the namespace network (needs root / CAP_SYS_ADMIN): {e}");
-            return;
-        }
-    };
-    let dir = tempdir();
-
-    let mut nodes: Vec<Node> = (0..NODES.len()).map(|i| Node::start(&net, i, &dir)).collect();
-    // The feed, in its own host: multicast out of its veth, TTL 1.
-    let feed_stop = CancellationToken::new();
-    let sim = SimConfig {
-        group: GROUPS.a.0,
-        port: GROUPS.a.1,
-        line_b_group: Some(GROUPS.b.0),
-        line_b_port: Some(GROUPS.b.1),
-        snapshot_group: Some(GROUPS.snapshot.0),
-        snapshot_port: Some(GROUPS.snapshot.1),
-        snapshot_rate: 2_000,
-        retrans_addr: Some(SocketAddr::new(FEED.into(), RETRANS_PORT)),
-        interface: FEED,
-        ttl: 1,
-        seed: 31,
-        symbols: 200,
-        rate: 2_000,
-        ..SimConfig::default()
-    };
-    let feed = {
-        let stop = feed_stop.clone();
-        net.spawn_in("feed", move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(feed_sim::run(sim, stop))
-        })
-    };
-    until("every node ready", Duration::from_secs(15), || nodes.iter().all(|n| n.ready(&net))).await;
-    let _lb = start_balancer(&net, &dir);
-    until("haproxy sees 3 nodes up", Duration::from_secs(10), || lb_up(&net, "gateways_ws").len() == 3).await;
-
-    // The clients, in their own host, through the balancer.
+    // The ring must cover a failover: the hottest symbol (~300 updates/s
+    // here) times the seconds a client may be away (reconnect plus this
+    // loaded machine's delivery lag).
+    let Some(mut f) = Fleet::start(3, 200, 2_000, &["--replay-depth", "8192"]).await else { return };
     let clients = 300u64;
-    let truth_file = dir.join("truth.json");
-    let load_stop = CancellationToken::new();
-    let load = {
-        let args = vec![
-            "loadtest".to_string(),
-            "--ws-addr".into(),
-            format!("{LB}:{WS_PORT}"),
-            "--feed".into(),
-            "external".into(),
-            "--feed-symbols".into(),
-            "200".into(),
-            "--truth-file".into(),
-            truth_file.display().to_string(),
-            "--connections".into(),
-            clients.to_string(),
-            "--symbols-per-conn".into(),
-            "10".into(),
-            "--reconnect".into(),
-            "--duration".into(),
-            "120s".into(),
-            "--drain-timeout".into(),
-            "10s".into(),
-            "--threads".into(),
-            "1".into(),
-            "--no-progress".into(),
-        ];
-        let cfg = <loadtest::Config as clap::Parser>::parse_from(args);
-        let stop = load_stop.clone();
-        net.spawn_in("cli", move || {
-            let rt =
-                tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-            rt.block_on(loadtest::run(cfg, stop))
-        })
-    };
-    let total = |nodes: &[Node]| nodes.iter().filter_map(|n| n.connections(&net)).sum::<u64>();
-    let t0 = Instant::now();
-    while total(&nodes) != clients {
-        if load.is_finished() {
-            panic!(
-                "loadtest ended early: {:?}",
-                load.join().expect("loadtest thread").map(|r| r.to_string())
-            );
-        }
-        assert!(t0.elapsed() < Duration::from_secs(20), "clients not all connected: {}", total(&nodes));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let load = f.loadtest(&[
+        "--connections",
+        "300",
+        "--symbols-per-conn",
+        "10",
+        "--duration",
+        "120s",
+        "--threads",
+        "1",
+        "--feed-symbols",
+        "200",
+    ]);
+    f.all_connected(clients, &load).await;
 
     // 1. A node dies under load: its clients reconnect to the others.
-    let victims = nodes[0].connections(&net).unwrap_or(0);
+    let victims = f.nodes[0].connections(&f.net).unwrap_or(0);
     assert!(victims > 0, "leastconn gave gw1 no client");
-    nodes[0].signal("-KILL");
-    let _ = nodes[0].exited(Duration::from_secs(5)).await;
-    until("gw1's clients on gw2 and gw3", Duration::from_secs(15), || total(&nodes[1..]) == clients).await;
+    f.nodes[0].signal("-KILL");
+    let _ = f.nodes[0].exited(Duration::from_secs(5)).await;
+    until("gw1's clients on gw2 and gw3", Duration::from_secs(15), || f.connections() == clients).await;
 
     // 2. It comes back mid-session: it rebuilds from the snapshot channel,
     //    becomes ready, and takes new connections.
-    nodes[0].restart(&net);
-    until("gw1 ready after its late start", Duration::from_secs(15), || nodes[0].ready(&net)).await;
-    until("haproxy sees gw1 up again", Duration::from_secs(10), || lb_up(&net, "gateways_ws").len() == 3)
+    f.nodes[0].restart(&f.net);
+    until("gw1 ready after its late start", Duration::from_secs(15), || f.nodes[0].ready(&f.net)).await;
+    until("haproxy sees gw1 up again", Duration::from_secs(10), || lb_up(&f.net, "gateways_ws").len() == 3)
         .await;
 
     // 3. Rolling restart: each node drained (SIGTERM), restarted, ready.
     for i in [1usize, 2, 0] {
-        nodes[i].signal("-TERM");
-        let status = nodes[i].exited(Duration::from_secs(15)).await;
-        assert!(status.success(), "{} exited with {status} after its drain", nodes[i].name);
-        until("the drained node's clients elsewhere", Duration::from_secs(15), || total(&nodes) == clients)
+        f.nodes[i].signal("-TERM");
+        let status = f.nodes[i].exited(Duration::from_secs(15)).await;
+        assert!(status.success(), "{} exited with {status} after its drain", f.nodes[i].name);
+        until("the drained node's clients elsewhere", Duration::from_secs(15), || f.connections() == clients)
             .await;
-        nodes[i].restart(&net);
-        until("the restarted node ready", Duration::from_secs(15), || nodes[i].ready(&net)).await;
-        until("haproxy sees it up", Duration::from_secs(10), || lb_up(&net, "gateways_ws").len() == 3).await;
+        f.nodes[i].restart(&f.net);
+        until("the restarted node ready", Duration::from_secs(15), || f.nodes[i].ready(&f.net)).await;
+        until("haproxy sees it up", Duration::from_secs(10), || lb_up(&f.net, "gateways_ws").len() == 3)
+            .await;
     }
 
     // gRPC through the balancer (HTTP/2; leastconn picks a node per
@@ -344,7 +417,7 @@ async fn clients_fail_over_and_resume_without_loss_through_kills_late_starts_and
     // agree on the epoch.
     let lb_grpc = format!("http://{LB}:{GRPC_PORT}");
     let through_lb =
-        net.run_in("cli", move || (0..6).map(|_| snapshot_via(lb_grpc.clone())).collect::<Vec<_>>());
+        f.net.run_in("cli", move || (0..6).map(|_| snapshot_via(lb_grpc.clone())).collect::<Vec<_>>());
     let mut epochs = std::collections::BTreeSet::new();
     for snap in through_lb {
         let snap = snap.expect("GetSnapshot through haproxy");
@@ -354,16 +427,14 @@ async fn clients_fail_over_and_resume_without_loss_through_kills_late_starts_and
     assert_eq!(epochs.len(), 1, "nodes disagree on the epoch: {epochs:?}");
 
     // The session ends; loadtest checks every stream against the truth.
-    feed_stop.cancel();
-    let report = feed.join().expect("feed thread").expect("feed-sim");
-    report.write_truth(&truth_file).unwrap();
+    let report = f.end_feed();
     let run = load.join().expect("loadtest thread").expect("loadtest run");
     // After the session every node holds the simulator's final state, and
     // the same (epoch, seq): whichever node a client lands on, it resumes.
     let epoch = report.session.to_string();
     for (i, n) in NODES.iter().enumerate() {
         let addr = format!("http://{}:{GRPC_PORT}", node_addr(i));
-        let snap = net.run_in(n, move || snapshot_via(addr)).expect("GetSnapshot of a node");
+        let snap = f.net.run_in(n, move || snapshot_via(addr)).expect("GetSnapshot of a node");
         assert_eq!(snap.quotes.len(), report.last.len(), "{n}: a page holds every symbol");
         for q in &snap.quotes {
             let t = &report.last[&q.symbol];
@@ -371,20 +442,9 @@ async fn clients_fail_over_and_resume_without_loss_through_kills_late_starts_and
             assert_eq!((q.epoch.as_str(), q.seq, q.bid_px, q.ask_px, q.last_px), want, "{n} {}", q.symbol);
         }
     }
-    let logs = || {
-        NODES
-            .iter()
-            .map(|n| {
-                format!(
-                    "--- {n}:\n{}",
-                    std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default()
-                )
-            })
-            .collect::<String>()
-    };
     let c = &run.correctness;
     let text = format!("{run}");
-    assert_eq!(c.violations, 0, "violations:\n{text}\n{}", logs());
+    assert_eq!(c.violations, 0, "violations:\n{text}\n{}", f.logs());
     assert_eq!(c.drained, Some(true), "not every client saw the end of the feed:\n{text}");
     let fv = c.final_values.expect("final values checked against the truth");
     assert!(fv.verified > 0 && fv.unverifiable == 0, "{fv:?}\n{text}");
@@ -397,11 +457,90 @@ async fn clients_fail_over_and_resume_without_loss_through_kills_late_starts_and
         run.connections.reconnects.keys().any(|k| k.starts_with("1012")),
         "no drain close (1012) seen:\n{text}"
     );
+    assert!(
+        !run.connections.reconnects.keys().any(|k| k.starts_with("1001")),
+        "a drained client was told 1001, not 1012:\n{text}"
+    );
     assert!(t.resumed > 0, "no stream resumed:\n{text}");
     assert_eq!(t.resume_failed, 0, "a resume fell back to a snapshot:\n{text}");
     let nodes_seen: Vec<&String> = run.connections.nodes.keys().collect();
     assert_eq!(nodes_seen, ["gw1", "gw2", "gw3"], "{text}");
     eprintln!("{text}");
+}
+
+/// A number from the environment, else `default`.
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Benchmark (scripts/bench-fleet.sh runs it in release mode): delivered
+/// updates/s through the balancer with QC_BENCH_NODES gateways, and with
+/// QC_BENCH_KILL=1 the failover time when one node is SIGKILLed mid-run.
+/// Prints one `FLEET_BENCH {json}` line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: scripts/bench-fleet.sh"]
+async fn fleet_bench() {
+    let n = env_num("QC_BENCH_NODES", 3) as usize;
+    let clients = env_num("QC_BENCH_CLIENTS", 1000);
+    let per_conn = env_num("QC_BENCH_SYMBOLS_PER_CONN", 10);
+    let rate = env_num("QC_BENCH_RATE", 5_000);
+    let secs = env_num("QC_BENCH_SECS", 20);
+    let kill = env_num("QC_BENCH_KILL", 0) == 1;
+    let depth = env_num("QC_BENCH_REPLAY_DEPTH", 4096).to_string();
+    let Some(mut f) = Fleet::start(n, 300, rate, &["--replay-depth", &depth]).await else { return };
+    let (c, p, d) = (clients.to_string(), per_conn.to_string(), format!("{}s", secs * 3));
+    let load = f.loadtest(&[
+        "--connections",
+        &c,
+        "--symbols-per-conn",
+        &p,
+        "--duration",
+        &d,
+        "--threads",
+        "1",
+        "--feed-symbols",
+        "300",
+        "--connect-rate",
+        "2000",
+    ]);
+    f.all_connected(clients, &load).await;
+    tokio::time::sleep(Duration::from_secs(secs / 2)).await;
+    let mut victims = 0;
+    if kill && n > 1 {
+        victims = f.nodes[0].connections(&f.net).unwrap_or(0);
+        f.nodes[0].signal("-KILL");
+        let _ = f.nodes[0].exited(Duration::from_secs(5)).await;
+        until("the victims elsewhere", Duration::from_secs(30), || f.connections() == clients).await;
+    }
+    tokio::time::sleep(Duration::from_secs(secs - secs / 2)).await;
+    f.end_feed();
+    let run = load.join().expect("loadtest thread").expect("loadtest run");
+    let nodes: serde_json::Map<String, serde_json::Value> = run
+        .connections
+        .nodes
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::json!({"connections": v.connections, "updates": v.updates})))
+        .collect();
+    let out = serde_json::json!({
+        "nodes": n,
+        "clients": clients,
+        "symbols_per_conn": per_conn,
+        "feed_rate": rate,
+        "updates_per_sec": run.fast.updates_per_sec,
+        "e2e_p50_us": run.fast.latency.end_to_end.p50_us,
+        "e2e_p99_us": run.fast.latency.end_to_end.p99_us,
+        "violations": run.correctness.violations,
+        "resume_failed": run.correctness.totals.resume_failed,
+        "resumed": run.correctness.totals.resumed,
+        "killed_node_clients": victims,
+        "failover_p50_us": run.connections.failover_time.p50_us,
+        "failover_p99_us": run.connections.failover_time.p99_us,
+        "failover_max_us": run.connections.failover_time.max_us,
+        "per_node": nodes,
+        "machine_busy": run.cpu.machine_busy,
+    });
+    println!("FLEET_BENCH {out}");
+    eprintln!("{run}");
 }
 
 /// One all-symbols GetSnapshot page from `addr` (a node or the balancer),
