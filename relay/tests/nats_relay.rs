@@ -249,6 +249,16 @@ async fn three_gateways_on_nats_serve_the_same_stream() {
         let compared = same_updates((&format!("gateway {i}"), &format!("gateway {j}")), &views[i], &views[j]);
         assert!(compared > 10_000, "gateways {i} and {j}: compared {compared}");
     }
+    // Every family the relay exports is in the operators' catalogue.
+    let catalogue =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../dashboards/README.md")).unwrap();
+    let text = relay.running.metrics.render();
+    let families: Vec<&str> =
+        text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+    assert!(families.len() >= 9, "{families:?}");
+    for name in families {
+        assert!(catalogue.contains(&format!("`{name}`")), "{name} missing from dashboards/README.md");
+    }
     let relayed = relay.metric("feedrelay_relayed_packets_total{line=\"a\"}");
     assert!(relayed >= report.packets as f64, "relayed {relayed} of {} datagrams", report.packets);
     for g in gws {
