@@ -266,3 +266,90 @@ async fn three_gateways_on_nats_serve_the_same_stream() {
     }
     relay.stop().await;
 }
+
+/// Every update a client gets until none came for 3 s (the feed is over).
+async fn read_until_quiet(mut c: Client) -> Vec<v1::QuoteUpdate> {
+    let mut out = Vec::new();
+    while let Ok(b) = tokio::time::timeout(std::time::Duration::from_secs(3), c.updates()).await {
+        out.extend(b);
+    }
+    out
+}
+
+/// A gateway on NATS started mid-session builds its book from the
+/// snapshot channel carried over NATS, is not ready until it has, and from
+/// then on serves what a gateway on multicast that saw the whole session
+/// serves, update by update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_start_over_nats_rebuilds_from_the_snapshot_subject() {
+    let nats = NatsServer::start();
+    let prefix = unique_prefix();
+    let (snap_group, snap_port) = unique_feed();
+    let m = Gw::start_with(|c| {
+        c.feed.snapshot_group = Some(snap_group);
+        c.feed.snapshot_port = Some(snap_port);
+        deep(c);
+    })
+    .await;
+    let relay = Relay::start(&nats.url(), &prefix, m.group, m.port, |c| {
+        c.snapshot_group = Some(snap_group);
+        c.snapshot_port = Some(snap_port);
+    })
+    .await;
+    until("relay connected", 10, || relay.metric("feedrelay_nats_connected") == 1.0).await;
+    let sim = SimConfig {
+        group: m.group,
+        port: m.port,
+        seed: 3,
+        symbols: 100,
+        rate: 4_000,
+        duration: Some(std::time::Duration::from_secs(6)),
+        quiet_end_ms: 500,
+        snapshot_group: Some(snap_group),
+        snapshot_port: Some(snap_port),
+        // 100 symbols at 5,000/s: a cycle every 20 ms.
+        snapshot_rate: 5_000,
+        ..SimConfig::default()
+    };
+    let symbols = symbols_of(&sim);
+    let sim_task = tokio::spawn(feed_sim::run(sim, CancellationToken::new()));
+    m.until("directory", |r| r.core.book.len() == symbols.len()).await;
+    let cm = tokio::spawn(read_until_quiet(subscribe_all(&m, &symbols).await));
+    m.until("mid-session", |r| r.core.feed.next_seq.load(Relaxed) > 5_000).await;
+
+    let n = Gw::start_with(|c| {
+        c.feed_nats.url = Some(nats.url().parse().unwrap());
+        c.feed_nats.subject_prefix = prefix.clone();
+        c.feed_nats.snapshot = true;
+        deep(c);
+    })
+    .await;
+    let f = n.running.core.feed.clone();
+    until("the NATS gateway is ready", 15, || f.ready()).await;
+    assert!(
+        f.snapshot.recovered.load(Relaxed) >= symbols.len() as u64,
+        "every symbol rebuilt from the snapshot subject"
+    );
+    assert!(f.nats.messages[2].load(Relaxed) > 0, "snapshots came over NATS");
+    assert_eq!(f.stale_symbols.load(Relaxed), 0);
+    let cn = tokio::spawn(read_until_quiet(subscribe_all(&n, &symbols).await));
+
+    let report = sim_task.await.unwrap().unwrap();
+    let (from_m, from_n) = (cm.await.unwrap(), cn.await.unwrap());
+    for (name, got) in [("multicast", &from_m), ("late NATS", &from_n)] {
+        let mut last = HashMap::new();
+        for u in got {
+            last.insert(u.symbol.clone(), (u.seq, u.stale));
+        }
+        for (s, t) in &report.last {
+            assert_eq!(last.get(s), Some(&(u64::from(t.symbol_seq), false)), "{name} {s}: reached the end");
+        }
+    }
+    let vm = complete_view("multicast", &from_m);
+    let vn = complete_view("late NATS", &from_n);
+    let compared = same_updates(("multicast", "late NATS"), &vn, &vm);
+    assert!(compared > 3_000, "compared {compared}");
+    n.stop().await;
+    m.stop().await;
+    relay.stop().await;
+}
