@@ -148,9 +148,9 @@ pub struct IngestEnds {
     pub line_b: Option<UdpSocket>,
     /// The snapshot channel, with `--feed-nats-snapshot`.
     pub snapshot: Option<UdpSocket>,
-    /// Ingest's retransmission socket and the bridge address it is
-    /// connected to (ingest's "server"), with `--feed-nats-retrans`.
-    pub retrans: Option<(UdpSocket, SocketAddr)>,
+    /// Ingest's retransmission socket, connected to the bridge (see
+    /// [`Bridge::retrans_server`]), with `--feed-nats-retrans`.
+    pub retrans: Option<UdpSocket>,
 }
 
 /// The bridge's ends, bound before anything starts; [`run`] drives them.
@@ -202,8 +202,7 @@ pub fn bind(cfg: &FeedNatsConfig, recv_buffer: usize) -> io::Result<(IngestEnds,
     let snapshot = optional(cfg.snapshot, Channel::Snapshot)?;
     let (retrans, retrans_bridge) = if cfg.retrans {
         let (ingest, _, bridge) = pair(recv_buffer)?;
-        let addr = bridge.local_addr()?;
-        (Some((ingest, addr)), Some(bridge))
+        (Some(ingest), Some(bridge))
     } else {
         (None, None)
     };
@@ -278,6 +277,14 @@ pub async fn run(bridge: Bridge, stats: Arc<FeedStats>, stop: CancellationToken)
         }
     }
     tasks.close();
+    tracing::info!(
+        url = %self::shown(&url),
+        %prefix,
+        line_b = bridge.cfg.line_b,
+        snapshot = bridge.cfg.snapshot,
+        retrans = bridge.cfg.retrans,
+        "feed over NATS (multicast groups not joined)"
+    );
     tasks.wait().await;
     stats.nats.connected.store(false, Ordering::Relaxed);
 }

@@ -110,7 +110,7 @@ impl Bound {
                 feed_recv_buffer: ends.granted,
                 feed_b: ends.line_b,
                 snapshot: ends.snapshot,
-                retrans: ends.retrans.map(|(sock, _)| sock),
+                retrans: ends.retrans,
                 nats: Some(bridge),
                 ws: listen("WebSocket", cfg.ws.addr)?,
                 grpc: listen("gRPC", cfg.serve.grpc_addr)?,
