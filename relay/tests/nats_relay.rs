@@ -175,7 +175,7 @@ async fn a_gateway_on_nats_serves_the_same_stream_as_one_on_multicast() {
         );
         g.until("every message applied", |r| r.core.feed.messages.load(Relaxed) >= report.messages).await;
         assert_eq!(f.messages.load(Relaxed), report.messages, "{name}: every message applied once");
-        assert_eq!(f.gaps.load(Relaxed), 0, "{name}: every hole filled");
+        assert_eq!(f.gaps.load(Relaxed), 0, "{name}: every hole filled ({})", losses(g));
         // (`retrans.messages` counts only answers applied on arrival, not
         // those held behind an earlier hole, so it is no total here.)
         assert!(r.filled.load(Relaxed) > 0, "{name}: holes filled by retransmission");
@@ -210,12 +210,14 @@ async fn three_gateways_on_nats_serve_the_same_stream() {
     let nats = NatsServer::start();
     let prefix = unique_prefix();
     let (group, port) = unique_feed();
-    let relay = Relay::start(&nats.url(), &prefix, group, port, |_| {}).await;
+    let retrans: std::net::SocketAddr =
+        std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let relay = Relay::start(&nats.url(), &prefix, group, port, |c| c.retrans_addr = Some(retrans)).await;
     let probe_client = async_nats::connect(nats.url()).await.unwrap();
     until("relay connected", 10, || relay.metric("feedrelay_nats_connected") == 1.0).await;
     let mut gws = Vec::new();
     for _ in 0..3 {
-        let g = nats_gateway(&nats.url(), &prefix, false, false).await;
+        let g = nats_gateway(&nats.url(), &prefix, false, true).await;
         probe(&g, &probe_client, &prefix).await;
         gws.push(g);
     }
@@ -242,7 +244,7 @@ async fn three_gateways_on_nats_serve_the_same_stream() {
     for (i, c) in clients.iter_mut().enumerate() {
         let got = read_until_final(c, &finals).await;
         let f = &gws[i].running.core.feed;
-        assert_eq!(f.gaps.load(Relaxed), 0, "gateway {i}: no gap on a clean feed");
+        assert_eq!(f.gaps.load(Relaxed), 0, "gateway {i}: no gap on a clean feed ({})", losses(&gws[i]));
         views.push(complete_view(&format!("gateway {i}"), &got));
     }
     for (i, j) in [(0, 1), (1, 2), (0, 2)] {
@@ -267,6 +269,20 @@ async fn three_gateways_on_nats_serve_the_same_stream() {
     relay.stop().await;
 }
 
+/// What a gateway lost on the way, for failure messages.
+fn losses(g: &Gw) -> String {
+    let f = &g.running.core.feed;
+    let n = &f.nats;
+    format!(
+        "line A missed {}, NATS dropped {:?}, retrans filled {} gone {} timed out {}",
+        f.line(gateway::ingest::Line::A).missed_messages.load(Relaxed),
+        n.dropped.iter().map(|d| d.load(Relaxed)).collect::<Vec<_>>(),
+        f.retrans.filled.load(Relaxed),
+        f.retrans.gone.load(Relaxed),
+        f.retrans.timed_out.load(Relaxed),
+    )
+}
+
 /// Every update a client gets until none came for 3 s (the feed is over).
 async fn read_until_quiet(mut c: Client) -> Vec<v1::QuoteUpdate> {
     let mut out = Vec::new();
@@ -285,15 +301,21 @@ async fn a_late_start_over_nats_rebuilds_from_the_snapshot_subject() {
     let nats = NatsServer::start();
     let prefix = unique_prefix();
     let (snap_group, snap_port) = unique_feed();
+    let retrans_addr = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let m = Gw::start_with(|c| {
         c.feed.snapshot_group = Some(snap_group);
         c.feed.snapshot_port = Some(snap_port);
+        c.feed.retrans_addr = Some(retrans_addr);
         deep(c);
     })
     .await;
+    // Gap fill on both paths: a datagram lost on a loaded machine is
+    // filled, not a gap that would make a stream incomplete.
+    let retrans = retrans_addr;
     let relay = Relay::start(&nats.url(), &prefix, m.group, m.port, |c| {
         c.snapshot_group = Some(snap_group);
         c.snapshot_port = Some(snap_port);
+        c.retrans_addr = Some(retrans);
     })
     .await;
     until("relay connected", 10, || relay.metric("feedrelay_nats_connected") == 1.0).await;
@@ -309,6 +331,7 @@ async fn a_late_start_over_nats_rebuilds_from_the_snapshot_subject() {
         snapshot_port: Some(snap_port),
         // 100 symbols at 5,000/s: a cycle every 20 ms.
         snapshot_rate: 5_000,
+        retrans_addr: Some(retrans),
         ..SimConfig::default()
     };
     let symbols = symbols_of(&sim);
@@ -321,6 +344,7 @@ async fn a_late_start_over_nats_rebuilds_from_the_snapshot_subject() {
         c.feed_nats.url = Some(nats.url().parse().unwrap());
         c.feed_nats.subject_prefix = prefix.clone();
         c.feed_nats.snapshot = true;
+        c.feed_nats.retrans = true;
         deep(c);
     })
     .await;
@@ -336,6 +360,10 @@ async fn a_late_start_over_nats_rebuilds_from_the_snapshot_subject() {
 
     let report = sim_task.await.unwrap().unwrap();
     let (from_m, from_n) = (cm.await.unwrap(), cn.await.unwrap());
+    for (name, g) in [("multicast", &m), ("late NATS", &n)] {
+        let f = &g.running.core.feed;
+        assert_eq!(f.gaps.load(Relaxed), 0, "{name}: no gap ({})", losses(g));
+    }
     for (name, got) in [("multicast", &from_m), ("late NATS", &from_n)] {
         let mut last = HashMap::new();
         for u in got {
