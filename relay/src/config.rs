@@ -57,15 +57,23 @@ pub struct Config {
     /// UDP, feed-sim --retrans-addr). Default: no retransmission proxy.
     #[arg(long = "retrans-addr", env = "FEED_RELAY_RETRANS_ADDR")]
     pub retrans_addr: Option<SocketAddr>,
-    /// Longest time one request waits for its answer datagrams (ms); an
-    /// answer that covers the range, or a heartbeat ("gone"/"not yet"),
-    /// ends it sooner. Keep it under the gateways' --retrans-timeout-ms.
+    /// A request ends when no answer datagram came for this long (ms),
+    /// counted from the request, then from each datagram; an answer that
+    /// covers the range, or a heartbeat ("gone"/"not yet"), ends it sooner.
     #[arg(long = "retrans-wait-ms", env = "FEED_RELAY_RETRANS_WAIT_MS", default_value_t = 50)]
     pub retrans_wait_ms: u64,
+    /// Longest time one request is served, however its answer streams (ms).
+    /// Keep it at or under the gateways' --retrans-timeout-ms.
+    #[arg(long = "retrans-max-answer-ms", env = "FEED_RELAY_RETRANS_MAX_ANSWER_MS", default_value_t = 100)]
+    pub retrans_max_answer_ms: u64,
     /// Requests proxied at once; more are refused (counted, unanswered:
     /// the gateway's own timeout asks again).
     #[arg(long = "retrans-max-in-flight", env = "FEED_RELAY_RETRANS_MAX_IN_FLIGHT", default_value_t = 16)]
     pub retrans_max_in_flight: usize,
+    /// Receive buffer of each proxied request's socket (bytes): room for a
+    /// whole answer (up to 2,000 datagrams) while they are published.
+    #[arg(long = "retrans-recv-buffer-bytes", env = "FEED_RELAY_RETRANS_RECV_BUFFER_BYTES", default_value_t = 4 << 20)]
+    pub retrans_recv_buffer_bytes: usize,
     /// Prometheus /metrics listen address.
     #[arg(long = "metrics-addr", env = "FEED_RELAY_METRICS_ADDR", default_value = "127.0.0.1:8086")]
     pub metrics_addr: SocketAddr,
@@ -123,6 +131,11 @@ impl Config {
         Duration::from_millis(self.retrans_wait_ms)
     }
 
+    /// `--retrans-max-answer-ms` as a duration.
+    pub fn retrans_max_answer(&self) -> Duration {
+        Duration::from_millis(self.retrans_max_answer_ms)
+    }
+
     /// Checks what clap cannot.
     ///
     /// # Errors
@@ -172,12 +185,20 @@ impl Config {
         }
         for (name, v) in [
             ("--retrans-wait-ms", self.retrans_wait_ms as usize),
+            ("--retrans-max-answer-ms", self.retrans_max_answer_ms as usize),
             ("--retrans-max-in-flight", self.retrans_max_in_flight),
             ("--recv-buffer-bytes", self.recv_buffer_bytes),
+            ("--retrans-recv-buffer-bytes", self.retrans_recv_buffer_bytes),
         ] {
             if v == 0 {
                 return Err(ConfigError::Zero(name));
             }
+        }
+        if self.retrans_max_answer_ms < self.retrans_wait_ms {
+            return Err(ConfigError::Conflict(format!(
+                "--retrans-max-answer-ms ({}) is below --retrans-wait-ms ({})",
+                self.retrans_max_answer_ms, self.retrans_wait_ms
+            )));
         }
         Ok(())
     }
@@ -222,6 +243,10 @@ mod tests {
             (&["--subject-prefix", "a.>"][..], "--subject-prefix"),
             (&["--retrans-wait-ms", "0"][..], "--retrans-wait-ms must be greater than 0"),
             (&["--retrans-max-in-flight", "0"][..], "--retrans-max-in-flight"),
+            (
+                &["--retrans-max-answer-ms", "10"][..],
+                "--retrans-max-answer-ms (10) is below --retrans-wait-ms (50)",
+            ),
             (&["--nats", "nats://a b"][..], "--nats"),
             (&["--retrans-addr", "nope"][..], "--retrans-addr"),
         ] {

@@ -156,7 +156,14 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
         let subject = format!("{}.retrans", cfg.subject_prefix);
         let sub =
             client.subscribe(subject.clone()).await.with_context(|| format!("subscribing {subject}"))?;
-        let proxy = retrans::Proxy::new(server, cfg.interface, cfg.retrans_wait(), cfg.retrans_max_in_flight);
+        let proxy = retrans::Proxy::new(
+            server,
+            cfg.interface,
+            cfg.retrans_wait(),
+            cfg.retrans_max_answer(),
+            cfg.retrans_max_in_flight,
+            cfg.retrans_recv_buffer_bytes,
+        );
         tasks.spawn(proxy.serve(sub, client.clone(), m.clone(), shutdown.clone()));
     }
     tasks.close();

@@ -7,7 +7,10 @@
 //! never mix and need no matching here: the gateway matches them to its
 //! requests by sequence, as it does on UDP. A request ends when an answer
 //! covers its whole range, when a heartbeat answers it ("gone" / "not
-//! yet", FEED_FORMAT.md), or after `--retrans-wait-ms`; at most
+//! yet", FEED_FORMAT.md), when no datagram came for `--retrans-wait-ms`
+//! (the server sends an answer as one burst, up to 2,000 datagrams, so
+//! the wait restarts with each one), and after `--retrans-max-answer-ms`
+//! at the latest, so a request holds its slot for a bounded time; at most
 //! `--retrans-max-in-flight` run at once, and one more is refused
 //! (counted as `busy`) rather than queued: the gateway's own timeout asks
 //! again. A request that is not a valid re-request or has no reply subject
@@ -45,21 +48,32 @@ pub struct Proxy {
     /// Local address requests leave from (loopback for a loopback server,
     /// else the feed interface).
     pub local: IpAddr,
-    /// Longest wait per request.
+    /// Longest wait for the first answer datagram and between two.
     pub wait: Duration,
+    /// Longest time one request is served.
+    pub max_answer: Duration,
     /// Requests in flight at once.
     pub max_in_flight: usize,
+    /// Receive buffer of each request's socket.
+    pub recv_buffer: usize,
 }
 
 impl Proxy {
     /// The proxy for `server`, requests leaving by `interface`.
-    pub fn new(server: SocketAddr, interface: Ipv4Addr, wait: Duration, max_in_flight: usize) -> Proxy {
+    pub fn new(
+        server: SocketAddr,
+        interface: Ipv4Addr,
+        wait: Duration,
+        max_answer: Duration,
+        max_in_flight: usize,
+        recv_buffer: usize,
+    ) -> Proxy {
         let local = match server {
             SocketAddr::V4(a) if a.ip().is_loopback() => Ipv4Addr::LOCALHOST.into(),
             SocketAddr::V4(_) => interface.into(),
             SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
         };
-        Proxy { server, local, wait, max_in_flight }
+        Proxy { server, local, wait, max_answer, max_in_flight, recv_buffer }
     }
 
     /// Serves the requests of `sub` until `stop`.
@@ -102,18 +116,16 @@ impl Proxy {
         payload: Bytes,
         m: &Metrics,
     ) -> usize {
-        let sock = match UdpSocket::bind((self.local, 0)).await {
-            Ok(s) => s,
-            Err(_) => return FAILED,
-        };
+        let Ok(sock) = self.socket() else { return FAILED };
         if sock.connect(self.server).await.is_err() || sock.send(&payload).await.is_err() {
             return FAILED;
         }
         let want_end = req.seq.saturating_add(u64::from(req.count));
-        let deadline = tokio::time::Instant::now() + self.wait;
+        let end = tokio::time::Instant::now() + self.max_answer;
         let mut buf = vec![0u8; 65_536];
         let mut answered = false;
         loop {
+            let deadline = (tokio::time::Instant::now() + self.wait).min(end);
             let n = match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
                 Ok(Ok(n)) => n,
                 // ICMP "port unreachable" (no server), or the wait is over.
@@ -134,6 +146,22 @@ impl Proxy {
         } else {
             UNANSWERED
         }
+    }
+}
+
+impl Proxy {
+    /// A request's socket. The server sends an answer as one burst (up to
+    /// 2,000 datagrams) while this side publishes each before reading the
+    /// next, so the socket needs room for the whole burst: a default
+    /// receive buffer (~200 KiB) drops most of a long answer.
+    fn socket(&self) -> std::io::Result<UdpSocket> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let domain = if self.local.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+        let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+        let _ = s.set_recv_buffer_size(self.recv_buffer);
+        s.bind(&SocketAddr::new(self.local, 0).into())?;
+        s.set_nonblocking(true)?;
+        UdpSocket::from_std(s.into())
     }
 }
 

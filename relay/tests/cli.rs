@@ -24,6 +24,7 @@ fn help_lists_every_setting_with_env_and_default() {
         "--snapshot-group",
         "--retrans-addr",
         "--retrans-wait-ms",
+        "--retrans-max-answer-ms",
         "--retrans-max-in-flight",
         "--metrics-addr",
         "127.0.0.1:8086",

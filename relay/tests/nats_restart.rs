@@ -71,6 +71,8 @@ async fn gateways_on_nats_recover_from_a_nats_server_restart_under_load() {
         c.snapshot_group = Some(snap_group);
         c.snapshot_port = Some(snap_port);
         c.retrans_addr = Some(retrans);
+        // A debug build streams a 2,000-datagram answer slowly.
+        c.retrans_max_answer_ms = 2_000;
     })
     .await;
     until("relay connected", 10, || relay.metric("feedrelay_nats_connected") == 1.0).await;
@@ -83,6 +85,9 @@ async fn gateways_on_nats_recover_from_a_nats_server_restart_under_load() {
                 c.feed_nats.snapshot = true;
                 c.feed_nats.retrans = true;
                 c.ws.queue_capacity = 1 << 16;
+                // A debug build on a busy machine answers slowly; the
+                // hole should wait for its answer.
+                c.feed.retrans_timeout_ms = 2_000;
             })
             .await,
         );
@@ -132,16 +137,33 @@ async fn gateways_on_nats_recover_from_a_nats_server_restart_under_load() {
         .await;
         clients.push(c);
     }
-    // Clients read all along, so the outage reaches them as it happens.
+    // Clients read all along, so the outage reaches them as it happens,
+    // until every symbol is at its final seq and vouched for (the finals
+    // are known once the simulator is done).
+    let (finals_tx, finals_rx) = tokio::sync::watch::channel(None::<HashMap<String, u64>>);
     let readers: Vec<_> = clients
         .into_iter()
         .map(|mut c| {
+            let mut finals = finals_rx.clone();
             tokio::spawn(async move {
                 let mut out: Vec<QuoteUpdate> = Vec::new();
+                let mut last: HashMap<String, (u64, bool)> = HashMap::new();
+                let t0 = std::time::Instant::now();
                 loop {
-                    match tokio::time::timeout(Duration::from_secs(3), c.updates()).await {
-                        Ok(b) => out.extend(b),
-                        Err(_) => return out, // the feed is over
+                    if let Some(f) = &*finals.borrow() {
+                        if f.iter().all(|(s, n)| last.get(s) == Some(&(*n, false))) {
+                            return out;
+                        }
+                    }
+                    assert!(t0.elapsed() < Duration::from_secs(60), "clients never reached the final values");
+                    tokio::select! {
+                        _ = finals.changed() => {}
+                        b = c.updates() => {
+                            for u in &b {
+                                last.insert(u.symbol.clone(), (u.seq, u.stale));
+                            }
+                            out.extend(b);
+                        }
                     }
                 }
             })
@@ -169,6 +191,8 @@ async fn gateways_on_nats_recover_from_a_nats_server_restart_under_load() {
     until("relay reconnected", 15, || relay.metric("feedrelay_nats_reconnects_total") >= 1.0).await;
 
     let report = sim_task.await.unwrap().unwrap();
+    finals_tx
+        .send_replace(Some(report.last.iter().map(|(s, t)| (s.clone(), u64::from(t.symbol_seq))).collect()));
     let hist = history(&report.recorded);
     for (i, (g, reader)) in gws.iter().zip(readers).enumerate() {
         let got = reader.await.unwrap();
@@ -220,7 +244,10 @@ async fn gateways_on_nats_recover_from_a_nats_server_restart_under_load() {
         let rebuilt = metric(&text, "quotecast_feed_snapshot_recovered_symbols_total");
         eprintln!(
             "gateway {i}: disconnects {disconnects}, line A missed {line_missed} messages, gaps {gaps}, \
-             ranges filled {filled}, symbols rebuilt {rebuilt}, retrans over NATS {} (applied at the kill: {})",
+             ranges filled {filled} gone {} timed out {}, symbols rebuilt {rebuilt}, retrans over NATS {} \
+             (applied at the kill: {})",
+            f.retrans.gone.load(Relaxed),
+            f.retrans.timed_out.load(Relaxed),
             f.nats.retrans_requests.load(Relaxed),
             lost_at[i]
         );
@@ -232,6 +259,16 @@ async fn gateways_on_nats_recover_from_a_nats_server_restart_under_load() {
             "gateway {i}: the hole was filled or recovered"
         );
     }
+    let r = |result: &str| relay.metric(&format!("feedrelay_retrans_requests_total{{result=\"{result}\"}}"));
+    eprintln!(
+        "relay: retrans answered {} unanswered {} busy {} failed {}, answer datagrams {}, dropped while disconnected {}",
+        r("answered"),
+        r("unanswered"),
+        r("busy"),
+        r("failed"),
+        relay.metric("feedrelay_retrans_answer_packets_total"),
+        relay.metric("feedrelay_dropped_packets_total{line=\"a\"}"),
+    );
     assert!(relay.metric("feedrelay_nats_disconnects_total") >= 1.0);
     for g in gws {
         g.stop().await;

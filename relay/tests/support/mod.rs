@@ -124,6 +124,9 @@ impl Relay {
             "--metrics-addr",
             &metrics.to_string(),
         ]);
+        // Debug builds stream a long answer slowly (the gateways in these
+        // tests wait 2 s for one).
+        cfg.retrans_max_answer_ms = 2_000;
         f(&mut cfg);
         cfg.validate().unwrap();
         let shutdown = CancellationToken::new();
