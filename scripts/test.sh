@@ -8,11 +8,13 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# Prometheus + promtool (Debian's package) for the dashboard and alert tests.
-if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
-  echo "== installing prometheus (apt-get)"
+# Prometheus + promtool (Debian's package) for the dashboard and alert tests;
+# nats-server (Debian's package, in /usr/sbin) for the feed-relay tests.
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1 \
+  || ! { command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ]; }; then
+  echo "== installing prometheus and nats-server (apt-get)"
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus nats-server >/dev/null
 fi
 
 # HAProxy (the fleet's balancer, gateway/tests/fleet.rs) and nats-server

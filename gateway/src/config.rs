@@ -13,6 +13,9 @@ pub struct Config {
     /// Feed (UDP multicast) settings.
     #[command(flatten)]
     pub feed: FeedConfig,
+    /// The feed over NATS instead of multicast.
+    #[command(flatten)]
+    pub feed_nats: FeedNatsConfig,
     /// WebSocket server settings.
     #[command(flatten)]
     pub ws: WsConfig,
@@ -158,6 +161,114 @@ pub struct FeedConfig {
     /// Others are counted as suspect and dropped unread.
     #[arg(long = "feed-source", env = "QUOTECAST_FEED_SOURCE", value_delimiter = ',')]
     pub sources: Vec<Ipv4Addr>,
+}
+
+/// The feed over NATS (`--feed-nats`), published by `feed-relay` where the
+/// network carries no multicast: the same datagrams, so the same
+/// sequencing, arbitration and recovery (README, "Where there is no
+/// multicast: the NATS relay"). With it, the multicast flags of line B,
+/// the snapshot channel and gap fill are replaced by the switches below,
+/// and `--group`/`--feed-port` are not joined.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Feed over NATS")]
+pub struct FeedNatsConfig {
+    /// Take the feed from this NATS server (e.g. nats://127.0.0.1:4222)
+    /// instead of multicast: line A from `<prefix>.a`. Default: multicast.
+    #[arg(long = "feed-nats", env = "QUOTECAST_FEED_NATS", value_name = "URL")]
+    pub url: Option<async_nats::ServerAddr>,
+    /// Subject prefix the relay publishes under (feed-relay --subject-prefix).
+    #[arg(
+        long = "feed-nats-subject-prefix",
+        env = "QUOTECAST_FEED_NATS_SUBJECT_PREFIX",
+        default_value = "quotecast.feed"
+    )]
+    pub subject_prefix: String,
+    /// Also take line B from `<prefix>.b` (A/B arbitration as on multicast;
+    /// the relay needs --line-b-group). Needs --feed-nats.
+    #[arg(long = "feed-nats-line-b", env = "QUOTECAST_FEED_NATS_LINE_B")]
+    pub line_b: bool,
+    /// Take the snapshot channel from `<prefix>.snapshot` (late start and
+    /// recovery of symbols after an unfilled gap; the relay needs
+    /// --snapshot-group). Needs --feed-nats.
+    #[arg(long = "feed-nats-snapshot", env = "QUOTECAST_FEED_NATS_SNAPSHOT")]
+    pub snapshot: bool,
+    /// Ask for lost packets through the relay: MoldUDP64 re-requests as
+    /// NATS requests on `<prefix>.retrans`, answers to this gateway's inbox
+    /// (the relay needs --retrans-addr). The --retrans-* limits apply as
+    /// with --retrans-addr. Needs --feed-nats.
+    #[arg(long = "feed-nats-retrans", env = "QUOTECAST_FEED_NATS_RETRANS")]
+    pub retrans: bool,
+    /// Messages buffered per subscription between the NATS connection and
+    /// the bridge; beyond it messages are dropped (counted as slow
+    /// consumer) and become a sequence hole.
+    #[arg(
+        long = "feed-nats-queue-messages",
+        env = "QUOTECAST_FEED_NATS_QUEUE_MESSAGES",
+        default_value_t = 8192
+    )]
+    pub queue_messages: usize,
+}
+
+impl FeedNatsConfig {
+    /// True with `--feed-nats`.
+    pub fn enabled(&self) -> bool {
+        self.url.is_some()
+    }
+
+    fn validate(&self, feed: &FeedConfig) -> Result<(), ConfigError> {
+        let conflict = |m: String| Err(ConfigError::Conflict(m));
+        if !self.enabled() {
+            for (on, flag) in [
+                (self.line_b, "--feed-nats-line-b"),
+                (self.snapshot, "--feed-nats-snapshot"),
+                (self.retrans, "--feed-nats-retrans"),
+            ] {
+                if on {
+                    return conflict(format!("{flag} needs --feed-nats"));
+                }
+            }
+            return Ok(());
+        }
+        if !valid_subject_prefix(&self.subject_prefix) {
+            return conflict(format!(
+                "--feed-nats-subject-prefix {:?} is not a NATS subject (dot-separated tokens, no spaces or wildcards)",
+                self.subject_prefix
+            ));
+        }
+        for (set, flag, instead) in [
+            (feed.group_b.is_some(), "--group-b", "--feed-nats-line-b"),
+            (feed.snapshot_group.is_some(), "--snapshot-group", "--feed-nats-snapshot"),
+            (feed.retrans_addr.is_some(), "--retrans-addr", "--feed-nats-retrans"),
+        ] {
+            if set {
+                return conflict(format!("{flag} is multicast/UDP; with --feed-nats use {instead}"));
+            }
+        }
+        if !feed.sources.is_empty() {
+            return conflict(
+                "--feed-source filters multicast senders; with --feed-nats datagrams come from the local bridge (restrict publishers on the NATS server instead)"
+                    .into(),
+            );
+        }
+        if self.line_b && feed.reorder_window == 0 {
+            return conflict(
+                "--feed-nats-line-b needs --reorder-window above 0: a loss on one line waits there for the other line's copy"
+                    .into(),
+            );
+        }
+        if self.queue_messages == 0 {
+            return Err(ConfigError::Zero("--feed-nats-queue-messages"));
+        }
+        Ok(())
+    }
+}
+
+/// A NATS subject without wildcards: dot-separated non-empty tokens of
+/// printable characters other than `*` and `>`.
+pub fn valid_subject_prefix(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('.')
+            .all(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_graphic() && c != '*' && c != '>'))
 }
 
 /// WebSocket listener, per-connection limits and timeouts.
@@ -466,6 +577,7 @@ impl Config {
         }
         self.feed.validate_line_b()?;
         self.feed.validate_snapshot()?;
+        self.feed_nats.validate(&self.feed)?;
         self.grpc.validate().map_err(|e| ConfigError::Conflict(e.to_string()))?;
         if self.ws.max_write_buffer_bytes < 2 * self.ws.max_batch_bytes {
             return Err(ConfigError::Conflict(format!(
@@ -581,6 +693,16 @@ mod tests {
     }
 
     #[test]
+    fn feed_over_nats_parses() {
+        let c = parse(&["--feed-nats", "nats://127.0.0.1:4222", "--feed-nats-line-b", "--feed-nats-retrans"])
+            .unwrap();
+        let n = &c.feed_nats;
+        assert!(n.enabled() && n.line_b && n.retrans && !n.snapshot);
+        assert_eq!(n.subject_prefix, "quotecast.feed");
+        assert!(!parse(&[]).unwrap().feed_nats.enabled(), "multicast by default");
+    }
+
+    #[test]
     fn feed_sources_are_a_list() {
         let c = parse(&["--feed-source", "127.0.0.1,10.1.2.3", "--feed-source", "10.9.9.9"]).unwrap();
         let want: Vec<Ipv4Addr> =
@@ -617,6 +739,30 @@ mod tests {
             (&["--interface-b", "127.0.0.1"][..], "--interface-b needs --group-b"),
             (&["--group-b", "239.255.0.2", "--reorder-window", "0"][..], "--group-b needs --reorder-window"),
             (&["--group-b", "x"][..], "--group-b"),
+            (&["--feed-nats", "nats://127.0.0.1:4222 x"][..], "--feed-nats"),
+            (&["--feed-nats-retrans"][..], "--feed-nats-retrans needs --feed-nats"),
+            (&["--feed-nats-line-b"][..], "--feed-nats-line-b needs --feed-nats"),
+            (
+                &["--feed-nats", "nats://127.0.0.1:4222", "--feed-nats-subject-prefix", "a.*"][..],
+                "is not a NATS subject",
+            ),
+            (
+                &["--feed-nats", "nats://127.0.0.1:4222", "--feed-nats-subject-prefix", "a..b"][..],
+                "is not a NATS subject",
+            ),
+            (
+                &["--feed-nats", "nats://127.0.0.1:4222", "--group-b", "239.255.0.2"][..],
+                "use --feed-nats-line-b",
+            ),
+            (
+                &["--feed-nats", "nats://127.0.0.1:4222", "--retrans-addr", "127.0.0.1:9"][..],
+                "use --feed-nats-retrans",
+            ),
+            (&["--feed-nats", "nats://127.0.0.1:4222", "--feed-source", "127.0.0.1"][..], "--feed-source"),
+            (
+                &["--feed-nats", "nats://127.0.0.1:4222", "--feed-nats-queue-messages", "0"][..],
+                "--feed-nats-queue-messages",
+            ),
         ] {
             let err = parse(args).unwrap_err();
             assert!(err.contains(want), "{args:?}: {err}");

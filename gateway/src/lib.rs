@@ -5,6 +5,9 @@
 //! - [`ingest`] — the feed socket thread: line A and optionally line B
 //!   (A/B arbitration through one sequencer), decode, sequence tracking
 //!   (gaps, duplicates, reorders, restarts), the single writer of the book.
+//! - [`feed_nats`] — `--feed-nats`: NATS subjects (from `feed-relay`) turned
+//!   back into datagrams on loopback socket pairs that ingest reads as if
+//!   they were multicast.
 //! - [`book`] — the quote book, one `ArcSwap` per symbol, lock-free readers.
 //! - [`hub`] — per-symbol subscriber lists; each update encoded once and
 //!   shared; bounded, conflating per-connection mailboxes.
@@ -26,6 +29,7 @@
 pub mod book;
 pub mod config;
 pub mod drain;
+pub mod feed_nats;
 pub mod grpc;
 pub mod histogram;
 pub mod hub;

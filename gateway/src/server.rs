@@ -35,6 +35,9 @@ pub enum BindError {
         /// Cause.
         source: std::io::Error,
     },
+    /// A loopback socket pair of the NATS bridge failed.
+    #[error("--feed-nats loopback bridge socket: {0}")]
+    FeedNats(std::io::Error),
     /// A TCP listener failed.
     #[error("{what} listener on {addr}: {source}")]
     Listen {
@@ -61,6 +64,9 @@ pub struct Bound {
     pub snapshot: Option<UdpSocket>,
     /// Socket connected to the retransmission server (`--retrans-addr`).
     pub retrans: Option<UdpSocket>,
+    /// The NATS bridge's ends of the feed sockets (`--feed-nats`); the
+    /// fields above are then ingest's ends.
+    pub nats: Option<crate::feed_nats::Bridge>,
     /// WebSocket + health listener.
     pub ws: std::net::TcpListener,
     /// gRPC listener.
@@ -96,6 +102,21 @@ impl Bound {
     /// [`BindError`] naming the socket and address.
     pub fn bind(cfg: &Config) -> Result<Bound, BindError> {
         let f = &cfg.feed;
+        if cfg.feed_nats.enabled() {
+            let (ends, bridge) =
+                crate::feed_nats::bind(&cfg.feed_nats, f.recv_buffer_bytes).map_err(BindError::FeedNats)?;
+            return Ok(Bound {
+                feed: ends.line_a,
+                feed_recv_buffer: ends.granted,
+                feed_b: ends.line_b,
+                snapshot: ends.snapshot,
+                retrans: ends.retrans,
+                nats: Some(bridge),
+                ws: listen("WebSocket", cfg.ws.addr)?,
+                grpc: listen("gRPC", cfg.serve.grpc_addr)?,
+                metrics: listen("metrics", cfg.serve.metrics_addr)?,
+            });
+        }
         let (feed, granted) =
             ingest::socket::bind(f.group, f.port, f.interface, f.recv_buffer_bytes).map_err(|source| {
                 BindError::Feed { group: f.group, port: f.port, interface: f.interface, source }
@@ -147,6 +168,7 @@ impl Bound {
             feed_b,
             snapshot,
             retrans,
+            nats: None,
             ws: listen("WebSocket", cfg.ws.addr)?,
             grpc: listen("gRPC", cfg.serve.grpc_addr)?,
             metrics: listen("metrics", cfg.serve.metrics_addr)?,
@@ -295,7 +317,10 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
         Some(s) => ingest.with_snapshot_channel(s),
         None => ingest,
     };
-    let ingest = match (bound.retrans, cfg.feed.retrans_addr) {
+    // With --feed-nats-retrans the "server" is the NATS bridge's socket.
+    let retrans_server =
+        cfg.feed.retrans_addr.or_else(|| bound.nats.as_ref().and_then(|b| b.retrans_server()));
+    let ingest = match (bound.retrans, retrans_server) {
         (Some(sock), Some(server)) => ingest.with_retrans(
             ingest::retrans::RetransConfig {
                 server,
@@ -314,6 +339,10 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
         let stop = ingest_stop.clone();
         std::thread::Builder::new().name("ingest".into()).spawn(move || ingest.run(stop))?
     };
+    // The feed over NATS: the bridge feeds ingest's sockets until ingest stops.
+    if let Some(bridge) = bound.nats {
+        tokio::spawn(crate::feed_nats::run(bridge, feed.clone(), ingest_stop.clone()));
+    }
 
     let workers = Workers::start(cfg.ws.thread_count())?;
     let tracker = TaskTracker::new();

@@ -16,9 +16,21 @@ fn help_lists_every_setting_with_env_and_default() {
     let out = gateway().arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for want in
-        ["--group", "QUOTECAST_GROUP", "239.255.0.1", "--ws-addr", "127.0.0.1:8080", "--queue-capacity"]
-    {
+    for want in [
+        "--group",
+        "QUOTECAST_GROUP",
+        "239.255.0.1",
+        "--ws-addr",
+        "127.0.0.1:8080",
+        "--queue-capacity",
+        "--feed-nats <URL>",
+        "QUOTECAST_FEED_NATS",
+        "--feed-nats-subject-prefix",
+        "quotecast.feed",
+        "--feed-nats-line-b",
+        "--feed-nats-snapshot",
+        "--feed-nats-retrans",
+    ] {
         assert!(help.contains(want), "--help lacks {want}");
     }
 }
@@ -30,6 +42,11 @@ fn bad_values_print_one_line_and_exit_64() {
         (&["--group", "10.1.1.1"][..], "not a multicast"),
         (&["--max-connections", "0"][..], "--max-connections"),
         (&["--no-such-flag"][..], "--no-such-flag"),
+        (&["--feed-nats-retrans"][..], "--feed-nats-retrans needs --feed-nats"),
+        (
+            &["--feed-nats", "nats://127.0.0.1:4222", "--retrans-addr", "127.0.0.1:9"][..],
+            "--feed-nats-retrans",
+        ),
     ] {
         let out = gateway().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(64), "{args:?}");

@@ -127,6 +127,8 @@ pub struct FeedStats {
     pub retrans: RetransStats,
     /// The snapshot channel (`--snapshot-group`).
     pub snapshot: SnapshotStats,
+    /// The NATS transport (`--feed-nats`), written by its bridge tasks.
+    pub nats: crate::feed_nats::NatsStats,
     /// True from a late start (joined mid-session, with a snapshot
     /// channel) until every symbol is rebuilt from it: not ready meanwhile.
     pub joining: AtomicBool,

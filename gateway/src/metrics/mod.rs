@@ -115,6 +115,16 @@ pub mod names {
     pub const RETRANS_LATE: &str = "quotecast_feed_retrans_late_packets_total";
     /// First request to complete fill, seconds.
     pub const RETRANS_FILL: &str = "quotecast_feed_retrans_fill_seconds";
+    /// 1 while connected to the feed's NATS server (`--feed-nats`).
+    pub const NATS_CONNECTED: &str = "quotecast_feed_nats_connected";
+    /// Feed NATS connections lost.
+    pub const NATS_DISCONNECTS: &str = "quotecast_feed_nats_disconnects_total";
+    /// Feed NATS messages written to ingest, by `line` (a, b, snapshot, retrans).
+    pub const NATS_MESSAGES: &str = "quotecast_feed_nats_messages_total";
+    /// Feed NATS messages not written to ingest, by `reason`.
+    pub const NATS_DROPPED: &str = "quotecast_feed_nats_dropped_messages_total";
+    /// Retransmission requests published over NATS.
+    pub const NATS_RETRANS_REQUESTS: &str = "quotecast_feed_nats_retrans_requests_total";
     /// 1 with `--snapshot-group`.
     pub const SNAPSHOT_ENABLED: &str = "quotecast_feed_snapshot_enabled";
     /// Snapshot-channel datagrams received.
@@ -240,6 +250,44 @@ struct FeedHandles {
     lines: [LineHandles; 2],
     retrans: RetransHandles,
     snapshot: SnapshotHandles,
+    nats: NatsHandles,
+}
+
+/// Handles mirroring [`crate::feed_nats::NatsStats`]; every series exists
+/// (at 0) without `--feed-nats`.
+struct NatsHandles {
+    connected: Gauge,
+    disconnects: Counter,
+    messages: [Counter; 4],
+    dropped: [Counter; crate::feed_nats::DROP_REASONS.len()],
+    retrans_requests: Counter,
+}
+
+impl NatsHandles {
+    fn new() -> Self {
+        use crate::feed_nats::{Channel, DROP_REASONS};
+        use names::*;
+        NatsHandles {
+            connected: gauge!(NATS_CONNECTED),
+            disconnects: counter!(NATS_DISCONNECTS),
+            messages: Channel::ALL.map(|c| counter!(NATS_MESSAGES, "line" => c.label())),
+            dropped: DROP_REASONS.map(|r| counter!(NATS_DROPPED, "reason" => r)),
+            retrans_requests: counter!(NATS_RETRANS_REQUESTS),
+        }
+    }
+
+    fn sync(&self, s: &crate::feed_nats::NatsStats) {
+        let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        self.connected.set(if s.connected.load(Ordering::Relaxed) { 1.0 } else { 0.0 });
+        self.disconnects.absolute(l(&s.disconnects));
+        for (c, v) in self.messages.iter().zip(&s.messages) {
+            c.absolute(l(v));
+        }
+        for (c, v) in self.dropped.iter().zip(&s.dropped) {
+            c.absolute(l(v));
+        }
+        self.retrans_requests.absolute(l(&s.retrans_requests));
+    }
 }
 
 /// Handles mirroring [`crate::ingest::SnapshotStats`] and the late start.
@@ -511,6 +559,15 @@ fn describe() {
         Unit::Count,
         "Retransmission answers whose messages had all arrived on the lines meanwhile."
     );
+    describe_gauge!(NATS_CONNECTED, "1 while connected to the feed's NATS server (--feed-nats), else 0.");
+    describe_counter!(NATS_DISCONNECTS, Unit::Count, "Feed NATS connections lost (each a hole in the feed).");
+    describe_counter!(
+        NATS_MESSAGES,
+        Unit::Count,
+        "Feed NATS messages written to ingest as datagrams, by line."
+    );
+    describe_counter!(NATS_DROPPED, Unit::Count, "Feed NATS messages not written to ingest, by reason.");
+    describe_counter!(NATS_RETRANS_REQUESTS, Unit::Count, "Retransmission requests published over NATS.");
     describe_gauge!(BOOK_SYMBOLS, "Symbols in the quote book.");
     describe_gauge!(BOOK_CAPACITY, "Most symbols the quote book can hold.");
     describe_gauge!(BOOK_STALE, "Symbols whose quote may be wrong (gap, restart, silent feed).");
@@ -593,6 +650,7 @@ impl Telemetry {
                 lines: Line::ALL.map(LineHandles::new),
                 retrans: RetransHandles::new(),
                 snapshot: SnapshotHandles::new(),
+                nats: NatsHandles::new(),
             };
             let ws = WsHandles {
                 open: gauge!(WS_CONNECTIONS),
@@ -693,6 +751,7 @@ impl Telemetry {
         }
         f.retrans.sync(&s.retrans);
         f.snapshot.sync(s);
+        f.nats.sync(&s.nats);
 
         let (w, s) = (&self.ws, &*core.ws);
         w.open.set(s.open.load(Ordering::Relaxed) as f64);
