@@ -338,11 +338,17 @@ async fn websocket_resume_exact_replay_or_flagged_snapshot() {
     }
     assert_eq!(seqs, vec![9, 10, 11]);
 
-    // Ahead of the book: cannot be honoured either.
+    // Far ahead of the book (no node of this feed is that far ahead):
+    // cannot be honoured either.
     let mut ws3 = common::Client::connect(&gw.ws_url("")).await;
-    ws_resume(&mut ws3, &from(99)).await;
+    ws_resume(&mut ws3, &from(5_000)).await;
     let u = ws3.updates().await;
     assert!(u[0].snapshot && u[0].resume_failed && u[0].seq == 11);
+
+    // One ahead (a client from a node a packet ahead): it waits for this
+    // gateway to reach 12, then continues after it, with no snapshot.
+    let mut ws5 = common::Client::connect(&gw.ws_url("")).await;
+    ws_resume(&mut ws5, &from(12)).await;
 
     // Current: nothing to replay; the next live update follows. A repeated
     // subscribe of a symbol the connection already has must not replay.
@@ -352,6 +358,9 @@ async fn websocket_resume_exact_replay_or_flagged_snapshot() {
     feed.send(&[quote(1, 2_000_000)]);
     let u = ws4.updates().await;
     assert_eq!((u.len(), u[0].seq, u[0].snapshot), (1, 12, false), "{u:?}");
+    feed.send(&[quote(1, 2_000_001)]);
+    let u = ws5.updates().await;
+    assert_eq!((u.len(), u[0].seq, u[0].snapshot, u[0].resume_failed), (1, 13, false, false), "{u:?}");
     assert_eq!(gw.running.core.ws.resume_failed.load(Ordering::Relaxed), 2);
     gw.stop().await;
 }
