@@ -267,6 +267,9 @@ pub struct Totals {
     /// instead (the new node no longer held the updates): the loss is
     /// reported, not silent.
     pub resume_failed: u64,
+    /// Snapshots rebuilt from the feed's snapshot channel after a stale
+    /// notice (they replace the state; the seq may repeat).
+    pub rebuilds: u64,
 }
 
 impl Totals {
@@ -280,6 +283,7 @@ impl Totals {
         self.feed_gap_notices += o.feed_gap_notices;
         self.resumed += o.resumed;
         self.resume_failed += o.resume_failed;
+        self.rebuilds += o.rebuilds;
     }
 }
 
@@ -320,6 +324,7 @@ pub struct ConnChecker {
     snapshots: u64,
     resumed: u64,
     resume_failed: u64,
+    rebuilds: u64,
     /// The feed session of the latest update (for `from_epoch`).
     epoch: String,
 }
@@ -342,6 +347,7 @@ impl ConnChecker {
             snapshots: 0,
             resumed: 0,
             resume_failed: 0,
+            rebuilds: 0,
             epoch: String::new(),
         }
     }
@@ -392,6 +398,7 @@ impl ConnChecker {
             return false;
         };
         let mut excused = false;
+        let mut rebuilt = false;
         let mut resume = None;
         if u.snapshot && !self.syms[i].started {
             self.snapshots += 1;
@@ -420,6 +427,13 @@ impl ConnChecker {
                 s.first_seq = u.seq;
                 s.last_seq = u.seq;
                 resume = Some(false);
+                None
+            } else if u.snapshot && s.stale_since_update && u.seq >= s.last_seq {
+                // A rebuild from the feed's snapshot channel after a stale
+                // notice: it replaces the state, and may repeat the seq.
+                rebuilt = true;
+                s.prior_span += s.last_seq - s.first_seq;
+                s.first_seq = u.seq;
                 None
             } else if u.snapshot {
                 Some(Problem::SecondSnapshot { seq: u.seq })
@@ -456,6 +470,9 @@ impl ConnChecker {
         });
         if excused {
             self.excused_gaps += 1;
+        }
+        if rebuilt {
+            self.rebuilds += 1;
         }
         match resume {
             Some(true) if problem.is_none() => self.resumed += 1,
@@ -580,6 +597,7 @@ impl ConnChecker {
             feed_gap_notices: self.feed_gap_notices,
             resumed: self.resumed,
             resume_failed: self.resume_failed,
+            rebuilds: self.rebuilds,
             ..Totals::default()
         };
         for s in self.syms.iter().filter(|s| s.started) {
@@ -766,6 +784,23 @@ mod tests {
         assert_eq!(kinds(&c), vec![Problem::Duplicate { seq: 7 }]);
         // Spans: AAPL 5..7, MSFT 3..3 then 10..11.
         assert_eq!(t.seq_span, 2 + 1);
+        // A rebuild after a stale notice replaces the state (same seq or
+        // later); without one, a snapshot is a second snapshot.
+        let mut c = ConnChecker::new(1, &["AAPL".to_string()]);
+        c.on_update(&upd("AAPL", 5, 0, true));
+        c.on_update(&upd("AAPL", 6, 0, false));
+        c.on_status(&Status {
+            state: status::State::Stale as i32,
+            reason: status::Reason::FeedGap as i32,
+            symbols: vec!["AAPL".into()],
+            ts: 70,
+            ..Status::default()
+        });
+        c.on_update(&upd("AAPL", 6, 0, true));
+        c.on_update(&upd("AAPL", 7, 0, false));
+        c.on_update(&upd("AAPL", 7, 0, true));
+        assert_eq!(kinds(&c), vec![Problem::SecondSnapshot { seq: 7 }]);
+        assert_eq!(c.totals().rebuilds, 1);
         // A flagged snapshot without a resume is still a second snapshot.
         let mut c = ConnChecker::new(1, &["AAPL".to_string()]);
         c.on_update(&upd("AAPL", 5, 0, true));
