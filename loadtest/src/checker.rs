@@ -794,7 +794,6 @@ mod tests {
             reason: status::Reason::FeedGap as i32,
             symbols: vec!["AAPL".into()],
             ts: 70,
-            ..Status::default()
         });
         c.on_update(&upd("AAPL", 6, 0, true));
         c.on_update(&upd("AAPL", 7, 0, false));
