@@ -21,6 +21,7 @@ cargo test -q --release -p quotecast-gateway --test fleet --no-run >/dev/null 2>
 run() {
   QC_BENCH_NODES=$1 QC_BENCH_KILL=$2 cargo test -q --release -p quotecast-gateway --test fleet fleet_bench \
     -- --ignored --nocapture 2>/dev/null | sed -n 's/^FLEET_BENCH //p'
+  true
 }
 
 echo "# fleet: $CLIENTS clients x $PER_CONN symbols, feed $RATE ticks/s over 300 symbols, ${SECS}s, $(nproc) cores"

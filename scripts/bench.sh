@@ -97,7 +97,7 @@ EOF
 
 # ---------------------------------------------------------------- build
 log "building release binaries"
-cargo build --release -q -p quotecast-gateway -p loadtest -p feed-sim
+cargo build --release -q -p quotecast-gateway -p loadtest -p feed-sim -p quotecast-relay
 cargo build --release -q -p quotecast-gateway --example grpc_bench
 cargo bench -q -p quotecast-gateway --bench ingest --no-run 2>/dev/null
 GW_BIN=$ROOT/target/release/gateway
@@ -487,6 +487,28 @@ if [[ $SMOKE == 1 ]]; then
   md "$(FILL_RUNS="100000:100" JOIN_SYMBOLS=500 JOIN_RATE=20000 SNAP_RATES=50000 scripts/bench-recovery.sh)" ""
 else
   md "$(scripts/bench-recovery.sh)" ""
+fi
+
+# ---------------------------------------------------------------- 8 fleet and NATS relay
+log "scenario 8: fleet behind HAProxy, NATS relay"
+md "## 8. A fleet behind HAProxy, and the NATS relay" ""
+if [[ $(id -u) -eq 0 ]] && command -v haproxy >/dev/null; then
+  if [[ $SMOKE == 1 ]]; then
+    md '```' "$(CLIENTS=100 SECS=4 scripts/bench-fleet.sh)" '```' ""
+  else
+    md '```' "$(scripts/bench-fleet.sh)" '```' ""
+  fi
+else
+  md "(needs root for network namespaces and haproxy: not run.)" ""
+fi
+if command -v nats-server >/dev/null || [[ -x /usr/sbin/nats-server ]]; then
+  if [[ $SMOKE == 1 ]]; then
+    md "$(DURATION=2 scripts/bench-nats.sh 10000)" ""
+  else
+    md "$(scripts/bench-nats.sh 10000 100000)" ""
+  fi
+else
+  md "(nats-server not installed: NATS relay not measured.)" ""
 fi
 
 # ---------------------------------------------------------------- targets

@@ -92,6 +92,8 @@ impl Node {
             .args(["--ws-addr", &format!("{a}:{WS_PORT}"), "--grpc-addr", &format!("{a}:{GRPC_PORT}")])
             .args(["--metrics-addr", "127.0.0.1:8084", "--node-name", self.name])
             .args(["--drain-delay-ms", "1500", "--drain-spread-ms", "1000", "--shutdown-grace-ms", "2000"])
+            // Every handshake comes from the balancer's one address.
+            .args(["--max-pending-handshakes-per-ip", "1024"])
             .args(["--ws-threads", "1", "--log", "warn"])
             .args(&self.extra)
             .stdout(Stdio::null())
@@ -334,11 +336,30 @@ impl Fleet {
         let t0 = Instant::now();
         while self.connections() != clients {
             assert!(!load.is_finished(), "loadtest ended before every client connected");
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "clients not all connected: {}",
-                self.connections()
-            );
+            if t0.elapsed() > Duration::from_secs(30) {
+                let metrics: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        let text = self
+                            .net
+                            .run_in(n.name, || http_get("127.0.0.1:8084".parse().unwrap(), "/metrics"))
+                            .map(|r| r.1)
+                            .unwrap_or_default();
+                        text.lines()
+                            .filter(|l| {
+                                l.starts_with("quotecast_ws_") && !l.contains("bucket") && !l.ends_with(" 0")
+                            })
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .collect();
+                panic!(
+                    "clients not all connected: {} of {clients}\n{}",
+                    self.connections(),
+                    metrics.join("\n")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

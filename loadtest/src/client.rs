@@ -777,8 +777,10 @@ async fn ws_client(l: Rc<Local>, spec: ConnSpec) {
     // When the previous connection ended (for the failover time).
     let mut lost_at: Option<Instant> = None;
     let mut backoff = sh.reconnect_backoff;
+    // A pause is due before the next attempt (a reconnect or a retry).
+    let mut retrying = false;
     let (mut ws, mut end, mut conn) = loop {
-        if lost_at.is_some() {
+        if retrying || lost_at.is_some() {
             // Jittered, so clients of a dead node do not all come back in
             // the same instant.
             let pause = backoff.mul_f64(rand::random::<f64>());
@@ -802,9 +804,12 @@ async fn ws_client(l: Rc<Local>, spec: ConnSpec) {
         let (mut ws, node) = match failed {
             Ok(x) => x,
             Err(reason) => {
-                if lost_at.is_some() && !sh.stop.is_cancelled() {
-                    // The balancer may not have noticed the dead node yet.
-                    l.fail(format!("reconnect: {reason}"));
+                if sh.reconnect && !sh.stop.is_cancelled() {
+                    // The balancer may not have noticed a dead node yet, or
+                    // a node is busy: retry, as a real client does.
+                    let what = if lost_at.is_some() { "reconnect" } else { "connect (retried)" };
+                    l.fail(format!("{what}: {reason}"));
+                    retrying = true;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                     continue;
                 }
@@ -817,6 +822,7 @@ async fn ws_client(l: Rc<Local>, spec: ConnSpec) {
             }
         };
         l.connected(t0);
+        retrying = false;
         let mut c = match conn.take() {
             Some(c) => c,
             None => l.start_conn(&spec),
