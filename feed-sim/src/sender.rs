@@ -449,8 +449,7 @@ struct Clock {
 
 impl Clock {
     fn new() -> Self {
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        Clock { start: Instant::now(), wall_ns: wall.as_nanos() as u64 }
+        Clock { start: Instant::now(), wall_ns: quotecast_proto::clock::now_ns().max(0) as u64 }
     }
 
     fn ts(&self, now: Instant) -> u64 {

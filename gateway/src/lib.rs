@@ -28,6 +28,7 @@
 
 pub mod book;
 pub mod config;
+pub mod core;
 pub mod drain;
 pub mod feed_nats;
 pub mod grpc;
@@ -40,5 +41,6 @@ pub mod server;
 pub mod telemetry;
 pub mod ws;
 
+pub use crate::core::Core;
 pub use config::Config;
-pub use server::{start, Bound, Core, Running};
+pub use server::{start, Bound, Running};

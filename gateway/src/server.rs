@@ -3,6 +3,7 @@
 
 use crate::book::Book;
 use crate::config::Config;
+use crate::core::Core;
 use crate::hub::Hub;
 use crate::ingest::{self, FeedStats, Ingest, IngestConfig};
 use crate::ws::{self, Workers, WsStats};
@@ -176,32 +177,6 @@ impl Bound {
     }
 }
 
-/// What the WebSocket sessions and the side services (gRPC, metrics) read.
-/// None of them writes to the book or the hub except through a
-/// subscription, like a client; only the ingest thread writes.
-pub struct Core {
-    /// The quote book.
-    pub book: Arc<Book>,
-    /// The hub (for streaming subscriptions).
-    pub hub: Arc<Hub>,
-    /// Feed counters and health.
-    pub feed: Arc<FeedStats>,
-    /// WebSocket counters.
-    pub ws: Arc<WsStats>,
-    /// The whole configuration.
-    pub config: Config,
-    /// This node's name (`--node-name`, else the host name).
-    pub node: String,
-    /// Cancelled on shutdown.
-    pub shutdown: CancellationToken,
-    /// Draining out of a fleet (SIGTERM): not ready, then clients closed
-    /// at their turns.
-    pub drain: crate::drain::Drain,
-    /// This gateway's metrics (rendered by `/metrics`; the gRPC server
-    /// attaches `metrics.grpc_layer()`).
-    pub metrics: Arc<crate::metrics::Telemetry>,
-}
-
 /// A started gateway: its addresses, shared state for inspection, and the
 /// handle to wait for its shutdown.
 pub struct Running {
@@ -214,22 +189,6 @@ pub struct Running {
     /// The shared state: book, hub, counters, config, shutdown token.
     pub core: Arc<Core>,
     done: tokio::task::JoinHandle<()>,
-}
-
-impl Core {
-    /// Whether to look ready (`/readyz`, gRPC health), and why not: the
-    /// feed must be complete and the node not draining.
-    pub fn readiness(&self) -> (bool, String) {
-        if self.drain.is_draining() {
-            return (false, "draining: closing clients for a restart; use another node".into());
-        }
-        self.feed.readiness()
-    }
-
-    /// [`readiness`](Self::readiness) without the explanation.
-    pub fn ready(&self) -> bool {
-        !self.drain.is_draining() && self.feed.ready()
-    }
 }
 
 impl Running {

@@ -14,6 +14,20 @@
 
 pub mod feed;
 
+/// The one clock of every timestamp in these contracts (`ts_event`,
+/// `ts_recv`, `ts_send`, ...): wall-clock nanoseconds since the Unix
+/// epoch, shared by the gateway, the simulator and the load generator so
+/// their latencies subtract.
+pub mod clock {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    /// Wall clock in nanoseconds since the Unix epoch (0 if the clock is
+    /// before 1970).
+    pub fn now_ns() -> i64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+    }
+}
+
 /// Generated protobuf types and gRPC stubs for package `quotecast.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod v1 {

@@ -39,7 +39,7 @@ pub mod stream;
 
 pub use config::GrpcConfig;
 
-use crate::server::Core;
+use crate::core::Core;
 use quotecast_proto::v1::quote_service_server::QuoteServiceServer;
 use service::QuoteSvc;
 use std::sync::Arc;

@@ -7,10 +7,10 @@ use super::error::CallError;
 use super::request::{self, PageToken};
 use super::stream::{self, Pump, PumpConfig, QuoteStream, Subscription};
 use crate::book::SymbolId;
+use crate::core::Core;
 use crate::hub::encode::{to_proto, Flags};
 use crate::hub::mailbox::Mailbox;
-use crate::ingest::now_ns;
-use crate::server::Core;
+use quotecast_proto::clock::now_ns;
 use quotecast_proto::v1::{
     self, quote_service_server::QuoteService, stream_quotes_response::Body, ErrorCode, GetSnapshotRequest,
     GetSnapshotResponse, ListSymbolsRequest, ListSymbolsResponse, StreamQuotesRequest, StreamQuotesResponse,

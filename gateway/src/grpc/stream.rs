@@ -20,9 +20,9 @@ use crate::hub::encode::{self, Flags};
 use crate::hub::mailbox::{Drained, Encoded, Entry, Mailbox};
 use crate::hub::notice::{self, Grouped, Notice};
 use crate::hub::Hub;
-use crate::ingest::now_ns;
 use bytes::BytesMut;
 use prost::Message as _;
+use quotecast_proto::clock::now_ns;
 use quotecast_proto::v1::{self, stream_quotes_response::Body, StreamQuotesResponse};
 use std::future::Future as _;
 use std::pin::Pin;
@@ -132,7 +132,7 @@ pub struct Pump {
     /// Gateway shutdown.
     pub shutdown: CancellationToken,
     /// The gateway, for its drain turns.
-    pub core: Arc<crate::server::Core>,
+    pub core: Arc<crate::core::Core>,
     /// This stream's drain turn key.
     pub drain_key: u64,
     /// Settings.

@@ -5,7 +5,7 @@
 
 use crate::book::{Book, SymbolId};
 use crate::hub::encode;
-use crate::ingest::now_ns;
+use quotecast_proto::clock::now_ns;
 use quotecast_proto::feed::{ReasonCode, TradingState};
 use quotecast_proto::v1::{self, status};
 

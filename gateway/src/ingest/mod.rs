@@ -67,7 +67,7 @@ use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Feed counters and health, written by the ingest thread with relaxed
@@ -299,10 +299,7 @@ impl FeedStats {
     }
 }
 
-/// Wall clock in nanoseconds since the Unix epoch.
-pub fn now_ns() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
-}
+pub use quotecast_proto::clock::now_ns;
 
 /// Ingest settings taken from the config.
 #[derive(Debug, Clone)]

@@ -1,7 +1,7 @@
 //! The `/metrics` endpoint: a minimal HTTP/1.1 server (hyper) on its own
 //! listener, stopped by the gateway's shutdown token.
 
-use crate::server::Core;
+use crate::core::Core;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;

@@ -32,13 +32,14 @@ pub use grpc::{GrpcCall, GrpcMetrics, GrpcMetricsLayer};
 pub use histogram::AtomicHistogram;
 pub use http::serve;
 
+use crate::core::Core;
 use crate::ingest::lines::Line;
-use crate::ingest::{now_ns, DECODE_REASONS, SUSPECT_REASONS};
-use crate::server::Core;
+use crate::ingest::{DECODE_REASONS, SUSPECT_REASONS};
 use crate::ws::close_code;
 use histogram::{write_header, write_histogram, write_sample, LATENCY_BUCKETS};
 use metrics::{counter, describe_counter, describe_gauge, gauge, Counter, Gauge, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use quotecast_proto::clock::now_ns;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 

@@ -12,8 +12,8 @@ pub mod protocol;
 pub mod session;
 
 use crate::config::WsConfig;
+use crate::core::Core;
 use crate::ratelog::RateLog;
-use crate::server::Core;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
