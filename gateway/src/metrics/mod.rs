@@ -26,7 +26,6 @@
 pub mod grpc;
 pub use crate::histogram;
 mod http;
-pub mod process;
 
 pub use grpc::{GrpcCall, GrpcMetrics, GrpcMetricsLayer};
 pub use histogram::AtomicHistogram;
@@ -821,30 +820,36 @@ impl Telemetry {
 /// `profile` label of the build info.
 const PROFILE: &str = if cfg!(debug_assertions) { "debug" } else { "release" };
 
+/// Process CPU, memory, descriptors and threads, read at scrape time by
+/// `metrics-process` (procfs on Linux; a field the platform cannot give is
+/// left out) and written in our own exposition, under our names.
 fn write_process(out: &mut String) {
-    let p = match process::read_self() {
-        Ok(p) => p,
-        Err(e) => {
-            // Not Linux, or /proc hidden: the process metrics are absent.
-            tracing::debug!(error = %e, "process metrics unavailable");
-            return;
+    let p = metrics_process::collector::collect();
+    let mut one = |name: &str, kind: &str, help: &str, v: Option<f64>| {
+        if let Some(v) = v {
+            write_header(out, name, kind, help);
+            write_sample(out, name, &[], v);
         }
     };
-    let mut one = |name: &str, kind: &str, help: &str, v: f64| {
-        write_header(out, name, kind, help);
-        write_sample(out, name, &[], v);
-    };
-    one(names::PROCESS_CPU, "counter", "User and system CPU time, seconds.", p.cpu_seconds);
-    one(names::PROCESS_RSS, "gauge", "Resident memory, bytes.", p.resident_bytes as f64);
-    one(names::PROCESS_VSIZE, "gauge", "Virtual memory, bytes.", p.virtual_bytes as f64);
-    one(names::PROCESS_FDS, "gauge", "Open file descriptors (sockets included).", p.open_fds as f64);
-    one(names::PROCESS_THREADS, "gauge", "OS threads.", p.threads as f64);
-    if let Some(m) = p.max_fds {
-        one(names::PROCESS_MAX_FDS, "gauge", "Soft limit on open file descriptors.", m as f64);
-    }
-    if let Some(s) = p.start_time_seconds {
-        one(names::PROCESS_START, "gauge", "Process start, seconds since the Unix epoch.", s);
-    }
+    let f = |v: Option<u64>| v.map(|v| v as f64);
+    one(names::PROCESS_CPU, "counter", "User and system CPU time, seconds.", p.cpu_seconds_total);
+    one(names::PROCESS_RSS, "gauge", "Resident memory, bytes.", f(p.resident_memory_bytes));
+    one(names::PROCESS_VSIZE, "gauge", "Virtual memory, bytes.", f(p.virtual_memory_bytes));
+    one(names::PROCESS_FDS, "gauge", "Open file descriptors (sockets included).", f(p.open_fds));
+    one(names::PROCESS_THREADS, "gauge", "OS threads.", f(p.threads));
+    // 0 means unlimited there; an unlimited limit is no sample here.
+    one(
+        names::PROCESS_MAX_FDS,
+        "gauge",
+        "Soft limit on open file descriptors.",
+        f(p.max_fds.filter(|m| *m > 0)),
+    );
+    one(
+        names::PROCESS_START,
+        "gauge",
+        "Process start, seconds since the Unix epoch.",
+        f(p.start_time_seconds),
+    );
 }
 
 #[cfg(test)]
@@ -929,6 +934,13 @@ mod tests {
         );
         assert_eq!(value(&text, &build), Some(1.0));
         assert!(value(&text, "quotecast_process_resident_memory_bytes").unwrap() > 0.0);
+        // Only what other tests in this process cannot change.
+        let fds = value(&text, "quotecast_process_open_fds").unwrap();
+        assert!(fds >= 3.0 && value(&text, "quotecast_process_max_fds").unwrap() >= fds);
+        assert!(value(&text, "quotecast_process_threads").unwrap() >= 1.0);
+        let start = value(&text, "quotecast_process_start_time_seconds").unwrap();
+        assert!(start > 1.0e9 && start <= (now_ns() / 1_000_000_000 + 1) as f64, "{start}");
+        assert!(value(&text, "quotecast_process_cpu_seconds_total").is_some());
         assert!(text.contains("# TYPE quotecast_feed_received_packets_total counter"));
         assert!(text.contains("# TYPE quotecast_ws_tick_to_send_seconds histogram"));
 
