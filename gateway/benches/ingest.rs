@@ -5,9 +5,9 @@
 //! core for: no subscribers, and 1,000 mailboxes x 10 symbols (the hub's
 //! fan-out, with a drainer thread emptying the mailboxes like writers do).
 
-use gateway::book::Book;
+use gateway::book::{Book, BookWriter};
 use gateway::hub::mailbox::{Drained, Mailbox};
-use gateway::hub::Hub;
+use gateway::hub::{Hub, HubWriter};
 use gateway::ingest::{FeedStats, Ingest, IngestConfig};
 use quotecast_proto::feed::{PacketBuilder, SessionId};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,12 +38,12 @@ fn packets() -> Vec<Vec<u8>> {
     out
 }
 
-fn ingest(book: &Arc<Book>, hub: &Arc<Hub>) -> Ingest {
+fn ingest(book: BookWriter, hub: HubWriter) -> Ingest {
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     Ingest::new(
         sock,
-        book.clone(),
-        hub.clone(),
+        book,
+        hub,
         Arc::new(FeedStats::default()),
         IngestConfig {
             feed_timeout: Duration::from_secs(60),
@@ -54,9 +54,9 @@ fn ingest(book: &Arc<Book>, hub: &Arc<Hub>) -> Ingest {
 }
 
 fn run(name: &str, pkts: &[Vec<u8>], subscribers: usize, per_sub: usize) {
-    let book = Arc::new(Book::new(SYMBOLS));
-    let hub = Arc::new(Hub::new(SYMBOLS, 256));
-    let mut ing = ingest(&book, &hub);
+    let (book, writer) = Book::with_writer(SYMBOLS);
+    let (hub, hub_writer) = Hub::new(SYMBOLS, 256).into_writer();
+    let mut ing = ingest(writer, hub_writer);
     // The directory packets first, so symbols exist before subscribing.
     let now = Instant::now();
     let mut i = 0;

@@ -124,8 +124,8 @@ struct SymbolTable {
     names: Vec<Symbol>,
 }
 
-/// The quote book. Shared as `Arc<Book>`; only the ingest thread calls the
-/// `&self` methods that write ([`Book::insert_symbol`], [`Book::publish`]).
+/// The quote book. Shared as `Arc<Book>` by every reader; the one
+/// [`BookWriter`] (held by the ingest thread) is the only way to write it.
 #[derive(Debug)]
 pub struct Book {
     slots: Box<[Slot]>,
@@ -137,8 +137,62 @@ pub struct Book {
 #[error("symbol table is full ({0} symbols); raise --max-symbols")]
 pub struct BookFull(pub usize);
 
+/// The only handle that writes the book: not `Clone`, made once with the
+/// book ([`Book::with_writer`]). Reads go through it too (`Deref`).
+#[derive(Debug)]
+pub struct BookWriter {
+    book: Arc<Book>,
+}
+
+impl std::ops::Deref for BookWriter {
+    type Target = Book;
+
+    fn deref(&self) -> &Book {
+        &self.book
+    }
+}
+
+impl BookWriter {
+    /// Registers a symbol (idempotent) and returns its id.
+    ///
+    /// # Errors
+    /// [`BookFull`] when the capacity is reached.
+    pub fn insert_symbol(&self, symbol: Symbol) -> Result<SymbolId, BookFull> {
+        self.book.insert_symbol(symbol)
+    }
+
+    /// Makes `q` the current state of `id`. `counted` says whether it is an
+    /// update (vs. a stale-flag change).
+    pub fn publish(&self, id: SymbolId, q: Arc<Quote>, counted: bool) {
+        self.book.publish(id, q, counted);
+    }
+
+    /// Records the locate code `id` has in the current feed session
+    /// (`None`: it has none).
+    pub fn set_locate(&self, id: SymbolId, locate: Option<u16>) {
+        self.book.set_locate(id, locate);
+    }
+
+    /// A new feed session voids every locate code.
+    pub fn clear_locates(&self) {
+        self.book.clear_locates();
+    }
+
+    /// The book, for readers.
+    pub fn book(&self) -> &Arc<Book> {
+        &self.book
+    }
+}
+
 impl Book {
-    /// A book with room for `capacity` symbols.
+    /// A book with room for `capacity` symbols, and its one writer.
+    pub fn with_writer(capacity: usize) -> (Arc<Book>, BookWriter) {
+        let book = Arc::new(Book::new(capacity));
+        (book.clone(), BookWriter { book })
+    }
+
+    /// A book with room for `capacity` symbols that nobody can write (a
+    /// reader's view in tests; [`Book::with_writer`] for a real one).
     pub fn new(capacity: usize) -> Self {
         Book {
             slots: (0..capacity).map(|_| Slot::default()).collect(),
@@ -176,11 +230,11 @@ impl Book {
         self.table.load().names.get(id as usize).copied()
     }
 
-    /// Writer only: registers a symbol (idempotent) and returns its id.
+    /// Registers a symbol (idempotent) and returns its id.
     ///
     /// # Errors
     /// [`BookFull`] when the capacity is reached.
-    pub fn insert_symbol(&self, symbol: Symbol) -> Result<SymbolId, BookFull> {
+    fn insert_symbol(&self, symbol: Symbol) -> Result<SymbolId, BookFull> {
         if let Some(id) = self.id(&symbol) {
             return Ok(id);
         }
@@ -198,9 +252,9 @@ impl Book {
         Ok(id as SymbolId)
     }
 
-    /// Writer only: makes `q` the current state of `id`. `counted` says
+    /// Makes `q` the current state of `id`. `counted` says
     /// whether it is an update (vs. a stale-flag change).
-    pub fn publish(&self, id: SymbolId, q: Arc<Quote>, counted: bool) {
+    fn publish(&self, id: SymbolId, q: Arc<Quote>, counted: bool) {
         let slot = &self.slots[id as usize];
         slot.quote.store(Some(q));
         if counted {
@@ -208,16 +262,16 @@ impl Book {
         }
     }
 
-    /// Writer only: records the locate code `id` has in the current feed
+    /// Records the locate code `id` has in the current feed
     /// session (`None`: it has none).
-    pub fn set_locate(&self, id: SymbolId, locate: Option<u16>) {
+    fn set_locate(&self, id: SymbolId, locate: Option<u16>) {
         if let Some(slot) = self.slots.get(id as usize) {
             slot.locate.store(locate.map_or(0, |l| u32::from(l) + 1), Ordering::Relaxed);
         }
     }
 
-    /// Writer only: a new feed session voids every locate code.
-    pub fn clear_locates(&self) {
+    /// A new feed session voids every locate code.
+    fn clear_locates(&self) {
         for slot in &self.slots[..self.len()] {
             slot.locate.store(0, Ordering::Relaxed);
         }

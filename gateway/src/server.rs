@@ -237,12 +237,11 @@ impl Running {
 /// # Errors
 /// When a thread or runtime cannot be started.
 pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> anyhow::Result<Running> {
-    let book = Arc::new(Book::new(cfg.feed.max_symbols));
-    let hub = Arc::new(
-        Hub::new(cfg.feed.max_symbols, cfg.feed.replay_depth)
-            .with_replay_budget(cfg.feed.replay_max_bytes)
-            .with_ahead_wait(Duration::from_millis(cfg.feed.resume_ahead_wait_ms)),
-    );
+    let (book, book_writer) = Book::with_writer(cfg.feed.max_symbols);
+    let (hub, hub_writer) = Hub::new(cfg.feed.max_symbols, cfg.feed.replay_depth)
+        .with_replay_budget(cfg.feed.replay_max_bytes)
+        .with_ahead_wait(Duration::from_millis(cfg.feed.resume_ahead_wait_ms))
+        .into_writer();
     let feed = Arc::new(FeedStats::default());
     // One recorder per gateway: several gateways in one process (tests)
     // never mix their counts.
@@ -258,8 +257,8 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
     }
     let ingest = Ingest::new(
         bound.feed,
-        book.clone(),
-        hub.clone(),
+        book_writer,
+        hub_writer,
         feed.clone(),
         IngestConfig {
             feed_timeout: Duration::from_millis(cfg.feed.feed_timeout_ms),

@@ -324,11 +324,11 @@ mod tests {
     use quotecast_proto::feed::Symbol;
     use quotecast_proto::v1::status::{Reason, State};
 
-    fn book() -> Book {
-        let b = Book::new(4);
-        b.insert_symbol(Symbol::new("AAPL").unwrap()).unwrap();
-        b.insert_symbol(Symbol::new("MSFT").unwrap()).unwrap();
-        b
+    fn book() -> Arc<Book> {
+        let (book, w) = Book::with_writer(4);
+        w.insert_symbol(Symbol::new("AAPL").unwrap()).unwrap();
+        w.insert_symbol(Symbol::new("MSFT").unwrap()).unwrap();
+        book
     }
 
     fn entry(sym: &str, seq: u64) -> Encoded {

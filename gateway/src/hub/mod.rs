@@ -111,7 +111,53 @@ pub const REPLAY_ENTRY_BYTES: usize =
 /// not one of them.
 const AHEAD_MAX: u64 = 1_000;
 
-/// Per-symbol subscriber lists. Shared as `Arc<Hub>`.
+/// The only handle that publishes into the hub (updates, images, status
+/// and trading changes, new symbols): not `Clone`, made once with the hub
+/// ([`Hub::into_writer`]) and held by the ingest thread. Everything else
+/// (sessions, gRPC streams) only subscribes.
+#[derive(Debug)]
+pub struct HubWriter {
+    hub: Arc<Hub>,
+}
+
+impl std::ops::Deref for HubWriter {
+    type Target = Hub;
+
+    fn deref(&self) -> &Hub {
+        &self.hub
+    }
+}
+
+impl HubWriter {
+    /// Publishes an update of `id` to every subscriber (see [`Hub`]).
+    pub fn publish(&self, id: SymbolId, q: &Arc<Quote>, entry: &Encoded, wakes: &mut Wakes) {
+        self.hub.publish(id, q, entry, wakes);
+    }
+
+    /// Publishes a rebuilt full state of `id` (from the feed's snapshot
+    /// channel; `entry` is encoded with the snapshot flag).
+    pub fn publish_image(&self, id: SymbolId, q: &Arc<Quote>, entry: &Encoded, wakes: &mut Wakes) {
+        self.hub.publish_image(id, q, entry, wakes);
+    }
+
+    /// Records a status change of `id` and tells the subscribers.
+    pub fn status(&self, id: SymbolId, q: &Arc<Quote>, state: State, reason: Reason, wakes: &mut Wakes) {
+        self.hub.status(id, q, state, reason, wakes);
+    }
+
+    /// Records a trading state change of `id` and tells the subscribers.
+    pub fn trading(&self, id: SymbolId, q: &Arc<Quote>, wakes: &mut Wakes) {
+        self.hub.trading(id, q, wakes);
+    }
+
+    /// Sets the initial state of a newly known symbol.
+    pub fn init(&self, id: SymbolId, q: Arc<Quote>) {
+        self.hub.init(id, q);
+    }
+}
+
+/// Per-symbol subscriber lists. Shared as `Arc<Hub>`; written only through
+/// its [`HubWriter`].
 #[derive(Debug)]
 pub struct Hub {
     topics: Box<[Mutex<Topic>]>,
@@ -141,6 +187,12 @@ impl Hub {
         }
     }
 
+    /// The hub, shared, and its one writer.
+    pub fn into_writer(self) -> (Arc<Hub>, HubWriter) {
+        let hub = Arc::new(self);
+        (hub.clone(), HubWriter { hub })
+    }
+
     /// Sets how long a resume from a seq this node has not reached yet
     /// waits for it (0: never, a flagged snapshot at once).
     #[must_use]
@@ -164,14 +216,14 @@ impl Hub {
 
     /// Ingest only: publishes an update of `id` to its subscribers, queueing
     /// the mailboxes to wake in `wakes`.
-    pub fn publish(&self, id: SymbolId, q: &Arc<Quote>, entry: &Encoded, wakes: &mut Wakes) {
+    fn publish(&self, id: SymbolId, q: &Arc<Quote>, entry: &Encoded, wakes: &mut Wakes) {
         self.publish_as(id, q, entry, false, wakes);
     }
 
     /// Ingest only: publishes a rebuilt full state of `id` (from the feed's
     /// snapshot channel; `entry` is encoded with the snapshot flag, and a
     /// conflated subscriber keeps the flag).
-    pub fn publish_image(&self, id: SymbolId, q: &Arc<Quote>, entry: &Encoded, wakes: &mut Wakes) {
+    fn publish_image(&self, id: SymbolId, q: &Arc<Quote>, entry: &Encoded, wakes: &mut Wakes) {
         self.publish_as(id, q, entry, true, wakes);
     }
 
@@ -231,7 +283,7 @@ impl Hub {
 
     /// Ingest only: records a status change (the quote's `stale` flag
     /// changed, its sequence did not) and tells the subscribers.
-    pub fn status(&self, id: SymbolId, q: &Arc<Quote>, state: State, reason: Reason, wakes: &mut Wakes) {
+    fn status(&self, id: SymbolId, q: &Arc<Quote>, state: State, reason: Reason, wakes: &mut Wakes) {
         let mut t = self.topics[id as usize].lock();
         t.last = Some(q.clone());
         t.stale_reason = (state == State::Stale).then_some(reason);
@@ -245,7 +297,7 @@ impl Hub {
     /// Ingest only: records a trading state change (the quote's
     /// `trading_state` changed, its sequence did not) and tells the
     /// subscribers.
-    pub fn trading(&self, id: SymbolId, q: &Arc<Quote>, wakes: &mut Wakes) {
+    fn trading(&self, id: SymbolId, q: &Arc<Quote>, wakes: &mut Wakes) {
         let mut t = self.topics[id as usize].lock();
         t.last = Some(q.clone());
         for m in t.subs.iter().chain(t.waiting.iter().map(|w| &w.m)) {
@@ -256,7 +308,7 @@ impl Hub {
     }
 
     /// Ingest only: sets the initial state of a newly known symbol.
-    pub fn init(&self, id: SymbolId, q: Arc<Quote>) {
+    fn init(&self, id: SymbolId, q: Arc<Quote>) {
         let mut t = self.topics[id as usize].lock();
         if t.last.is_none() {
             t.last = Some(q);

@@ -49,12 +49,12 @@ pub mod retrans;
 pub mod sequencer;
 pub mod socket;
 
-use crate::book::{Book, Quote, SymbolId, UpdateKind};
+use crate::book::{BookWriter, Quote, SymbolId, UpdateKind};
 use crate::config::FeedConfig;
 use crate::histogram::{AtomicHistogram, FILL_BUCKETS};
 use crate::hub::encode::{self, Flags};
 use crate::hub::mailbox::Encoded;
-use crate::hub::{Hub, Wakes};
+use crate::hub::{HubWriter, Wakes};
 use crate::ratelog::RateLog;
 pub use lines::Line;
 use lines::{LineSeq, Seen};
@@ -440,8 +440,8 @@ impl Vouch {
 pub struct Ingest {
     /// Line A's socket, then line B's if configured.
     sockets: Vec<(Line, UdpSocket)>,
-    book: Arc<Book>,
-    hub: Arc<Hub>,
+    book: BookWriter,
+    hub: HubWriter,
     stats: Arc<FeedStats>,
     cfg: IngestConfig,
     seq: Sequencer,
@@ -520,8 +520,8 @@ impl Ingest {
     /// Wraps a bound, joined socket (see [`socket::bind`]).
     pub fn new(
         socket: UdpSocket,
-        book: Arc<Book>,
-        hub: Arc<Hub>,
+        book: BookWriter,
+        hub: HubWriter,
         stats: Arc<FeedStats>,
         cfg: IngestConfig,
     ) -> Self {
@@ -1516,8 +1516,8 @@ mod tests {
         let stats = Arc::new(FeedStats::default());
         let ing = Ingest::new(
             UdpSocket::bind("127.0.0.1:0").unwrap(),
-            Arc::new(Book::new(8)),
-            Arc::new(Hub::new(8, 4)),
+            crate::book::Book::with_writer(8).1,
+            crate::hub::Hub::new(8, 4).into_writer().1,
             stats.clone(),
             IngestConfig {
                 feed_timeout: Duration::from_secs(60),
