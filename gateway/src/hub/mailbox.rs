@@ -18,7 +18,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tokio::sync::Notify;
-use tokio_tungstenite::tungstenite::Message;
 
 /// A shared, pre-encoded `UpdateBatch.updates` entry and when the gateway
 /// received the tick behind it (for the tick-to-send latency).
@@ -54,8 +53,19 @@ pub enum Entry {
         reason: ReasonCode,
     },
     /// A reply to a client request, sent as is. Boxed: replies are rare and
-    /// a `Message` would double the size of every queued update.
-    Control(Box<Message>),
+    /// would double the size of every queued update.
+    Control(Box<Control>),
+}
+
+/// An encoded reply, as the connection sends it: one binary (protobuf) or
+/// text (JSON) message. The hub knows no transport: the session turns it
+/// into a WebSocket message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// A protobuf `ServerMessage`.
+    Binary(Bytes),
+    /// A JSON reply.
+    Text(String),
 }
 
 /// The latest pending value of a symbol while conflating.
@@ -200,7 +210,7 @@ impl Mailbox {
     ///
     /// # Errors
     /// [`ControlOverflow`] when `control_capacity` replies are unsent.
-    pub fn push_control(&self, msg: Message) -> Result<(), ControlOverflow> {
+    pub fn push_control(&self, msg: Control) -> Result<(), ControlOverflow> {
         let wake = {
             let mut g = self.inner.lock();
             if g.control >= self.control_capacity {
@@ -348,9 +358,9 @@ mod tests {
     fn control_is_bounded_separately() {
         let m = Mailbox::new(1, 2);
         m.push_update(0, &b(1), false);
-        m.push_control(Message::text("a")).unwrap();
-        m.push_control(Message::text("b")).unwrap();
-        assert!(m.push_control(Message::text("c")).is_err());
+        m.push_control(Control::Text("a".into())).unwrap();
+        m.push_control(Control::Text("b".into())).unwrap();
+        assert!(m.push_control(Control::Text("c".into())).is_err());
         // Updates still have their own room.
         let mut d = Drained::default();
         m.drain(&mut d);
@@ -361,7 +371,7 @@ mod tests {
     #[tokio::test]
     async fn reader_waits_for_control_room_until_the_writer_drains() {
         let m = Arc::new(Mailbox::new(4, 1));
-        m.push_control(Message::text("a")).unwrap();
+        m.push_control(Control::Text("a".into())).unwrap();
         assert!(!m.has_control_room());
         let waiter = tokio::spawn({
             let m = m.clone();
@@ -381,7 +391,7 @@ mod tests {
         for i in 0..4 {
             m.push_update(0, &b(i), false);
         }
-        m.push_control(Message::text("a")).unwrap();
+        m.push_control(Control::Text("a".into())).unwrap();
         m.close();
         let mut d = Drained::default();
         assert!(!m.drain(&mut d));

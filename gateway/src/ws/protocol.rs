@@ -2,11 +2,11 @@
 //! (`ClientMessage` / `ServerMessage`) and JSON text for humans. A request
 //! is answered in the encoding it came in.
 
+use crate::hub::mailbox::Control;
 use prost::Message as _;
 use quotecast_proto::v1::{self, client_message::Op, server_message::Body, ErrorCode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Longest accepted request id (bytes).
 pub const MAX_ID_LEN: usize = 64;
@@ -191,7 +191,7 @@ enum JsonReply<'a> {
 
 impl Reply {
     /// The WebSocket message carrying this reply in `format`.
-    pub fn to_message(&self, format: Format) -> Message {
+    pub fn encode(&self, format: Format) -> Control {
         match format {
             Format::Binary => {
                 let body = match self.clone() {
@@ -200,7 +200,7 @@ impl Reply {
                     Reply::Pong(p) => Body::Pong(p),
                     Reply::Subscriptions(s) => Body::Subscriptions(s),
                 };
-                Message::Binary(v1::ServerMessage { body: Some(body) }.encode_to_vec().into())
+                Control::Binary(v1::ServerMessage { body: Some(body) }.encode_to_vec().into())
             }
             Format::Json => {
                 let j = match self {
@@ -227,7 +227,7 @@ impl Reply {
                     Reply::Subscriptions(s) => JsonReply::Subscriptions { id: &s.id, symbols: &s.symbols },
                 };
                 // Serializing these plain structs cannot fail.
-                Message::text(serde_json::to_string(&j).unwrap_or_default())
+                Control::Text(serde_json::to_string(&j).unwrap_or_default())
             }
         }
     }
@@ -307,11 +307,11 @@ mod tests {
                 reason: "not in directory".into(),
             }],
         });
-        let Message::Text(t) = r.to_message(Format::Json) else { panic!("text expected") };
+        let Control::Text(t) = r.encode(Format::Json) else { panic!("text expected") };
         let v: serde_json::Value = serde_json::from_str(&t).unwrap();
         assert_eq!(v["type"], "ack");
         assert_eq!(v["rejected"][0]["code"], "UNKNOWN_SYMBOL");
-        let Message::Binary(b) = r.to_message(Format::Binary) else { panic!("binary expected") };
+        let Control::Binary(b) = r.encode(Format::Binary) else { panic!("binary expected") };
         let m = v1::ServerMessage::decode(b).unwrap();
         assert!(matches!(m.body, Some(Body::Ack(a)) if a.accepted == ["AAPL"]));
     }

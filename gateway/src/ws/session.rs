@@ -8,7 +8,7 @@ use super::protocol::{self, BadRequest, Envelope, Format, Reply, Request};
 use crate::book::SymbolId;
 use crate::core::Core;
 use crate::hub::encode::{self, Flags};
-use crate::hub::mailbox::{Drained, Encoded, Entry, Mailbox};
+use crate::hub::mailbox::{Control, Drained, Encoded, Entry, Mailbox};
 use crate::hub::notice::{self, Grouped, Notice};
 use crate::hub::{ResumeFrom, Start};
 use bytes::{Bytes, BytesMut};
@@ -210,7 +210,7 @@ impl Session {
 
     /// Queues a reply; true if the client is not reading its replies.
     fn reply(&self, r: &Reply, format: Format) -> bool {
-        self.mailbox.push_control(r.to_message(format)).is_err()
+        self.mailbox.push_control(r.encode(format)).is_err()
     }
 
     /// Serves one request; true if the reply could not be queued.
@@ -492,7 +492,10 @@ impl Session {
                 Entry::Control(m) => {
                     flush(&mut batch, &mut batch_len, out);
                     self.flush_statuses(&mut statuses, out);
-                    out.push(*m);
+                    out.push(match *m {
+                        Control::Binary(b) => Message::Binary(b),
+                        Control::Text(t) => Message::text(t),
+                    });
                 }
             }
         }
