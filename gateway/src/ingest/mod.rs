@@ -979,10 +979,6 @@ impl Ingest {
                         im.cycle_symbols = usize::from(symbols);
                     }
                 }
-                // After the end of session every symbol stays stale with
-                // SESSION_END: the session's images (the loop goes on until
-                // the sender stops) must not re-vouch a session that is over.
-                Message::SymbolSnapshot(_) if self.seq.ended() => {}
                 Message::SymbolSnapshot(x) => self.apply_image(&x, ts_recv),
                 Message::SnapshotEnd { cycle, .. } => {
                     let Some(im) = &mut self.images else { continue };
@@ -1635,14 +1631,6 @@ mod tests {
         // Another session's snapshot is ignored.
         ing.on_snapshot_datagram(&image("J", 4, snap(9, 7, 99, 99)), t0, 1);
         assert_eq!(stats.snapshot.foreign_packets.load(Ordering::Relaxed), 1);
-        // After the end of session the symbol stays stale: the loop's next
-        // image of the ended session does not re-vouch it.
-        let eos = PacketBuilder::new(SessionId::from_text("I"), 5, 1400).end_of_session();
-        ing.on_datagram(&eos, t0, 1);
-        assert!(ing.book.get(0).unwrap().stale);
-        ing.on_snapshot_datagram(&image("I", 5, snap(4, 3, 20, 21)), t0, 1);
-        assert!(ing.book.get(0).unwrap().stale, "an ended session is not vouched for again");
-        assert_eq!(stats.snapshot.recovered.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -299,11 +299,6 @@ impl Sequencer {
         self.session
     }
 
-    /// Whether the followed session sent its end (and nothing since).
-    pub fn ended(&self) -> bool {
-        self.ended
-    }
-
     /// True while packets (or a heartbeat's tail) are held waiting for a
     /// hole to fill.
     pub fn holding(&self) -> bool {
