@@ -242,6 +242,12 @@ impl Market {
         self.syms.is_empty()
     }
 
+    /// The tickers, in locate order (what the directory announces). They
+    /// depend only on the number of symbols, not on the seed.
+    pub fn tickers(&self) -> Vec<String> {
+        self.syms.iter().map(|s| s.symbol.as_str().to_string()).collect()
+    }
+
     /// One `SymbolDirectory` per symbol, locates 1..=N in order.
     pub fn directory(&self) -> Vec<Message> {
         self.syms

@@ -59,9 +59,8 @@ async fn sigterm_drains_readiness_first_then_1012_spread_out_then_exits() {
     let symbols = 40;
     let token = CancellationToken::new();
     let sim = SimConfig { group, port, seed: 21, symbols, rate: 2_000, ..SimConfig::default() };
-    let market = Market::new(sim.seed, sim.symbols, sim.zipf, sim.trade_ratio);
-    let names: Vec<String> =
-        (1..=10u16).map(|l| market.symbol(l).expect("locate in range").as_str().to_string()).collect();
+    let mut names = Market::new(sim.seed, sim.symbols, sim.zipf, sim.trade_ratio).tickers();
+    names.truncate(10);
     let sim_task = tokio::spawn(feed_sim::run(sim, token.clone()));
     let t0 = Instant::now();
     while readyz(&at.ws) != Some(200) {

@@ -9,7 +9,6 @@ mod common;
 
 use common::*;
 use feed_sim::SimConfig;
-use quotecast_proto::feed::Message;
 use quotecast_proto::v1::{self, client_message::Op, QuoteUpdate};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering::Relaxed;
@@ -108,14 +107,7 @@ async fn a_gateway_started_mid_session_serves_the_same_stream_as_one_that_saw_it
         record: true,
         ..SimConfig::default()
     };
-    let symbols: Vec<String> = feed_sim::Market::new(sim.seed, sim.symbols, sim.zipf, sim.trade_ratio)
-        .directory()
-        .iter()
-        .map(|m| match m {
-            Message::SymbolDirectory { symbol, .. } => symbol.as_str().to_string(),
-            _ => unreachable!("directory only"),
-        })
-        .collect();
+    let symbols = feed_sim::Market::new(sim.seed, sim.symbols, sim.zipf, sim.trade_ratio).tickers();
     let sim_task = tokio::spawn(feed_sim::run(sim, CancellationToken::new()));
     a.until("A has the directory", |r| r.core.book.len() == 200).await;
 

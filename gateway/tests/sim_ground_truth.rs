@@ -230,14 +230,7 @@ async fn ground_truth_with(
         ..SimConfig::default()
     };
     sim_cfg(&mut sim, &gw);
-    let symbols: Vec<String> = feed_sim::Market::new(sim.seed, sim.symbols, sim.zipf, sim.trade_ratio)
-        .directory()
-        .iter()
-        .map(|m| match m {
-            Message::SymbolDirectory { symbol, .. } => symbol.as_str().to_string(),
-            _ => unreachable!("directory only"),
-        })
-        .collect();
+    let symbols = feed_sim::Market::new(sim.seed, sim.symbols, sim.zipf, sim.trade_ratio).tickers();
     let token = CancellationToken::new();
     let sim_task = tokio::spawn(feed_sim::run(sim, token));
     gw.until("directory", |r| r.core.book.len() == 60).await;

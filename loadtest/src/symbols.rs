@@ -13,8 +13,7 @@ use rand::SeedableRng;
 /// `symbols` symbols.
 pub fn universe(symbols: usize) -> Vec<String> {
     // The ticker list does not depend on the seed, zipf or trade ratio.
-    let m = feed_sim::Market::new(1, symbols, 0.0, 0.0);
-    (1..=symbols as u16).filter_map(|locate| m.symbol(locate)).map(|s| s.as_str().to_string()).collect()
+    feed_sim::Market::new(1, symbols, 0.0, 0.0).tickers()
 }
 
 /// Chooses symbol sets: a fixed list, the hot set, or random draws.

@@ -13,7 +13,6 @@ mod support;
 use bytes::Bytes;
 use common::*;
 use feed_sim::SimConfig;
-use quotecast_proto::feed::Message;
 use quotecast_proto::v1::{self, client_message::Op};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -21,14 +20,7 @@ use support::*;
 use tokio_util::sync::CancellationToken;
 
 fn symbols_of(sim: &SimConfig) -> Vec<String> {
-    feed_sim::Market::new(sim.seed, sim.symbols, sim.zipf, sim.trade_ratio)
-        .directory()
-        .iter()
-        .map(|m| match m {
-            Message::SymbolDirectory { symbol, .. } => symbol.as_str().to_string(),
-            _ => unreachable!("directory only"),
-        })
-        .collect()
+    feed_sim::Market::new(sim.seed, sim.symbols, sim.zipf, sim.trade_ratio).tickers()
 }
 
 async fn subscribe_all(gw: &Gw, symbols: &[String]) -> Client {

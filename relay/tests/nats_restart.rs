@@ -113,14 +113,7 @@ async fn gateways_on_nats_recover_from_a_nats_server_restart_under_load() {
         record: true,
         ..SimConfig::default()
     };
-    let symbols: Vec<String> = feed_sim::Market::new(sim.seed, sim.symbols, sim.zipf, sim.trade_ratio)
-        .directory()
-        .iter()
-        .map(|m| match m {
-            Message::SymbolDirectory { symbol, .. } => symbol.as_str().to_string(),
-            _ => unreachable!("directory only"),
-        })
-        .collect();
+    let symbols = feed_sim::Market::new(sim.seed, sim.symbols, sim.zipf, sim.trade_ratio).tickers();
     let sim_task = tokio::spawn(feed_sim::run(sim, CancellationToken::new()));
     let mut clients = Vec::new();
     for g in &gws {
