@@ -854,6 +854,14 @@ impl Ingest {
             Admit::Untrusted => {}
         }
         // A heartbeat ahead of sequence is a tail loss, reported by expire.
+        self.settle(now, ts_recv);
+    }
+
+    /// The end of every feed datagram (a line's or a retransmission):
+    /// holes that waited long enough become gaps (and what they held is
+    /// released), the sequence counters are published, and the woken
+    /// connections are told.
+    fn settle(&mut self, now: Instant, ts_recv: i64) {
         if self.expire_holes(now) > 0 {
             self.on_gap();
             self.release_held(ts_recv);
@@ -937,12 +945,7 @@ impl Ingest {
             }
             Answer::Ignore => {}
         }
-        if self.expire_holes(now) > 0 {
-            self.on_gap();
-            self.release_held(ts_recv);
-        }
-        self.sync_seq_stats();
-        self.flush_wakes();
+        self.settle(now, ts_recv);
     }
 
     /// One datagram of the snapshot channel (from an accepted source): the
