@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use feed_sim::{Market, SimConfig};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -26,16 +26,6 @@ fn parse_first_line(line: &str) -> Printed {
         rest.split_whitespace().next().unwrap().trim_end_matches('/').to_string()
     };
     Printed { ws: word_after("ws://"), grpc: word_after("gRPC ") }
-}
-
-/// GET /readyz once: the status code.
-fn readyz(addr: &str) -> Option<u16> {
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,7 +53,8 @@ async fn sigterm_drains_readiness_first_then_1012_spread_out_then_exits() {
     names.truncate(10);
     let sim_task = tokio::spawn(feed_sim::run(sim, token.clone()));
     let t0 = Instant::now();
-    while readyz(&at.ws) != Some(200) {
+    let ws: std::net::SocketAddr = at.ws.parse().expect("the printed WebSocket address");
+    while http_get(ws, "/readyz").map(|r| r.0) != Some(200) {
         assert!(t0.elapsed() < Duration::from_secs(10), "gateway not ready within 10 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -79,17 +70,7 @@ async fn sigterm_drains_readiness_first_then_1012_spread_out_then_exits() {
     ];
     let (ok, text) = run_pytest("test_drain.py", env).await;
     // The script sent SIGTERM: the drain ends in a clean exit.
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if t0.elapsed() > Duration::from_secs(15) {
-            let _ = child.kill();
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = exited(&mut child, Duration::from_secs(15)).await;
     token.cancel();
     let _ = sim_task.await;
     assert!(ok, "test_drain.py failed:\n{text}");

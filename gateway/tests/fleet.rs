@@ -13,9 +13,9 @@ mod common;
 #[path = "support/netns.rs"]
 mod netns;
 
+use common::{exited, http_get};
 use feed_sim::SimConfig;
 use netns::Net;
-use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -46,18 +46,6 @@ const GROUPS: Groups = Groups {
     b: (Ipv4Addr::new(239, 77, 0, 2), 31002),
     snapshot: (Ipv4Addr::new(239, 77, 0, 3), 31003),
 };
-
-/// GET `path` from `addr` over plain HTTP/1.1: (status, body).
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let status = out.split_whitespace().nth(1)?.parse().ok()?;
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
-    Some((status, body))
-}
 
 /// One gateway process in its host.
 struct Node {
@@ -112,10 +100,17 @@ impl Node {
         net.run_in(self.name, move || http_get(addr, "/readyz")).is_some_and(|(s, _)| s == 200)
     }
 
+    /// The node's /metrics page (empty if it does not answer).
+    fn metrics(&self, net: &Net) -> String {
+        net.run_in(self.name, || http_get("127.0.0.1:8084".parse().unwrap(), "/metrics"))
+            .map(|r| r.1)
+            .unwrap_or_default()
+    }
+
     /// Open WebSocket connections, read from the node's /metrics.
     fn connections(&self, net: &Net) -> Option<u64> {
-        let text = net.run_in(self.name, || http_get("127.0.0.1:8084".parse().unwrap(), "/metrics"))?.1;
-        text.lines()
+        self.metrics(net)
+            .lines()
             .find(|l| l.starts_with("quotecast_ws_connections "))
             .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
             .map(|v| v as u64)
@@ -128,16 +123,10 @@ impl Node {
 
     /// Waits for the process to exit: its status.
     async fn exited(&mut self, within: Duration) -> std::process::ExitStatus {
-        let t0 = Instant::now();
         let child = self.child.as_mut().expect("running");
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                self.child = None;
-                return s;
-            }
-            assert!(t0.elapsed() < within, "{} still running {within:?} after the signal", self.name);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let status = exited(child, within).await;
+        self.child = None;
+        status.unwrap_or_else(|| panic!("{} still running {within:?} after the signal", self.name))
     }
 }
 
@@ -341,12 +330,8 @@ impl Fleet {
                     .nodes
                     .iter()
                     .map(|n| {
-                        let text = self
-                            .net
-                            .run_in(n.name, || http_get("127.0.0.1:8084".parse().unwrap(), "/metrics"))
-                            .map(|r| r.1)
-                            .unwrap_or_default();
-                        text.lines()
+                        n.metrics(&self.net)
+                            .lines()
                             .filter(|l| {
                                 l.starts_with("quotecast_ws_") && !l.contains("bucket") && !l.ends_with(" 0")
                             })

@@ -328,3 +328,35 @@ pub async fn two_quoted_symbols(session: &str, f: impl FnOnce(&mut Config)) -> (
     }
     (gw, feed, c)
 }
+
+/// GET `path` from `addr` over plain HTTP/1.1 (a health check, a scrape):
+/// (status, body), `None` if the server cannot be reached or answers
+/// nothing readable.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    Some((status, body))
+}
+
+/// Waits up to `within` for `child` to exit: its status, or `None` (and
+/// the child killed) if it is still running then.
+pub async fn exited(child: &mut std::process::Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("waiting for a child process") {
+            return Some(s);
+        }
+        if t0.elapsed() > within {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
