@@ -17,16 +17,8 @@ cd "$(dirname "$0")/.."
 if [[ -z "${BENCH_NO_BUILD:-}" ]]; then
   cargo build --release -q -p quotecast-gateway -p loadtest
 fi
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-pick_port() {
-  local p
-  for _ in $(seq 50); do
-    p=$((20000 + RANDOM % 20000))
-    if port_free "$p"; then echo "$p"; return; fi
-  done
-  echo "bench-run: no free port found" >&2
-  exit 1
-}
+# shellcheck source=scripts/ports.sh
+. scripts/ports.sh
 ws_port=$(pick_port)
 grpc_port=$(pick_port)
 metrics_port=$(pick_port)

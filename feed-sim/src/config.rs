@@ -247,6 +247,12 @@ pub struct SimConfig {
     #[arg(long, env = "FEED_SIM_TRUTH_OUT")]
     pub truth_out: Option<std::path::PathBuf>,
 
+    /// Print the feed's tickers, one per line in locate order (what the
+    /// directory announces for --symbols), and exit without sending: the
+    /// list a client or a benchmark subscribes from.
+    #[arg(long, env = "FEED_SIM_LIST_SYMBOLS")]
+    pub list_symbols: bool,
+
     /// Keep every sequenced message in the report (tests only: grows
     /// without bound).
     #[arg(long, env = "FEED_SIM_RECORD", hide = true)]
@@ -299,6 +305,7 @@ impl Default for SimConfig {
             halt_ticks: 5_000,
             metrics_addr: None,
             truth_out: None,
+            list_symbols: false,
             record: false,
         }
     }

@@ -33,6 +33,11 @@ fn main() -> ExitCode {
         eprintln!("feed-sim: {e}");
         return ExitCode::from(EX_USAGE);
     }
+    if cfg.list_symbols {
+        let market = feed_sim::market::Market::new(cfg.seed, cfg.symbols, cfg.zipf, cfg.trade_ratio);
+        println!("{}", market.tickers().join("\n"));
+        return ExitCode::SUCCESS;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)

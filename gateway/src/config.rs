@@ -305,6 +305,12 @@ pub struct WsConfig {
     /// per symbol, with a skip count).
     #[arg(long, env = "QUOTECAST_QUEUE_CAPACITY", default_value_t = 1024)]
     pub queue_capacity: usize,
+    /// Events (updates, status changes) queued per WebSocket worker thread
+    /// for fan-out before that worker's fan-out conflates them per symbol
+    /// (latest value, with a skip count): the ingest thread hands updates
+    /// over and never waits for the workers, however many clients there are.
+    #[arg(long, env = "QUOTECAST_FANOUT_QUEUE_CAPACITY", default_value_t = 65536)]
+    pub fanout_queue_capacity: usize,
     /// A connection that stays behind (conflating, or unable to take a frame)
     /// this long is closed with code 4008 (ms).
     #[arg(long, env = "QUOTECAST_SLOW_CLIENT_TIMEOUT_MS", default_value_t = 5000)]
@@ -327,9 +333,11 @@ pub struct WsConfig {
     /// Largest update batch frame the server sends (bytes).
     #[arg(long, env = "QUOTECAST_MAX_BATCH_BYTES", default_value_t = 65536)]
     pub max_batch_bytes: usize,
-    /// tungstenite read buffer per connection (bytes); small keeps idle
-    /// connections cheap.
-    #[arg(long = "ws-read-buffer-bytes", env = "QUOTECAST_WS_READ_BUFFER_BYTES", default_value_t = 1024)]
+    /// tungstenite read buffer per connection (bytes), allocated for every
+    /// connection and kept while it is idle: small keeps idle connections
+    /// cheap. Client requests are small; a larger one (up to
+    /// --max-request-bytes) grows the buffer for that message only.
+    #[arg(long = "ws-read-buffer-bytes", env = "QUOTECAST_WS_READ_BUFFER_BYTES", default_value_t = 256)]
     pub read_buffer_bytes: usize,
     /// Cap of unsent bytes buffered per connection by the WebSocket layer;
     /// at least twice --max-batch-bytes.
@@ -507,6 +515,7 @@ impl Config {
             ("--max-symbols-per-connection", self.ws.max_symbols_per_connection),
             ("--max-requests-per-sec", self.ws.max_requests_per_sec as usize),
             ("--queue-capacity", self.ws.queue_capacity),
+            ("--fanout-queue-capacity", self.ws.fanout_queue_capacity),
             ("--max-request-bytes", self.ws.max_request_bytes),
             ("--ws-read-buffer-bytes", self.ws.read_buffer_bytes),
             ("--ping-interval-ms", self.ws.ping_interval_ms as usize),

@@ -241,6 +241,7 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
     let (hub, hub_writer) = Hub::new(cfg.feed.max_symbols, cfg.feed.replay_depth)
         .with_replay_budget(cfg.feed.replay_max_bytes)
         .with_ahead_wait(Duration::from_millis(cfg.feed.resume_ahead_wait_ms))
+        .with_lanes(cfg.ws.thread_count(), cfg.ws.fanout_queue_capacity)
         .into_writer();
     let feed = Arc::new(FeedStats::default());
     // One recorder per gateway: several gateways in one process (tests)
@@ -302,7 +303,7 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
         tokio::spawn(crate::feed_nats::run(bridge, feed.clone(), ingest_stop.clone()));
     }
 
-    let workers = Workers::start(cfg.ws.thread_count())?;
+    let workers = Workers::start(&hub)?;
     let tracker = TaskTracker::new();
     let ws_listener = tokio::net::TcpListener::from_std(bound.ws)?;
     let ws_addr = ws_listener.local_addr()?;

@@ -126,6 +126,10 @@ pub struct ControlOverflow(pub usize);
 pub struct Mailbox {
     inner: Mutex<Inner>,
     notify: Notify,
+    /// The fan-out lane (worker) whose thread runs the writer and pushes
+    /// its updates; `None`: the publisher pushes and wakes it directly
+    /// (gRPC streams, tests). See [`super::lane`].
+    lane: Option<usize>,
     /// Signalled when the writer takes queued replies out, so a reader
     /// holding back a pipelined request can go on.
     control_room: Notify,
@@ -143,11 +147,24 @@ impl Mailbox {
         Mailbox {
             inner: Mutex::new(Inner::default()),
             notify: Notify::new(),
+            lane: None,
             control_room: Notify::new(),
             closed: AtomicBool::new(false),
             capacity: capacity.max(1),
             control_capacity,
         }
+    }
+
+    /// The mailbox of a writer on fan-out lane `lane`'s worker thread.
+    #[must_use]
+    pub fn on_lane(mut self, lane: usize) -> Self {
+        self.lane = Some(lane);
+        self
+    }
+
+    /// The fan-out lane of the writer, if any.
+    pub fn lane(&self) -> Option<usize> {
+        self.lane
     }
 
     /// Queues a shared update of `symbol`; conflates when full. Returns true

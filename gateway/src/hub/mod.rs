@@ -1,21 +1,27 @@
 //! The fan-out hub: per-symbol subscriber lists.
 //!
 //! The ingest thread publishes each update once, as shared pre-encoded
-//! bytes, to the mailboxes subscribed to that symbol: work per tick follows
-//! that symbol's subscribers, never the total number of connections.
+//! bytes: it records the topic's new state and numbers the event, then
+//! hands it once to each fan-out [`lane`] (worker thread) that has
+//! subscribers of the symbol; the lanes push it into their subscribers'
+//! mailboxes. Ingest's work per tick is thus bounded by the number of
+//! workers, never the number of subscribers or connections.
 //!
 //! Each topic keeps the last published quote and a short replay ring under
-//! the same lock as its subscriber list. Subscribing takes that lock too,
-//! so the snapshot it queues and the updates that follow are exactly
+//! the same lock as its subscriber lists and its event count. Subscribing
+//! takes that lock too and records the event count it saw, so the snapshot
+//! it queues and the events a lane delivers afterwards are exactly
 //! consecutive: nothing is lost or duplicated at the handoff.
 
 pub mod encode;
+pub mod lane;
 pub mod mailbox;
 pub mod notice;
 
 use crate::book::{Quote, SymbolId};
 use bytes::BytesMut;
 use encode::Flags;
+use lane::{Delivery, Event, Fanout, Item, Lane};
 use mailbox::{Encoded, Mailbox};
 use parking_lot::Mutex;
 use quotecast_proto::feed::TradingState;
@@ -33,13 +39,77 @@ struct Topic {
     /// entries: they are allocated per update anyway (the book holds them)
     /// and a resume, rare, can afford to encode again.
     recent: VecDeque<Arc<Quote>>,
-    subs: Vec<Arc<Mailbox>>,
+    /// Subscribers by fan-out lane, each with the event count it joined at.
+    lanes: Vec<Vec<Sub>>,
+    /// Subscribers without a lane (gRPC streams): pushed by the publisher.
+    direct: Vec<Arc<Mailbox>>,
+    /// Events published so far (updates, images, status and trading
+    /// changes): the number a lane compares with a subscriber's `since`.
+    events: u64,
     /// Subscribers that resumed from a seq this node has not reached yet
     /// (they came from a node a little ahead): they join `subs` once this
     /// node publishes that seq. Usually empty.
     waiting: Vec<Waiting>,
     /// Why the symbol last went stale (told to clients that resume).
     stale_reason: Option<Reason>,
+}
+
+/// A subscriber on a fan-out lane.
+#[derive(Debug)]
+struct Sub {
+    m: Arc<Mailbox>,
+    /// The topic's event count when it joined: it has every event up to
+    /// this one in its snapshot or replay already.
+    since: u64,
+}
+
+impl Topic {
+    /// Adds `m` to the subscribers (once) as of the current event count.
+    fn add(&mut self, m: Arc<Mailbox>) {
+        if self.has(&m) {
+            return;
+        }
+        match m.lane() {
+            Some(i) => {
+                if self.lanes.len() <= i {
+                    self.lanes.resize_with(i + 1, Vec::new);
+                }
+                self.lanes[i].push(Sub { m, since: self.events });
+            }
+            None => self.direct.push(m),
+        }
+    }
+
+    fn has(&self, m: &Arc<Mailbox>) -> bool {
+        match m.lane() {
+            Some(i) => self.lanes.get(i).is_some_and(|l| l.iter().any(|s| Arc::ptr_eq(&s.m, m))),
+            None => self.direct.iter().any(|s| Arc::ptr_eq(s, m)),
+        }
+    }
+
+    fn remove(&mut self, m: &Arc<Mailbox>) {
+        match m.lane() {
+            Some(i) => {
+                if let Some(l) = self.lanes.get_mut(i) {
+                    l.retain(|s| !Arc::ptr_eq(&s.m, m));
+                }
+            }
+            None => self.direct.retain(|s| !Arc::ptr_eq(s, m)),
+        }
+        self.waiting.retain(|w| !Arc::ptr_eq(&w.m, m));
+    }
+
+    /// Numbers a new event and queues it for every lane with subscribers.
+    fn event(&mut self, id: SymbolId, what: Event, fan: &mut Fanout) -> u64 {
+        self.events += 1;
+        let ev = self.events;
+        for (i, l) in self.lanes.iter().enumerate() {
+            if !l.is_empty() {
+                fan.push(i, Item { id, ev, what: what.clone() });
+            }
+        }
+        ev
+    }
 }
 
 /// A resume waiting for this node to catch up.
@@ -52,8 +122,9 @@ struct Waiting {
     until: std::time::Instant,
 }
 
-/// Mailboxes to wake once the publisher is done with a datagram.
-pub type Wakes = Vec<Arc<Mailbox>>;
+/// What the publisher leaves for the end of a datagram (see
+/// [`HubWriter::flush`]).
+pub type Wakes = Fanout;
 
 /// How a subscribe was served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +225,12 @@ impl HubWriter {
     pub fn init(&self, id: SymbolId, q: Arc<Quote>) {
         self.hub.init(id, q);
     }
+
+    /// Ends a batch (a datagram): hands each lane its events, once, and
+    /// wakes the lane-less subscribers pushed to.
+    pub fn flush(&self, fan: &mut Wakes) {
+        self.hub.flush(fan);
+    }
 }
 
 /// Per-symbol subscriber lists. Shared as `Arc<Hub>`; written only through
@@ -170,6 +247,8 @@ pub struct Hub {
     ahead_wait: std::time::Duration,
     /// Farthest ahead of this node a resume may be and still wait.
     ahead_max: u64,
+    /// Fan-out lanes, one per worker thread.
+    lanes: Vec<Arc<Lane>>,
 }
 
 impl Hub {
@@ -184,7 +263,23 @@ impl Hub {
             replay_used: AtomicUsize::new(0),
             ahead_wait: std::time::Duration::from_secs(1),
             ahead_max: AHEAD_MAX,
+            lanes: Vec::new(),
         }
+    }
+
+    /// Gives the hub `n` fan-out lanes, each queueing at most `capacity`
+    /// events before it conflates (see [`lane`]). Each must be run on its
+    /// worker ([`Lane::run`]); mailboxes [`on_lane`](Mailbox::on_lane) an
+    /// index below `n` are fed by that lane.
+    #[must_use]
+    pub fn with_lanes(mut self, n: usize, capacity: usize) -> Self {
+        self.lanes = (0..n).map(|i| Lane::new(i, capacity)).collect();
+        self
+    }
+
+    /// The fan-out lanes.
+    pub fn lanes(&self) -> &[Arc<Lane>] {
+        &self.lanes
     }
 
     /// The hub, shared, and its one writer.
@@ -212,6 +307,20 @@ impl Hub {
     /// Bytes the replay rings hold now (entries x [`REPLAY_ENTRY_BYTES`]).
     pub fn replay_bytes(&self) -> usize {
         self.replay_used.load(Ordering::Relaxed) * REPLAY_ENTRY_BYTES
+    }
+
+    /// Ingest only: see [`HubWriter::flush`].
+    fn flush(&self, fan: &mut Wakes) {
+        for (i, items) in fan.items.iter_mut().enumerate() {
+            if let Some(lane) = self.lanes.get(i) {
+                lane.hand_over(items);
+            } else {
+                items.clear();
+            }
+        }
+        for m in fan.wakes.drain(..) {
+            m.wake();
+        }
     }
 
     /// Ingest only: publishes an update of `id` to its subscribers, queueing
@@ -245,13 +354,16 @@ impl Hub {
             }
         }
         let joined = if t.waiting.is_empty() { Vec::new() } else { Self::catch_up(&mut t, id, q, wakes) };
-        for m in &t.subs {
+        for m in &t.direct {
             if m.push_update(id, entry, image) {
-                wakes.push(m.clone());
+                wakes.wakes.push(m.clone());
             }
         }
-        // After the push: each of them has `q` already.
-        t.subs.extend(joined);
+        t.event(id, Event::Update { entry: entry.clone(), image }, wakes);
+        // After the event: each of them has `q` already.
+        for m in joined {
+            t.add(m);
+        }
     }
 
     /// Ends the waits `q` settles and returns who joins the subscribers
@@ -273,7 +385,7 @@ impl Hub {
                 let mut buf = BytesMut::new();
                 encode::entry(q, Flags { snapshot: true, skipped: 0, resume_failed: true }, &mut buf);
                 if w.m.push_update(id, &Encoded { bytes: buf.freeze(), ts_recv: 0 }, true) {
-                    wakes.push(w.m.clone());
+                    wakes.wakes.push(w.m.clone());
                 }
             }
             joined.push(w.m);
@@ -287,11 +399,12 @@ impl Hub {
         let mut t = self.topics[id as usize].lock();
         t.last = Some(q.clone());
         t.stale_reason = (state == State::Stale).then_some(reason);
-        for m in t.subs.iter().chain(t.waiting.iter().map(|w| &w.m)) {
+        for m in t.direct.iter().chain(t.waiting.iter().map(|w| &w.m)) {
             if m.push_status(id, state, reason) {
-                wakes.push(m.clone());
+                wakes.wakes.push(m.clone());
             }
         }
+        t.event(id, Event::Status(state, reason), wakes);
     }
 
     /// Ingest only: records a trading state change (the quote's
@@ -300,9 +413,63 @@ impl Hub {
     fn trading(&self, id: SymbolId, q: &Arc<Quote>, wakes: &mut Wakes) {
         let mut t = self.topics[id as usize].lock();
         t.last = Some(q.clone());
-        for m in t.subs.iter().chain(t.waiting.iter().map(|w| &w.m)) {
+        for m in t.direct.iter().chain(t.waiting.iter().map(|w| &w.m)) {
             if m.push_trading(id, q.trading_state, q.trading_reason) {
-                wakes.push(m.clone());
+                wakes.wakes.push(m.clone());
+            }
+        }
+        t.event(id, Event::Trading(q.trading_state, q.trading_reason), wakes);
+    }
+
+    /// A lane's half of publishing: pushes `d` into lane `lane`'s
+    /// subscribers of the symbol that joined before the event, queueing
+    /// the writers to wake in `wakes`.
+    fn deliver(&self, lane: usize, d: Delivery<'_>, wakes: &mut Vec<Arc<Mailbox>>) {
+        let (id, ev) = match d {
+            Delivery::Item(i) => (i.id, i.ev),
+            Delivery::Conflated { id, ev, .. } => (id, ev),
+        };
+        let t = self.topics[id as usize].lock();
+        let Some(subs) = t.lanes.get(lane) else { return };
+        for s in subs.iter().filter(|s| s.since < ev) {
+            let wake = match &d {
+                Delivery::Item(Item { what: Event::Update { entry, image }, .. }) => {
+                    s.m.push_update(id, entry, *image)
+                }
+                Delivery::Item(Item { what: Event::Status(state, reason), .. }) => {
+                    s.m.push_status(id, *state, *reason)
+                }
+                Delivery::Item(Item { what: Event::Trading(state, reason), .. }) => {
+                    s.m.push_trading(id, *state, *reason)
+                }
+                Delivery::Conflated { pending: p, .. } => {
+                    // In the order a mailbox sends a conflated symbol:
+                    // status, the latest value with its skip count, then
+                    // the trading state.
+                    let mut wake = false;
+                    if let Some((state, reason)) = p.status {
+                        wake |= s.m.push_status(id, state, reason);
+                    }
+                    if let Some(u) = &p.update {
+                        let u = if p.skipped > 0 {
+                            let mut b = BytesMut::new();
+                            let flags =
+                                Flags { snapshot: p.snapshot, skipped: p.skipped, resume_failed: false };
+                            encode::with_flags(&u.bytes, flags, &mut b);
+                            Encoded { bytes: b.freeze(), ts_recv: u.ts_recv }
+                        } else {
+                            u.clone()
+                        };
+                        wake |= s.m.push_update(id, &u, p.snapshot);
+                    }
+                    if let Some((state, reason)) = p.trading {
+                        wake |= s.m.push_trading(id, state, reason);
+                    }
+                    wake
+                }
+            };
+            if wake {
+                wakes.push(s.m.clone());
             }
         }
     }
@@ -338,8 +505,7 @@ impl Hub {
             Some(_) => Start::ResumeFailed,
         };
         if start == Start::Waiting {
-            t.subs.retain(|s| !Arc::ptr_eq(s, m));
-            t.waiting.retain(|w| !Arc::ptr_eq(&w.m, m));
+            t.remove(m);
             let seq = resume.map_or(0, |r| r.seq);
             t.waiting.push(Waiting { m: m.clone(), seq, until: std::time::Instant::now() + self.ahead_wait });
             return Some(start);
@@ -371,9 +537,7 @@ impl Hub {
             // moves no seq, so no replay carries it).
             wake |= m.push_trading(id, last.trading_state, last.trading_reason);
         }
-        if !t.subs.iter().any(|s| Arc::ptr_eq(s, m)) {
-            t.subs.push(m.clone());
-        }
+        t.add(m.clone());
         drop(t);
         if wake {
             m.wake();
@@ -383,15 +547,13 @@ impl Hub {
 
     /// Removes `m` from `id`'s subscribers.
     pub fn unsubscribe(&self, id: SymbolId, m: &Arc<Mailbox>) {
-        let mut t = self.topics[id as usize].lock();
-        t.subs.retain(|s| !Arc::ptr_eq(s, m));
-        t.waiting.retain(|w| !Arc::ptr_eq(&w.m, m));
+        self.topics[id as usize].lock().remove(m);
     }
 
     /// Subscribers of `id` (for metrics and tests).
     pub fn subscribers(&self, id: SymbolId) -> usize {
         let t = self.topics[id as usize].lock();
-        t.subs.len() + t.waiting.len()
+        t.lanes.iter().map(Vec::len).sum::<usize>() + t.direct.len() + t.waiting.len()
     }
 
     /// The last published state of `id`.
@@ -421,11 +583,11 @@ mod tests {
         let q = quote(seq);
         let mut e = BytesMut::new();
         encode::entry(&q, Flags::default(), &mut e);
-        h.publish(0, &q, &Encoded { bytes: e.freeze(), ts_recv: 0 }, &mut Vec::new());
+        h.publish(0, &q, &Encoded { bytes: e.freeze(), ts_recv: 0 }, &mut Wakes::default());
     }
 
-    /// (seq, snapshot, resume_failed) of every queued update.
-    fn seen(m: &Mailbox) -> Vec<(u64, bool, bool)> {
+    /// Every update queued in `m` (drained), decoded.
+    fn updates_in(m: &Mailbox) -> Vec<v1::QuoteUpdate> {
         let mut d = Drained::default();
         m.drain(&mut d);
         d.entries
@@ -436,16 +598,18 @@ mod tests {
                     encode::frame_header(b.len(), 0, &mut frame);
                     frame.extend_from_slice(b);
                     match v1::ServerMessage::decode(frame.freeze()).unwrap().body {
-                        Some(v1::server_message::Body::Updates(u)) => {
-                            let u = &u.updates[0];
-                            Some((u.seq, u.snapshot, u.resume_failed))
-                        }
+                        Some(v1::server_message::Body::Updates(mut u)) => u.updates.pop(),
                         _ => None,
                     }
                 }
                 _ => None,
             })
             .collect()
+    }
+
+    /// (seq, snapshot, resume_failed) of every queued update.
+    fn seen(m: &Mailbox) -> Vec<(u64, bool, bool)> {
+        updates_in(m).iter().map(|u| (u.seq, u.snapshot, u.resume_failed)).collect()
     }
 
     #[test]
@@ -477,7 +641,7 @@ mod tests {
             q.epoch = SessionId::from_text(epoch);
             let q = Arc::new(q);
             let e = Encoded { bytes: encode::shared_entry(&q, Flags::default()), ts_recv: 1 };
-            h.publish(0, &q, &e, &mut Vec::new());
+            h.publish(0, &q, &e, &mut Wakes::default());
         };
         for seq in [1, 2, 5, 6] {
             // 3 and 4 never reached this gateway.
@@ -548,7 +712,7 @@ mod tests {
         assert_eq!(h.subscribe(0, &m2, Some(at(10))), Some(Start::Waiting));
         let q = quote(12);
         let e = Encoded { bytes: encode::shared_entry(&q, Flags::default()), ts_recv: 1 };
-        h.publish(0, &q, &e, &mut Vec::new());
+        h.publish(0, &q, &e, &mut Wakes::default());
         assert_eq!(seen(&m2), vec![(12, true, true)], "12 only once, as the flagged snapshot");
         publish(&h, 13);
         assert_eq!(seen(&m2), vec![(13, false, false)]);
@@ -578,7 +742,7 @@ mod tests {
         publish(&h, 1);
         let mut q = (*quote(1)).clone();
         q.stale = true;
-        h.status(0, &Arc::new(q), State::Stale, Reason::FeedGap, &mut Vec::new());
+        h.status(0, &Arc::new(q), State::Stale, Reason::FeedGap, &mut Wakes::default());
         let m = Arc::new(Mailbox::new(64, 4));
         assert_eq!(h.subscribe(0, &m, Some(at(1))), Some(Start::Resumed));
         let mut d = Drained::default();
@@ -603,7 +767,7 @@ mod tests {
             let q = quote(seq);
             let mut e = BytesMut::new();
             encode::entry(&q, Flags::default(), &mut e);
-            h.publish(id, &q, &Encoded { bytes: e.freeze(), ts_recv: 0 }, &mut Vec::new());
+            h.publish(id, &q, &Encoded { bytes: e.freeze(), ts_recv: 0 }, &mut Wakes::default());
         };
         for seq in 1..=10 {
             publish_to(0, seq);
@@ -620,6 +784,69 @@ mod tests {
         assert_eq!(h.subscribe(1, &m, Some(at(9))), Some(Start::Resumed));
         assert_eq!(h.subscribe(2, &m, Some(at(9))), Some(Start::ResumeFailed));
         assert_eq!(h.subscribe(0, &m, Some(at(7))), Some(Start::Resumed), "symbol 0 keeps its depth");
+    }
+
+    /// Publishes `seq` on a hub with lanes, through the lanes' queue.
+    fn publish_via(h: &Hub, seq: u64, fan: &mut Wakes) {
+        let q = quote(seq);
+        let e = Encoded { bytes: encode::shared_entry(&q, Flags::default()), ts_recv: 1 };
+        h.publish(0, &q, &e, fan);
+    }
+
+    fn lane_pass(h: &Hub) {
+        h.lanes()[0].pass(h, &mut lane::Scratch::default());
+    }
+
+    #[test]
+    fn lane_subscribers_get_the_snapshot_then_exactly_the_events_after_it() {
+        let h = Hub::new(1, 8).with_lanes(1, 64);
+        h.init(0, quote(0));
+        let mut fan = Wakes::default();
+        publish_via(&h, 1, &mut fan);
+        h.flush(&mut fan);
+        let a = Arc::new(Mailbox::new(64, 4).on_lane(0));
+        assert_eq!(h.subscribe(0, &a, None), Some(Start::Snapshot));
+        // Published and handed to the lane, not yet delivered...
+        publish_via(&h, 2, &mut fan);
+        publish_via(&h, 3, &mut fan);
+        assert_eq!(fan.items[0].len(), 2, "one lane item per event, whatever the subscribers");
+        h.flush(&mut fan);
+        // ...when b subscribes: its snapshot has 3 already.
+        let b = Arc::new(Mailbox::new(64, 4).on_lane(0));
+        assert_eq!(h.subscribe(0, &b, None), Some(Start::Snapshot));
+        assert_eq!(seen(&a), vec![(1, true, false)], "nothing delivered before the lane's pass");
+        lane_pass(&h);
+        assert_eq!(seen(&a), vec![(2, false, false), (3, false, false)]);
+        assert_eq!(seen(&b), vec![(3, true, false)], "no duplicate of 2 or 3 after the snapshot");
+        publish_via(&h, 4, &mut fan);
+        h.flush(&mut fan);
+        lane_pass(&h);
+        assert_eq!(seen(&a), vec![(4, false, false)]);
+        assert_eq!(seen(&b), vec![(4, false, false)]);
+        h.unsubscribe(0, &b);
+        publish_via(&h, 5, &mut fan);
+        h.flush(&mut fan);
+        lane_pass(&h);
+        assert_eq!(seen(&b), vec![]);
+        assert_eq!(seen(&a), vec![(5, false, false)]);
+    }
+
+    #[test]
+    fn a_lane_that_falls_behind_conflates_with_the_skip_count() {
+        let h = Hub::new(1, 8).with_lanes(1, 2);
+        h.init(0, quote(0));
+        let a = Arc::new(Mailbox::new(64, 4).on_lane(0));
+        h.subscribe(0, &a, None);
+        seen(&a);
+        let mut fan = Wakes::default();
+        for seq in 1..=6 {
+            publish_via(&h, seq, &mut fan);
+            h.flush(&mut fan);
+        }
+        assert_eq!(h.lanes()[0].conflated(), 4);
+        lane_pass(&h);
+        let got: Vec<(u64, u64)> = updates_in(&a).iter().map(|u| (u.seq, u.skipped)).collect();
+        assert_eq!(got, vec![(1, 0), (2, 0), (6, 3)], "in order, then the latest with 3, 4, 5 skipped");
     }
 
     #[test]

@@ -448,6 +448,7 @@ pub struct Ingest {
     /// Feed locate code -> symbol id, for the current session.
     locates: Vec<Option<SymbolId>>,
     syms: Vec<SymState>,
+    /// The fan-out left for the end of the datagram.
     wakes: Wakes,
     feed_down: bool,
     last_packet: Option<Instant>,
@@ -541,7 +542,7 @@ impl Ingest {
             cfg,
             locates: vec![None; 1 << 16],
             syms: Vec::new(),
-            wakes: Vec::with_capacity(1024),
+            wakes: Wakes::default(),
             // Until the first packet nothing is known, but nothing is stale
             // either: there are no symbols.
             feed_down: false,
@@ -1467,9 +1468,7 @@ impl Ingest {
     }
 
     fn flush_wakes(&mut self) {
-        for m in self.wakes.drain(..) {
-            m.wake();
-        }
+        self.hub.flush(&mut self.wakes);
     }
 }
 

@@ -13,6 +13,7 @@ pub mod session;
 
 use crate::config::WsConfig;
 use crate::core::Core;
+use crate::hub::Hub;
 use crate::ratelog::RateLog;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -194,17 +195,23 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `n` worker threads, each with its own current-thread runtime.
+    /// Starts a worker thread per fan-out lane of `hub` (at least one),
+    /// each with its own current-thread runtime running that lane: worker
+    /// `i` serves the connections whose mailboxes are on lane `i`.
     ///
     /// # Errors
     /// When a runtime cannot be built or a thread cannot be spawned.
-    pub fn start(n: usize) -> std::io::Result<Workers> {
+    pub fn start(hub: &Arc<Hub>) -> std::io::Result<Workers> {
+        let n = hub.lanes().len();
         let stop = CancellationToken::new();
         let mut handles = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
         for i in 0..n.max(1) {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             handles.push(rt.handle().clone());
+            if let Some(lane) = hub.lanes().get(i) {
+                rt.spawn(lane.clone().run(hub.clone()));
+            }
             let stop = stop.clone();
             threads.push(std::thread::Builder::new().name(format!("ws-worker-{i}")).spawn(move || {
                 rt.block_on(stop.cancelled());
@@ -280,13 +287,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Core>, workers: &Workers, 
                 continue;
             }
         };
-        let h = &workers.handles[next % workers.handles.len()];
+        let w = next % workers.handles.len();
         next = next.wrapping_add(1);
         let shared = shared.clone();
         let slots = slots.clone();
-        h.spawn(tracker.track_future(async move {
+        workers.handles[w].spawn(tracker.track_future(async move {
             match TcpStream::from_std(std) {
-                Ok(s) => connection(s, peer, shared, slot, slots).await,
+                Ok(s) => connection(s, peer, shared, slot, slots, w).await,
                 Err(e) => tracing::debug!(error = %e, "could not register socket"),
             }
         }));
@@ -315,9 +322,14 @@ async fn connection(
     shared: Arc<Core>,
     handshaking: admission::Slot,
     slots: Arc<Semaphore>,
+    lane: usize,
 ) {
     let timeout = Duration::from_millis(shared.config.ws.handshake_timeout_ms);
-    let outcome = match tokio::time::timeout(timeout, handshake::accept(&mut stream, shared.as_ref())).await {
+    // The handshake and the refusal below are boxed: their futures are
+    // large and short-lived, and an unboxed one would size the task every
+    // open connection keeps (see the idle-memory figures in BENCHMARKS.md).
+    let handshake = Box::pin(handshake::accept(&mut stream, shared.as_ref()));
+    let outcome = match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(o)) => o,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "handshake failed");
@@ -347,7 +359,7 @@ async fn connection(
             WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ws_config(cfg))).await;
         let reason = format!("connection limit {} reached; retry after 5 s", cfg.max_connections);
         let end = close::End::Close(close_code::TRY_AGAIN_LATER, reason);
-        let label = close::finish(ws, end, cfg.close_linger().min(Duration::from_secs(1))).await;
+        let label = Box::pin(close::finish(ws, end, cfg.close_linger().min(Duration::from_secs(1)))).await;
         shared.ws.record_close(label);
         return;
     };
@@ -356,6 +368,36 @@ async fn connection(
     shared.ws.open.fetch_add(1, Ordering::Relaxed);
     shared.ws.opened.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(%peer, "connection opened");
-    session::Session::new(shared.clone(), peer).run(ws, symbols).await;
+    session::Session::new(shared.clone(), peer, lane).run(ws, symbols).await;
     shared.ws.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every open connection keeps its task (this future) for its whole
+    /// life, idle or not: the handshake and closing phases are boxed so
+    /// they do not size it (5.2 KB before they were).
+    #[tokio::test]
+    async fn a_connection_task_stays_small() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (s, peer) = l.accept().await.unwrap();
+        let core = Arc::new(Core {
+            book: Arc::new(crate::book::Book::new(4)),
+            hub: Arc::new(Hub::new(4, 4)),
+            feed: Arc::new(crate::ingest::FeedStats::default()),
+            ws: Arc::new(WsStats::default()),
+            config: crate::Config::for_tests(std::net::Ipv4Addr::new(239, 1, 2, 3), 5000),
+            node: "test".into(),
+            shutdown: CancellationToken::new(),
+            drain: crate::drain::Drain::new(Duration::ZERO),
+            metrics: Arc::new(crate::metrics::Telemetry::new()),
+        });
+        let pending = Arc::new(admission::Pending::new(1, 1));
+        let slot = pending.enter(peer.ip()).unwrap();
+        let f = connection(s, peer, core, slot, Arc::new(Semaphore::new(1)), 0);
+        assert!(std::mem::size_of_val(&f) <= 3 * 1024, "{} bytes", std::mem::size_of_val(&f));
+    }
 }

@@ -81,11 +81,11 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session for `peer`.
-    pub fn new(shared: Arc<Core>, peer: SocketAddr) -> Self {
+    /// A session for `peer`, running on the worker of fan-out lane `lane`.
+    pub fn new(shared: Arc<Core>, peer: SocketAddr, lane: usize) -> Self {
         let cfg = &shared.config.ws;
         Session {
-            mailbox: Arc::new(Mailbox::new(cfg.queue_capacity, 64)),
+            mailbox: Arc::new(Mailbox::new(cfg.queue_capacity, 64).on_lane(lane)),
             state: parking_lot::Mutex::new(State {
                 subs: BTreeSet::new(),
                 limit: RateLimit::new(cfg.max_requests_per_sec),
@@ -140,7 +140,9 @@ impl Session {
             let grace = Duration::from_millis(self.shared.config.serve.shutdown_grace_ms);
             let shutdown = self.shared.shutdown.clone();
             tokio::select! {
-                _ = close::finish(ws, end, linger) => {}
+                // Boxed: the closing phase is a large future (~3 KB) that
+                // every open connection would otherwise carry while idle.
+                _ = Box::pin(close::finish(ws, end, linger)) => {}
                 _ = async { shutdown.cancelled().await; tokio::time::sleep(grace / 2).await } => {}
             }
         }
@@ -364,6 +366,12 @@ impl Session {
         // few frames in flight, catches up sooner, and if it is closed its
         // Close frame is not queued behind thousands of tiny ones.
         let mut paced_until: Option<tokio::time::Instant> = None;
+        // Made once and polled by reference: a wake-up then touches neither
+        // the timer wheel nor the shutdown token's waiter list (rebuilding
+        // them per wake-up was measurable per frame).
+        let ping = tokio::time::sleep_until(next_ping);
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(ping, cancelled);
         loop {
             if shutdown.is_cancelled() {
                 return self.shutdown_end();
@@ -371,18 +379,19 @@ impl Session {
             if let Some(t) = paced_until.take() {
                 tokio::select! {
                     _ = tokio::time::sleep_until(t) => {}
-                    _ = shutdown.cancelled() => continue,
+                    _ = &mut cancelled => continue,
                 }
             }
             if tokio::time::Instant::now() >= next_ping {
                 out.push(Message::Ping(Bytes::new()));
                 next_ping = tokio::time::Instant::now() + cfg.ping_interval();
+                ping.as_mut().reset(next_ping);
             }
             if !self.mailbox.drain(&mut drained) && out.is_empty() {
                 tokio::select! {
                     _ = self.mailbox.notified() => {}
-                    _ = tokio::time::sleep_until(next_ping) => {}
-                    _ = shutdown.cancelled() => {}
+                    _ = &mut ping => {}
+                    _ = &mut cancelled => {}
                 }
                 continue;
             }
@@ -398,18 +407,26 @@ impl Session {
             let oldest = self.frames(&mut drained, &mut out);
             let n = out.len();
             let started = tokio::time::Instant::now();
-            let send = async {
-                for m in out.drain(..) {
-                    sink.feed(m).await?;
-                }
-                sink.flush().await
-            };
-            let sent = tokio::select! {
-                r = tokio::time::timeout(cfg.slow_client_timeout(), send) => r,
-                // Cancel-safe: tungstenite keeps a partly written frame in
-                // its buffer, and the close path finishes it.
-                _ = shutdown.cancelled() => {
-                    return self.shutdown_end();
+            let sent = {
+                let send = async {
+                    for m in out.drain(..) {
+                        sink.feed(m).await?;
+                    }
+                    sink.flush().await
+                };
+                tokio::pin!(send);
+                // Usually the socket takes the write at once: the slow-client
+                // timer is armed only when it does not.
+                match futures_util::poll!(send.as_mut()) {
+                    std::task::Poll::Ready(r) => Ok(r),
+                    std::task::Poll::Pending => tokio::select! {
+                        r = tokio::time::timeout(cfg.slow_client_timeout(), send) => r,
+                        // Cancel-safe: tungstenite keeps a partly written frame
+                        // in its buffer, and the close path finishes it.
+                        _ = &mut cancelled => {
+                            return self.shutdown_end();
+                        }
+                    },
                 }
             };
             match sent {
