@@ -32,11 +32,14 @@ SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 OUT_DIR=${OUT_DIR:-$(mktemp -d -t quotecast-peer.XXXXXX)}
 mkdir -p "$OUT_DIR"
-SERVERS=${SERVERS:-"quotecast uws"}
+# BEFORE_BIN=path/to/an/older/gateway adds it as server "before", so a
+# before/after comparison comes from the same run.
+SERVERS=${SERVERS:-"${BEFORE_BIN:+before }quotecast uws"}
 if [[ $SMOKE == 1 ]]; then
   WARM=1 MEAS=3 LADDER=(1000) IDLE_CONNS=500
 else
-  WARM=3 MEAS=8 LADDER=(200 1000 2000 5000 10000 20000) IDLE_CONNS=10000
+  WARM=3 MEAS=8 IDLE_CONNS=10000
+  read -r -a LADDER <<<"${LADDER_RATES:-200 1000 2000 5000 10000 20000}"
 fi
 # perf counts syscalls over the middle of the measurement window.
 PERF_SECS=$((MEAS > 3 ? MEAS - 2 : 1))
@@ -67,9 +70,11 @@ start_server() {
   GROUP="239.255.$((RANDOM % 200 + 50)).$((RANDOM % 250 + 1))"
   local log=$OUT_DIR/$1-$WS_PORT.log
   case $1 in
-    quotecast)
+    quotecast | before)
+      local bin=target/release/gateway
+      [[ $1 == before ]] && bin=$BEFORE_BIN
       # shellcheck disable=SC2086 # QC_ARGS holds several flags
-      taskset -c "$SERVER_CPU" target/release/gateway --ws-addr "127.0.0.1:$WS_PORT" \
+      taskset -c "$SERVER_CPU" "$bin" --ws-addr "127.0.0.1:$WS_PORT" \
         --grpc-addr "127.0.0.1:$(pick_port)" --metrics-addr "127.0.0.1:$MET_PORT" \
         --group "$GROUP" --feed-port "$FEED_PORT" --ws-threads 1 --max-connections 20000 \
         --max-pending-handshakes 20000 --max-pending-handshakes-per-ip 20000 \
@@ -139,7 +144,7 @@ run() {
   sent=$(awk '/^sequences/ {gsub(/[(]/, "", $3); print $3}' "$OUT_DIR/feed-$FEED_PORT.log")
   extra+=",\"feedMessages\":${sent:-0}"
   sleep 0.3
-  if [[ $name == quotecast ]]; then
+  if [[ $name != uws ]]; then
     local m
     m=$(curl -s "http://127.0.0.1:$MET_PORT/metrics")
     extra+=$(awk '/^quotecast_feed_received_messages_total / {r=$2} /^quotecast_feed_gaps_total / {g=$2}

@@ -303,7 +303,7 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
         tokio::spawn(crate::feed_nats::run(bridge, feed.clone(), ingest_stop.clone()));
     }
 
-    let workers = Workers::start(&hub)?;
+    let workers = Workers::start(&hub, cfg.ws.threads_nice)?;
     let tracker = TaskTracker::new();
     let ws_listener = tokio::net::TcpListener::from_std(bound.ws)?;
     let ws_addr = ws_listener.local_addr()?;

@@ -144,6 +144,15 @@ async fn scraped_counters_equal_what_was_sent_and_received() {
     let (seen_a, seen_b) = read_all(&gw, &mut a, 2 + 19 * 2, &mut b, 1 + 19).await;
     let (status, body) = http_get(gw.running.ws_addr, "/healthz").await;
     assert_eq!(status, 200, "{body}");
+    // A counter moves right after the bytes it counts are written: the
+    // client can have them a moment before (the connection threads run
+    // below the ingest thread's priority).
+    let frames = seen_a.messages + seen_b.messages;
+    gw.until("the answer and the frames counted", |r| {
+        r.core.ws.http_requests.load(std::sync::atomic::Ordering::Relaxed) == 1
+            && r.core.ws.frames.load(std::sync::atomic::Ordering::Relaxed) == frames
+    })
+    .await;
 
     let s = scrape(metrics).await;
     // Feed: exactly what was put on the wire.

@@ -201,7 +201,7 @@ impl Workers {
     ///
     /// # Errors
     /// When a runtime cannot be built or a thread cannot be spawned.
-    pub fn start(hub: &Arc<Hub>) -> std::io::Result<Workers> {
+    pub fn start(hub: &Arc<Hub>, nice: i32) -> std::io::Result<Workers> {
         let n = hub.lanes().len();
         let stop = CancellationToken::new();
         let mut handles = Vec::with_capacity(n);
@@ -214,6 +214,9 @@ impl Workers {
             }
             let stop = stop.clone();
             threads.push(std::thread::Builder::new().name(format!("ws-worker-{i}")).spawn(move || {
+                if let Err(e) = lower_priority(nice) {
+                    tracing::warn!(error = %e, nice, "could not lower the priority of a connection thread (--ws-threads-nice)");
+                }
                 rt.block_on(stop.cancelled());
             })?);
         }
@@ -228,6 +231,18 @@ impl Workers {
             let _ = t.join();
         }
     }
+}
+
+/// Raises the calling thread's nice value by `by`. On Linux the nice value
+/// is per thread: the id given is this thread's, so only it is affected.
+fn lower_priority(by: i32) -> std::io::Result<()> {
+    if by == 0 {
+        return Ok(());
+    }
+    let me = Some(rustix::thread::gettid());
+    let now = rustix::process::getpriority_process(me)?;
+    rustix::process::setpriority_process(me, (now + by).min(19))?;
+    Ok(())
 }
 
 /// Accepts connections until `shutdown` is cancelled, spreading them over
@@ -375,6 +390,20 @@ async fn connection(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_threads_run_below_the_feed_thread() {
+        let hub = Arc::new(Hub::new(1, 1).with_lanes(1, 4));
+        let workers = Workers::start(&hub, 5).unwrap();
+        let mine = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        workers.handles[0].spawn(async move {
+            let _ = tx.send(rustix::process::getpriority_process(Some(rustix::thread::gettid())));
+        });
+        let theirs = rx.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+        workers.stop();
+        assert_eq!(theirs, (mine + 5).min(19), "the worker is 5 nicer than the thread that started it");
+    }
 
     /// Every open connection keeps its task (this future) for its whole
     /// life, idle or not: the handshake and closing phases are boxed so
