@@ -511,6 +511,20 @@ else
   md "(nats-server not installed: NATS relay not measured.)" ""
 fi
 
+# ---------------------------------------------------------------- 9 side by side with uWebSockets.js
+log "scenario 9: side by side with the uWebSockets.js peer"
+md "## 9. Side by side with uWebSockets.js" ""
+if [[ -n ${PEERS_WORK:-} && -x ${PEERS_WORK}/cclient_qc ]]; then
+  md "\`scripts/bench-peer.sh\`: each server pinned to core 0, the lean C client (\`cclient_qc\`) and feed-sim on core 1, 300 symbols, Zipf 1.1; the uWS peer is \`../shared/peers/uws/\` adapted to feed format v2 by \`scripts/peers/uws_feed_v2.py\`." ""
+  if [[ $SMOKE == 1 ]]; then
+    md "$(BENCH_NO_BUILD=1 scripts/bench-peer.sh --smoke 2>/dev/null)" ""
+  else
+    md "$(BENCH_NO_BUILD=1 scripts/bench-peer.sh 2>/dev/null)" ""
+  fi
+else
+  md "(the uWS peer is not set up: run \`../shared/peers/uws/setup.sh\` and export PEERS_WORK to include it.)" ""
+fi
+
 # ---------------------------------------------------------------- targets
 met() { if (($(echo "$1" | bc -l))); then echo "**met**"; else echo "**missed**"; fi; }
 # The end-to-end latency at ~1M delivered/s: the scenario-2 step whose

@@ -319,7 +319,7 @@ pub struct WsConfig {
     /// for fan-out before that worker's fan-out conflates them per symbol
     /// (latest value, with a skip count): the ingest thread hands updates
     /// over and never waits for the workers, however many clients there are.
-    #[arg(long, env = "QUOTECAST_FANOUT_QUEUE_CAPACITY", default_value_t = 65536)]
+    #[arg(long, env = "QUOTECAST_FANOUT_QUEUE_CAPACITY", default_value_t = 16384)]
     pub fanout_queue_capacity: usize,
     /// A connection that stays behind (conflating, or unable to take a frame)
     /// this long is closed with code 4008 (ms).

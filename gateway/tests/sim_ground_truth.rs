@@ -101,7 +101,8 @@ async fn a_loss_on_both_lines_is_filled_by_retransmission() {
         },
     )
     .await;
-    assert!(report.dropped_packets > 100, "lost on both lines: {}", report.dropped_packets);
+    // Every 50th packet of a run of a few thousand: dozens of holes at least.
+    assert!(report.dropped_packets >= 20, "lost on both lines: {}", report.dropped_packets);
     let r = &gw.running.core.feed.retrans;
     assert!(r.filled.load(Relaxed) > 0, "holes were filled");
     assert_eq!(

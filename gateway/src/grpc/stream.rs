@@ -16,11 +16,11 @@
 
 use super::error::StreamEnd;
 use crate::book::{Book, SymbolId};
-use crate::hub::encode::{self, Flags};
-use crate::hub::mailbox::{Drained, Encoded, Entry, Mailbox};
-use crate::hub::notice::{self, Grouped, Notice};
+use crate::hub::frames;
+use crate::hub::mailbox::{Control, Drained, Mailbox};
+use crate::hub::notice::Grouped;
 use crate::hub::Hub;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use prost::Message as _;
 use quotecast_proto::clock::now_ns;
 use quotecast_proto::v1::{self, stream_quotes_response::Body, StreamQuotesResponse};
@@ -217,11 +217,9 @@ async fn until(deadline: Option<Instant>) {
     }
 }
 
-/// Turns what was drained into responses, in order: consecutive updates
-/// become one `UpdateBatch` (at most `max_batch` bytes of entries), runs of
-/// status changes with the same state and reason one `Status`; conflated
-/// symbols come last, each status before its latest value, which carries
-/// its skip count.
+/// Turns what was drained into responses by the WebSocket rules (see
+/// [`frames`]): updates batched into `UpdateBatch`es of at most `max_batch`
+/// bytes of entries, equal status changes grouped, conflated symbols last.
 ///
 /// # Errors
 /// When a shared entry does not decode (a bug in the hub's encoding).
@@ -231,96 +229,57 @@ pub fn responses(
     max_batch: usize,
     out: &mut Vec<StreamQuotesResponse>,
 ) -> Result<(), prost::DecodeError> {
-    let mut b = Builder { book, max_batch, batch: BytesMut::new(), statuses: Vec::new(), out };
-    for e in d.entries.drain(..) {
-        match e {
-            Entry::Update(Encoded { bytes, .. }) => b.update(&bytes)?,
-            Entry::Status { symbol, state, reason } => {
-                b.flush_batch()?;
-                b.statuses.push((Notice::Status(state, reason), symbol));
-            }
-            Entry::Trading { symbol, state, reason } => {
-                b.flush_batch()?;
-                b.statuses.push((Notice::Trading(state, reason), symbol));
-            }
-            // Streams queue no replies; the hub never queues control.
-            Entry::Control(_) => {}
-        }
-    }
-    for (symbol, p) in d.pending.drain(..) {
-        if let Some((state, reason)) = p.status {
-            b.flush_batch()?;
-            b.statuses.push((Notice::Status(state, reason), symbol));
-        }
-        if let Some(u) = p.update {
-            if p.skipped > 0 || p.snapshot {
-                let mut e = BytesMut::new();
-                let flags = Flags { snapshot: p.snapshot, skipped: p.skipped, resume_failed: false };
-                encode::with_flags(&u.bytes, flags, &mut e);
-                b.update(&e)?;
-            } else {
-                b.update(&u.bytes)?;
-            }
-        }
-        if let Some((state, reason)) = p.trading {
-            // After the pending update, as on WebSocket (the client ends in
-            // the feed's current state).
-            b.flush_batch()?;
-            b.statuses.push((Notice::Trading(state, reason), symbol));
-        }
-    }
-    b.flush_batch()?;
-    b.flush_statuses();
-    Ok(())
+    let mut g = GrpcFrames { out, buf: BytesMut::new(), error: None };
+    frames::build(d, book, max_batch, &mut g);
+    g.error.map_or(Ok(()), Err)
 }
 
-struct Builder<'a> {
-    book: &'a Book,
-    max_batch: usize,
-    /// Concatenated `UpdateBatch.updates` entries: already a valid
-    /// encoding of an `UpdateBatch` holding them.
-    batch: BytesMut,
-    statuses: Vec<(Notice, SymbolId)>,
+/// Responses for the [`frames`] builder.
+struct GrpcFrames<'a> {
     out: &'a mut Vec<StreamQuotesResponse>,
+    buf: BytesMut,
+    error: Option<prost::DecodeError>,
 }
 
-impl Builder<'_> {
-    fn update(&mut self, entry: &[u8]) -> Result<(), prost::DecodeError> {
-        self.flush_statuses();
-        if !self.batch.is_empty() && self.batch.len() + entry.len() > self.max_batch {
-            self.flush_batch()?;
+impl frames::Frames for GrpcFrames<'_> {
+    fn batch(&mut self, entries: &[Bytes], len: usize) {
+        // Concatenated entries are a valid encoding of an `UpdateBatch`
+        // holding them. tonic's codec wants the message, so it is decoded
+        // here and encoded again by the transport.
+        self.buf.clear();
+        self.buf.reserve(len);
+        for e in entries {
+            self.buf.extend_from_slice(e);
         }
-        self.batch.extend_from_slice(entry);
-        Ok(())
+        match v1::UpdateBatch::decode(&self.buf[..]) {
+            Ok(mut batch) => {
+                batch.ts_send = now_ns();
+                self.out.push(StreamQuotesResponse { body: Some(Body::Updates(batch)) });
+            }
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
     }
 
-    fn flush_batch(&mut self) -> Result<(), prost::DecodeError> {
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        let mut batch = v1::UpdateBatch::decode(&self.batch[..])?;
-        self.batch.clear();
-        batch.ts_send = now_ns();
-        self.out.push(StreamQuotesResponse { body: Some(Body::Updates(batch)) });
-        Ok(())
+    fn notice(&mut self, g: Grouped) {
+        let body = match g {
+            Grouped::Status(s) => Body::Status(s),
+            Grouped::Trading(t) => Body::Trading(t),
+        };
+        self.out.push(StreamQuotesResponse { body: Some(body) });
     }
 
-    fn flush_statuses(&mut self) {
-        let out = &mut *self.out;
-        notice::flush(&mut self.statuses, self.book, |g| {
-            let body = match g {
-                Grouped::Status(s) => Body::Status(s),
-                Grouped::Trading(t) => Body::Trading(t),
-            };
-            out.push(StreamQuotesResponse { body: Some(body) });
-        });
-    }
+    /// Streams queue no replies; the hub never queues control.
+    fn control(&mut self, _: Control) {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::book::{Quote, UpdateKind};
+    use crate::hub::encode::{self, Flags};
+    use crate::hub::mailbox::{Encoded, Entry};
     use quotecast_proto::feed::Symbol;
     use quotecast_proto::v1::status::{Reason, State};
 

@@ -164,9 +164,11 @@ impl Lane {
         let mut scratch = Scratch::default();
         loop {
             self.notify.notified().await;
-            self.pass(&hub, &mut scratch);
-            // Let the writers just woken run before the next batch.
+            // Writers already woken run first, so this pass takes
+            // everything that arrived meanwhile in one go and each writer's
+            // next frame carries all of it.
             tokio::task::yield_now().await;
+            self.pass(&hub, &mut scratch);
         }
     }
 

@@ -14,6 +14,7 @@
 //! consecutive: nothing is lost or duplicated at the handoff.
 
 pub mod encode;
+pub mod frames;
 pub mod lane;
 pub mod mailbox;
 pub mod notice;

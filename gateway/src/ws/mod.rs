@@ -207,7 +207,16 @@ impl Workers {
         let mut handles = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
         for i in 0..n.max(1) {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            // The lane is woken from the ingest thread (the runtime's
+            // global queue), its writers locally. Polling the global queue
+            // only every 1024 tasks (tokio's default: 31) lets a round of
+            // writers finish before the lane delivers the next batch, so
+            // each writer's frame carries everything since its last one
+            // instead of a lane pass every 31 writers trickling updates in.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .global_queue_interval(1024)
+                .build()?;
             handles.push(rt.handle().clone());
             if let Some(lane) = hub.lanes().get(i) {
                 rt.spawn(lane.clone().run(hub.clone()));

@@ -7,9 +7,10 @@ use super::close_code;
 use super::protocol::{self, BadRequest, Envelope, Format, Reply, Request};
 use crate::book::SymbolId;
 use crate::core::Core;
-use crate::hub::encode::{self, Flags};
-use crate::hub::mailbox::{Control, Drained, Encoded, Entry, Mailbox};
-use crate::hub::notice::{self, Grouped, Notice};
+use crate::hub::encode;
+use crate::hub::frames;
+use crate::hub::mailbox::{Control, Drained, Mailbox};
+use crate::hub::notice::Grouped;
 use crate::hub::{ResumeFrom, Start};
 use bytes::{Bytes, BytesMut};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -463,120 +464,51 @@ impl Session {
         }
     }
 
-    /// Turns drained entries into messages. Returns the oldest receive
-    /// time of the updates (0 if none was a fresh tick).
+    /// Turns drained entries into messages (see [`frames`]). Returns the
+    /// oldest receive time of the updates (0 if none was a fresh tick).
     fn frames(&self, d: &mut Drained, out: &mut Vec<Message>) -> i64 {
-        let mut oldest = 0i64;
-        let max = self.shared.config.ws.max_batch_bytes;
-        let mut batch: Vec<Bytes> = Vec::new();
-        let mut batch_len = 0usize;
         let stats = &self.shared.ws;
-        let flush = |batch: &mut Vec<Bytes>, batch_len: &mut usize, out: &mut Vec<Message>| {
-            if batch.is_empty() {
-                return;
-            }
-            let mut f = BytesMut::with_capacity(*batch_len + encode::MAX_FRAME_HEADER);
-            encode::frame_header(*batch_len, now_ns(), &mut f);
-            for e in batch.iter() {
-                f.extend_from_slice(e);
-            }
-            stats.updates.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            stats.bytes.fetch_add(f.len() as u64, Ordering::Relaxed);
-            out.push(Message::Binary(f.freeze()));
-            batch.clear();
-            *batch_len = 0;
-        };
-        let mut statuses: Vec<(Notice, SymbolId)> = Vec::new();
-        for e in d.entries.drain(..) {
-            match e {
-                Entry::Update(Encoded { bytes: b, ts_recv }) => {
-                    oldest = oldest_of(oldest, ts_recv);
-                    self.flush_statuses(&mut statuses, out);
-                    if batch_len + b.len() > max {
-                        flush(&mut batch, &mut batch_len, out);
-                    }
-                    batch_len += b.len();
-                    batch.push(b);
-                }
-                Entry::Status { symbol, state, reason } => {
-                    flush(&mut batch, &mut batch_len, out);
-                    statuses.push((Notice::Status(state, reason), symbol));
-                }
-                Entry::Trading { symbol, state, reason } => {
-                    flush(&mut batch, &mut batch_len, out);
-                    statuses.push((Notice::Trading(state, reason), symbol));
-                }
-                Entry::Control(m) => {
-                    flush(&mut batch, &mut batch_len, out);
-                    self.flush_statuses(&mut statuses, out);
-                    out.push(match *m {
-                        Control::Binary(b) => Message::Binary(b),
-                        Control::Text(t) => Message::text(t),
-                    });
-                }
-            }
+        let mut ws = WsFrames { out, stats };
+        let built = frames::build(d, &self.shared.book, self.shared.config.ws.max_batch_bytes, &mut ws);
+        if built.skipped > 0 {
+            stats.conflated.fetch_add(built.skipped, Ordering::Relaxed);
         }
-        flush(&mut batch, &mut batch_len, out);
-        self.flush_statuses(&mut statuses, out);
-        // Conflated symbols: status first, then the latest value flagged
-        // with what was skipped.
-        let mut skipped_total = 0;
-        for (symbol, p) in d.pending.drain(..) {
-            if let Some((state, reason)) = p.status {
-                statuses.push((Notice::Status(state, reason), symbol));
-            }
-            if let Some(u) = p.update {
-                oldest = oldest_of(oldest, u.ts_recv);
-                self.flush_statuses(&mut statuses, out);
-                let e = if p.skipped > 0 || p.snapshot {
-                    let mut e = BytesMut::new();
-                    let flags = Flags { snapshot: p.snapshot, skipped: p.skipped, resume_failed: false };
-                    encode::with_flags(&u.bytes, flags, &mut e);
-                    e.freeze()
-                } else {
-                    u.bytes
-                };
-                skipped_total += p.skipped;
-                if batch_len + e.len() > max {
-                    flush(&mut batch, &mut batch_len, out);
-                }
-                batch_len += e.len();
-                batch.push(e);
-            }
-            if let Some((state, reason)) = p.trading {
-                // After the pending update: whether that update was made
-                // before or after the change, the client ends in the
-                // state the feed has now.
-                flush(&mut batch, &mut batch_len, out);
-                statuses.push((Notice::Trading(state, reason), symbol));
-            }
-        }
-        flush(&mut batch, &mut batch_len, out);
-        self.flush_statuses(&mut statuses, out);
-        if skipped_total > 0 {
-            stats.conflated.fetch_add(skipped_total, Ordering::Relaxed);
-        }
-        oldest
-    }
-
-    /// Emits queued notices, one `Status` or `TradingStatus` message per
-    /// run of equal ones.
-    fn flush_statuses(&self, statuses: &mut Vec<(Notice, SymbolId)>, out: &mut Vec<Message>) {
-        notice::flush(statuses, &self.shared.book, |g| {
-            let body = match g {
-                Grouped::Status(s) => v1::server_message::Body::Status(s),
-                Grouped::Trading(t) => v1::server_message::Body::Trading(t),
-            };
-            out.push(Message::Binary(v1::ServerMessage { body: Some(body) }.encode_to_vec().into()));
-        });
+        built.oldest
     }
 }
 
-/// The smaller of two receive times, ignoring 0 (not a fresh tick).
-fn oldest_of(a: i64, b: i64) -> i64 {
-    match (a, b) {
-        (0, x) | (x, 0) => x,
-        (a, b) => a.min(b),
+/// WebSocket messages for the [`frames`] builder: an update batch is one
+/// binary `ServerMessage` (its header in front of the shared entries).
+struct WsFrames<'a> {
+    out: &'a mut Vec<Message>,
+    stats: &'a super::WsStats,
+}
+
+impl frames::Frames for WsFrames<'_> {
+    fn batch(&mut self, entries: &[Bytes], len: usize) {
+        let mut f = BytesMut::with_capacity(len + encode::MAX_FRAME_HEADER);
+        encode::frame_header(len, now_ns(), &mut f);
+        for e in entries {
+            f.extend_from_slice(e);
+        }
+        self.stats.updates.fetch_add(entries.len() as u64, Ordering::Relaxed);
+        self.stats.bytes.fetch_add(f.len() as u64, Ordering::Relaxed);
+        self.out.push(Message::Binary(f.freeze()));
+    }
+
+    fn notice(&mut self, g: Grouped) {
+        let body = match g {
+            Grouped::Status(s) => v1::server_message::Body::Status(s),
+            Grouped::Trading(t) => v1::server_message::Body::Trading(t),
+        };
+        self.out.push(Message::Binary(v1::ServerMessage { body: Some(body) }.encode_to_vec().into()));
+    }
+
+    fn control(&mut self, reply: Control) {
+        self.out.push(match reply {
+            Control::Binary(b) => Message::Binary(b),
+            Control::Text(t) => Message::text(t),
+        });
     }
 }
 
