@@ -196,6 +196,7 @@ async fn scraped_counters_equal_what_was_sent_and_received() {
     assert_eq!(s.count("quotecast_ws_sent_bytes_total"), seen_a.update_bytes + seen_b.update_bytes);
     assert_eq!(s.count("quotecast_ws_sent_frames_total"), seen_a.messages + seen_b.messages);
     assert_eq!(s.count("quotecast_ws_conflated_updates_total"), 0);
+    assert_eq!(s.count("quotecast_fanout_conflated_events_total"), 0, "the connection thread kept up");
     assert_eq!(s.count("quotecast_ws_slow_consumer_closes_total"), 0);
     assert_eq!(s.count("quotecast_ws_http_requests_total"), 1);
     let writes = s.count("quotecast_ws_tick_to_send_seconds_count");

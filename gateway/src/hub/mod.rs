@@ -551,6 +551,11 @@ impl Hub {
         self.topics[id as usize].lock().remove(m);
     }
 
+    /// Symbols the hub has room for.
+    pub fn capacity(&self) -> usize {
+        self.topics.len()
+    }
+
     /// Subscribers of `id` (for metrics and tests).
     pub fn subscribers(&self, id: SymbolId) -> usize {
         let t = self.topics[id as usize].lock();

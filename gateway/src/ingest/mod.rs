@@ -1310,6 +1310,12 @@ impl Ingest {
     /// entry or a symbol snapshot), adding the symbol if new. `None` when
     /// the book is full.
     fn bind_locate(&mut self, locate: u16, symbol: quotecast_proto::feed::Symbol) -> Option<SymbolId> {
+        let next = self.syms.len();
+        if self.book.id(&symbol).is_none() && self.book.len() == next && next < self.hub.capacity() {
+            // The hub knows a new symbol before the book does: a client
+            // that finds it in the book can always subscribe to it.
+            self.hub.init(next as SymbolId, Arc::new(self.initial_quote(symbol)));
+        }
         match self.book.insert_symbol(symbol) {
             Ok(id) => {
                 let slot = &mut self.locates[usize::from(locate)];
@@ -1332,20 +1338,28 @@ impl Ingest {
         }
     }
 
+    /// A new symbol's first state: known in this session with no quote or
+    /// trade yet, `(epoch, 0)`; stale during a late start until its
+    /// snapshot arrives.
+    fn initial_quote(&self, symbol: quotecast_proto::feed::Symbol) -> Quote {
+        let mut q = Quote::empty(symbol);
+        q.epoch = self.seq.session().unwrap_or_default();
+        q.stale = self.images.as_ref().is_some_and(|im| im.joining_since.is_some());
+        q
+    }
+
     /// Starts the writer's state of a symbol the book just added. During a
     /// late start it is stale until its snapshot arrives.
     fn add_symbol(&mut self, id: SymbolId, symbol: quotecast_proto::feed::Symbol) {
         if id as usize != self.syms.len() {
             return;
         }
-        let mut q = Quote::empty(symbol);
-        // Known in this session, with no quote or trade yet: (epoch, 0).
-        q.epoch = self.seq.session().unwrap_or_default();
-        let joining = self.images.as_ref().is_some_and(|im| im.joining_since.is_some());
+        let q = self.initial_quote(symbol);
+        let joining = q.stale;
         if joining {
-            q.stale = true;
             self.stats.stale_symbols.fetch_add(1, Ordering::Relaxed);
         }
+        // Set already by bind_locate; kept for symbols added otherwise.
         self.hub.init(id, Arc::new(q.clone()));
         if joining {
             self.book.publish(id, Arc::new(q.clone()), false);

@@ -185,6 +185,8 @@ pub mod names {
     pub const WS_BYTES: &str = "quotecast_ws_sent_bytes_total";
     /// Updates skipped by conflation.
     pub const WS_CONFLATED: &str = "quotecast_ws_conflated_updates_total";
+    /// Fan-out events a worker's lane conflated because the worker fell behind.
+    pub const FANOUT_CONFLATED: &str = "quotecast_fanout_conflated_events_total";
     /// Connections closed as slow consumers.
     pub const WS_SLOW_CLOSES: &str = "quotecast_ws_slow_consumer_closes_total";
     /// Plain HTTP requests (health checks) answered on the WebSocket port.
@@ -426,6 +428,7 @@ struct WsHandles {
     updates: Counter,
     bytes: Counter,
     conflated: Counter,
+    fanout_conflated: Counter,
     slow_closes: Counter,
     http_requests: Counter,
     handshakes_refused: Counter,
@@ -591,6 +594,11 @@ fn describe() {
         Unit::Count,
         "Updates skipped by conflation (slow clients got the latest value)."
     );
+    describe_counter!(
+        FANOUT_CONFLATED,
+        Unit::Count,
+        "Fan-out events conflated per symbol because a connection thread fell behind the feed."
+    );
     describe_counter!(WS_SLOW_CLOSES, Unit::Count, "WebSocket connections closed as slow consumers (4008).");
     describe_counter!(
         WS_HTTP_REQUESTS,
@@ -666,6 +674,7 @@ impl Telemetry {
                 updates: counter!(WS_UPDATES),
                 bytes: counter!(WS_BYTES),
                 conflated: counter!(WS_CONFLATED),
+                fanout_conflated: counter!(FANOUT_CONFLATED),
                 slow_closes: counter!(WS_SLOW_CLOSES),
                 http_requests: counter!(WS_HTTP_REQUESTS),
                 handshakes_refused: counter!(WS_HANDSHAKES_REFUSED),
@@ -769,6 +778,7 @@ impl Telemetry {
         w.updates.absolute(l(&s.updates));
         w.bytes.absolute(l(&s.bytes));
         w.conflated.absolute(l(&s.conflated));
+        w.fanout_conflated.absolute(core.hub.lanes().iter().map(|lane| lane.conflated()).sum());
         w.slow_closes.absolute(l(&s.slow_closes));
         w.http_requests.absolute(l(&s.http_requests));
         w.handshakes_refused.absolute(l(&s.handshakes_refused));
