@@ -11,11 +11,10 @@
 //! replaced), then its trading state, so a client always ends in the
 //! state the feed has now.
 
-use super::encode::{self, Flags};
 use super::mailbox::{Control, Drained, Encoded, Entry};
 use super::notice::{self, Grouped, Notice};
 use crate::book::{Book, SymbolId};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 /// How a transport puts each piece on its wire, called in send order.
 pub trait Frames {
@@ -67,15 +66,7 @@ pub fn build(d: &mut Drained, book: &Book, max_batch: usize, out: &mut impl Fram
         if let Some((state, reason)) = p.status {
             b.notice(Notice::Status(state, reason), symbol);
         }
-        if let Some(Encoded { bytes, ts_recv }) = p.update {
-            let bytes = if p.skipped > 0 || p.snapshot {
-                let mut e = BytesMut::new();
-                let flags = Flags { snapshot: p.snapshot, skipped: p.skipped, resume_failed: false };
-                encode::with_flags(&bytes, flags, &mut e);
-                e.freeze()
-            } else {
-                bytes
-            };
+        if let Some(Encoded { bytes, ts_recv }) = p.flagged_update() {
             b.built.skipped += p.skipped;
             b.update(bytes, ts_recv);
         }

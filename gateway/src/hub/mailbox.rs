@@ -9,8 +9,9 @@
 //! bounded by `capacity` queued entries plus one pending entry per
 //! subscribed symbol, whatever the feed rate or the client's speed.
 
+use super::encode::{self, Flags};
 use crate::book::SymbolId;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use quotecast_proto::feed::{ReasonCode, TradingState};
 use quotecast_proto::v1::status::{Reason, State};
@@ -82,6 +83,22 @@ pub struct Pending {
     pub trading: Option<(TradingState, ReasonCode)>,
     /// The pending update is (or replaced) a subscribe snapshot.
     pub snapshot: bool,
+}
+
+impl Pending {
+    /// The pending update as it is sent: flagged with what it replaced and
+    /// whether it is (or replaced) a snapshot; the shared entry itself when
+    /// there is nothing to flag.
+    pub fn flagged_update(&self) -> Option<Encoded> {
+        let u = self.update.as_ref()?;
+        if self.skipped == 0 && !self.snapshot {
+            return Some(u.clone());
+        }
+        let mut b = BytesMut::new();
+        let flags = Flags { snapshot: self.snapshot, skipped: self.skipped, resume_failed: false };
+        encode::with_flags(&u.bytes, flags, &mut b);
+        Some(Encoded { bytes: b.freeze(), ts_recv: u.ts_recv })
+    }
 }
 
 /// What the writer takes out in one go.
@@ -171,21 +188,39 @@ impl Mailbox {
     /// when the caller must [`wake`](Self::wake) the writer (after it is done
     /// pushing, so one wake-up covers a whole datagram).
     pub fn push_update(&self, symbol: SymbolId, entry: &Encoded, snapshot: bool) -> bool {
+        self.push_latest(symbol, entry, entry, 0, snapshot)
+    }
+
+    /// Queues the latest value of `symbol` standing for `skipped` updates
+    /// that were conflated before it reached this mailbox (by a fan-out
+    /// lane): `flagged` is `raw` already carrying that count, queued as is;
+    /// while conflating, `raw` becomes the pending value and the count adds
+    /// to the symbol's skips, so the client's skip count still covers every
+    /// update it never saw.
+    pub fn push_latest(
+        &self,
+        symbol: SymbolId,
+        raw: &Encoded,
+        flagged: &Encoded,
+        skipped: u64,
+        snapshot: bool,
+    ) -> bool {
         if self.closed.load(Ordering::Relaxed) {
             return false;
         }
         let mut g = self.inner.lock();
         if !g.conflating && g.queue.len() - g.control < self.capacity {
-            g.queue.push_back(Entry::Update(entry.clone()));
+            g.queue.push_back(Entry::Update(flagged.clone()));
         } else {
             if !g.conflating {
                 g.conflating = true;
                 g.behind_since.get_or_insert_with(Instant::now);
             }
             let p = g.pending.entry(symbol).or_default();
-            if p.update.replace(entry.clone()).is_some() {
+            if p.update.replace(raw.clone()).is_some() {
                 p.skipped += 1;
             }
+            p.skipped += skipped;
             p.snapshot |= snapshot;
         }
         std::mem::take(&mut g.armed)

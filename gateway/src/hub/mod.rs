@@ -65,12 +65,13 @@ struct Sub {
 }
 
 impl Topic {
-    /// Adds `m` to the subscribers (once) as of the current event count.
-    fn add(&mut self, m: Arc<Mailbox>) {
-        if self.has(&m) {
+    /// Adds `m` to the subscribers (once) as of the current event count:
+    /// to lane `lane`'s, or with none to the publisher's own.
+    fn add(&mut self, m: Arc<Mailbox>, lane: Option<usize>) {
+        if self.has(&m, lane) {
             return;
         }
-        match m.lane() {
+        match lane {
             Some(i) => {
                 if self.lanes.len() <= i {
                     self.lanes.resize_with(i + 1, Vec::new);
@@ -81,15 +82,15 @@ impl Topic {
         }
     }
 
-    fn has(&self, m: &Arc<Mailbox>) -> bool {
-        match m.lane() {
+    fn has(&self, m: &Arc<Mailbox>, lane: Option<usize>) -> bool {
+        match lane {
             Some(i) => self.lanes.get(i).is_some_and(|l| l.iter().any(|s| Arc::ptr_eq(&s.m, m))),
             None => self.direct.iter().any(|s| Arc::ptr_eq(s, m)),
         }
     }
 
-    fn remove(&mut self, m: &Arc<Mailbox>) {
-        match m.lane() {
+    fn remove(&mut self, m: &Arc<Mailbox>, lane: Option<usize>) {
+        match lane {
             Some(i) => {
                 if let Some(l) = self.lanes.get_mut(i) {
                     l.retain(|s| !Arc::ptr_eq(&s.m, m));
@@ -283,6 +284,12 @@ impl Hub {
         &self.lanes
     }
 
+    /// The lane that feeds `m`: its own if this hub has it; otherwise none,
+    /// and the publisher pushes to it directly (never a lane nobody runs).
+    fn lane_of(&self, m: &Mailbox) -> Option<usize> {
+        m.lane().filter(|&i| i < self.lanes.len())
+    }
+
     /// The hub, shared, and its one writer.
     pub fn into_writer(self) -> (Arc<Hub>, HubWriter) {
         let hub = Arc::new(self);
@@ -312,12 +319,9 @@ impl Hub {
 
     /// Ingest only: see [`HubWriter::flush`].
     fn flush(&self, fan: &mut Wakes) {
-        for (i, items) in fan.items.iter_mut().enumerate() {
-            if let Some(lane) = self.lanes.get(i) {
-                lane.hand_over(items);
-            } else {
-                items.clear();
-            }
+        // Events are queued only for lanes this hub has (`lane_of`).
+        for (lane, items) in self.lanes.iter().zip(fan.items.iter_mut()) {
+            lane.hand_over(items);
         }
         for m in fan.wakes.drain(..) {
             m.wake();
@@ -363,7 +367,8 @@ impl Hub {
         t.event(id, Event::Update { entry: entry.clone(), image }, wakes);
         // After the event: each of them has `q` already.
         for m in joined {
-            t.add(m);
+            let lane = self.lane_of(&m);
+            t.add(m, lane);
         }
     }
 
@@ -430,6 +435,11 @@ impl Hub {
             Delivery::Item(i) => (i.id, i.ev),
             Delivery::Conflated { id, ev, .. } => (id, ev),
         };
+        // A conflated value is flagged once, not per subscriber.
+        let flagged = match &d {
+            Delivery::Conflated { pending, .. } => pending.flagged_update(),
+            Delivery::Item(_) => None,
+        };
         let t = self.topics[id as usize].lock();
         let Some(subs) = t.lanes.get(lane) else { return };
         for s in subs.iter().filter(|s| s.since < ev) {
@@ -451,17 +461,8 @@ impl Hub {
                     if let Some((state, reason)) = p.status {
                         wake |= s.m.push_status(id, state, reason);
                     }
-                    if let Some(u) = &p.update {
-                        let u = if p.skipped > 0 {
-                            let mut b = BytesMut::new();
-                            let flags =
-                                Flags { snapshot: p.snapshot, skipped: p.skipped, resume_failed: false };
-                            encode::with_flags(&u.bytes, flags, &mut b);
-                            Encoded { bytes: b.freeze(), ts_recv: u.ts_recv }
-                        } else {
-                            u.clone()
-                        };
-                        wake |= s.m.push_update(id, &u, p.snapshot);
+                    if let (Some(raw), Some(flagged)) = (&p.update, &flagged) {
+                        wake |= s.m.push_latest(id, raw, flagged, p.skipped, p.snapshot);
                     }
                     if let Some((state, reason)) = p.trading {
                         wake |= s.m.push_trading(id, state, reason);
@@ -506,7 +507,7 @@ impl Hub {
             Some(_) => Start::ResumeFailed,
         };
         if start == Start::Waiting {
-            t.remove(m);
+            t.remove(m, self.lane_of(m));
             let seq = resume.map_or(0, |r| r.seq);
             t.waiting.push(Waiting { m: m.clone(), seq, until: std::time::Instant::now() + self.ahead_wait });
             return Some(start);
@@ -538,7 +539,7 @@ impl Hub {
             // moves no seq, so no replay carries it).
             wake |= m.push_trading(id, last.trading_state, last.trading_reason);
         }
-        t.add(m.clone());
+        t.add(m.clone(), self.lane_of(m));
         drop(t);
         if wake {
             m.wake();
@@ -548,7 +549,7 @@ impl Hub {
 
     /// Removes `m` from `id`'s subscribers.
     pub fn unsubscribe(&self, id: SymbolId, m: &Arc<Mailbox>) {
-        self.topics[id as usize].lock().remove(m);
+        self.topics[id as usize].lock().remove(m, self.lane_of(m));
     }
 
     /// Symbols the hub has room for.
@@ -853,6 +854,49 @@ mod tests {
         lane_pass(&h);
         let got: Vec<(u64, u64)> = updates_in(&a).iter().map(|u| (u.seq, u.skipped)).collect();
         assert_eq!(got, vec![(1, 0), (2, 0), (6, 3)], "in order, then the latest with 3, 4, 5 skipped");
+    }
+
+    #[test]
+    fn a_conflated_lane_value_in_a_conflating_mailbox_keeps_every_skip() {
+        // Lane holds 2 events, the client's mailbox 1 update: both conflate.
+        let h = Hub::new(1, 8).with_lanes(1, 2);
+        h.init(0, quote(0));
+        let a = Arc::new(Mailbox::new(1, 4).on_lane(0));
+        h.subscribe(0, &a, None);
+        seen(&a);
+        let mut fan = Wakes::default();
+        for seq in 1..=6 {
+            publish_via(&h, seq, &mut fan);
+            h.flush(&mut fan);
+        }
+        lane_pass(&h);
+        let mut d = Drained::default();
+        a.drain(&mut d);
+        assert_eq!(d.entries.len(), 1, "1 queued, then the mailbox conflates");
+        let (_, p) = &d.pending[0];
+        let latest = p.update.as_ref().map(|u| u.bytes.clone()).unwrap();
+        let mut frame = BytesMut::new();
+        encode::frame_header(latest.len(), 0, &mut frame);
+        frame.extend_from_slice(&latest);
+        let Some(v1::server_message::Body::Updates(u)) =
+            v1::ServerMessage::decode(frame.freeze()).unwrap().body
+        else {
+            panic!("an update batch")
+        };
+        assert_eq!(u.updates[0].seq, 6);
+        assert_eq!(p.skipped, 4, "2 replaced in the mailbox, 3, 4 and 5 in the lane");
+    }
+
+    #[test]
+    fn a_mailbox_on_a_lane_the_hub_lacks_is_fed_directly() {
+        let h = Hub::new(1, 8);
+        h.init(0, quote(0));
+        let m = Arc::new(Mailbox::new(64, 4).on_lane(3));
+        h.subscribe(0, &m, None);
+        let mut fan = Wakes::default();
+        publish_via(&h, 1, &mut fan);
+        assert!(fan.items.is_empty(), "no lane item for a lane nobody runs");
+        assert_eq!(seen(&m), vec![(0, true, false), (1, false, false)]);
     }
 
     #[test]

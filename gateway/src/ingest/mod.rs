@@ -1310,11 +1310,14 @@ impl Ingest {
     /// entry or a symbol snapshot), adding the symbol if new. `None` when
     /// the book is full.
     fn bind_locate(&mut self, locate: u16, symbol: quotecast_proto::feed::Symbol) -> Option<SymbolId> {
+        // A new symbol gets the next id. The hub knows it before the book
+        // does: a client that finds it in the book can always subscribe.
         let next = self.syms.len();
-        if self.book.id(&symbol).is_none() && self.book.len() == next && next < self.hub.capacity() {
-            // The hub knows a new symbol before the book does: a client
-            // that finds it in the book can always subscribe to it.
-            self.hub.init(next as SymbolId, Arc::new(self.initial_quote(symbol)));
+        let fresh =
+            (self.book.id(&symbol).is_none() && self.book.len() == next && next < self.hub.capacity())
+                .then(|| self.initial_quote(symbol));
+        if let Some(q) = &fresh {
+            self.hub.init(next as SymbolId, Arc::new(q.clone()));
         }
         match self.book.insert_symbol(symbol) {
             Ok(id) => {
@@ -1325,7 +1328,9 @@ impl Ingest {
                     self.book.set_locate(old, None);
                 }
                 self.book.set_locate(id, Some(locate));
-                self.add_symbol(id, symbol);
+                if let Some(q) = fresh.filter(|_| id as usize == next) {
+                    self.add_symbol(id, q);
+                }
                 Some(id)
             }
             Err(e) => {
@@ -1348,20 +1353,13 @@ impl Ingest {
         q
     }
 
-    /// Starts the writer's state of a symbol the book just added. During a
-    /// late start it is stale until its snapshot arrives.
-    fn add_symbol(&mut self, id: SymbolId, symbol: quotecast_proto::feed::Symbol) {
-        if id as usize != self.syms.len() {
-            return;
-        }
-        let q = self.initial_quote(symbol);
+    /// Starts the writer's state of `id`, a symbol the book just added with
+    /// its [`initial_quote`](Self::initial_quote) `q` (the hub has it
+    /// already). During a late start it is stale until its snapshot arrives.
+    fn add_symbol(&mut self, id: SymbolId, q: Quote) {
         let joining = q.stale;
         if joining {
             self.stats.stale_symbols.fetch_add(1, Ordering::Relaxed);
-        }
-        // Set already by bind_locate; kept for symbols added otherwise.
-        self.hub.init(id, Arc::new(q.clone()));
-        if joining {
             self.book.publish(id, Arc::new(q.clone()), false);
         }
         self.syms.push(SymState::new(q, Vouch { need_image: joining, ..Vouch::default() }));
