@@ -107,18 +107,8 @@ PLOT_BIN=$ROOT/target/release/bench-plot
 GRPC_BENCH_BIN=$ROOT/target/release/examples/grpc_bench
 
 # ---------------------------------------------------------------- gateway
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-pick_port() {
-  local p
-  for _ in $(seq 50); do
-    # Below the kernel's ephemeral range (32768+), so no client socket of
-    # an earlier scenario (loadtest opens up to 15,000) holds the port.
-    p=$((20000 + RANDOM % 12000))
-    if port_free "$p"; then echo "$p"; return; fi
-  done
-  echo "bench: no free port found" >&2
-  exit 1
-}
+# shellcheck source=scripts/ports.sh
+. scripts/ports.sh
 GW_PID=
 # start_gw CPUS [gateway flags...]: a fresh gateway; sets GW_PID, WS_PORT,
 # GRPC_PORT, METRICS_PORT, GROUP, FEED_PORT, GW_CMD.

@@ -650,6 +650,11 @@ mod tests {
         }
     }
 
+    /// A Stale status of `sym` for `reason`, sent at `ts`.
+    fn stale(sym: &str, reason: status::Reason, ts: i64) -> Status {
+        Status { state: status::State::Stale as i32, reason: reason as i32, symbols: vec![sym.into()], ts }
+    }
+
     fn run(events: &[Ev]) -> ConnChecker {
         let mut c = ConnChecker::new(3, &["AAPL".to_string(), "MSFT".to_string()]);
         for e in events {
@@ -657,12 +662,7 @@ mod tests {
                 U(s, seq, skipped, snap) => {
                     c.on_update(&upd(s, seq, skipped, snap));
                 }
-                Stale(s, reason, ts) => c.on_status(&Status {
-                    state: status::State::Stale as i32,
-                    reason: reason as i32,
-                    symbols: vec![s.into()],
-                    ts,
-                }),
+                Stale(s, reason, ts) => c.on_status(&stale(s, reason, ts)),
             }
         }
         c
@@ -789,12 +789,7 @@ mod tests {
         let mut c = ConnChecker::new(1, &["AAPL".to_string()]);
         c.on_update(&upd("AAPL", 5, 0, true));
         c.on_update(&upd("AAPL", 6, 0, false));
-        c.on_status(&Status {
-            state: status::State::Stale as i32,
-            reason: status::Reason::FeedGap as i32,
-            symbols: vec!["AAPL".into()],
-            ts: 70,
-        });
+        c.on_status(&stale("AAPL", status::Reason::FeedGap, 70));
         c.on_update(&upd("AAPL", 6, 0, true));
         c.on_update(&upd("AAPL", 7, 0, false));
         c.on_update(&upd("AAPL", 7, 0, true));
@@ -906,12 +901,7 @@ mod tests {
         let mut c = ConnChecker::new(0, &["AAPL".to_string(), "ZZZZ".to_string()]);
         c.forget(&["ZZZZ".to_string()]);
         c.on_update(&upd("AAPL", 1, 0, true));
-        c.on_status(&Status {
-            state: status::State::Stale as i32,
-            reason: status::Reason::SessionEnd as i32,
-            symbols: vec!["AAPL".into()],
-            ts: 100,
-        });
+        c.on_status(&stale("AAPL", status::Reason::SessionEnd, 100));
         assert!(c.is_drained());
     }
 }
