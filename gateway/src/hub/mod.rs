@@ -838,11 +838,13 @@ mod tests {
         assert_eq!(seen(&a), vec![(5, false, false)]);
     }
 
-    #[test]
-    fn a_lane_that_falls_behind_conflates_with_the_skip_count() {
+    /// A lane holding 2 events, fed seq 1..=6 before its pass, with one
+    /// subscriber whose mailbox holds `capacity` updates (its snapshot
+    /// already read).
+    fn behind_lane(capacity: usize) -> (Hub, Arc<Mailbox>) {
         let h = Hub::new(1, 8).with_lanes(1, 2);
         h.init(0, quote(0));
-        let a = Arc::new(Mailbox::new(64, 4).on_lane(0));
+        let a = Arc::new(Mailbox::new(capacity, 4).on_lane(0));
         h.subscribe(0, &a, None);
         seen(&a);
         let mut fan = Wakes::default();
@@ -850,26 +852,22 @@ mod tests {
             publish_via(&h, seq, &mut fan);
             h.flush(&mut fan);
         }
-        assert_eq!(h.lanes()[0].conflated(), 4);
         lane_pass(&h);
+        (h, a)
+    }
+
+    #[test]
+    fn a_lane_that_falls_behind_conflates_with_the_skip_count() {
+        let (h, a) = behind_lane(64);
+        assert_eq!(h.lanes()[0].conflated(), 4);
         let got: Vec<(u64, u64)> = updates_in(&a).iter().map(|u| (u.seq, u.skipped)).collect();
         assert_eq!(got, vec![(1, 0), (2, 0), (6, 3)], "in order, then the latest with 3, 4, 5 skipped");
     }
 
     #[test]
     fn a_conflated_lane_value_in_a_conflating_mailbox_keeps_every_skip() {
-        // Lane holds 2 events, the client's mailbox 1 update: both conflate.
-        let h = Hub::new(1, 8).with_lanes(1, 2);
-        h.init(0, quote(0));
-        let a = Arc::new(Mailbox::new(1, 4).on_lane(0));
-        h.subscribe(0, &a, None);
-        seen(&a);
-        let mut fan = Wakes::default();
-        for seq in 1..=6 {
-            publish_via(&h, seq, &mut fan);
-            h.flush(&mut fan);
-        }
-        lane_pass(&h);
+        // The client's mailbox holds 1 update: lane and mailbox conflate.
+        let (_h, a) = behind_lane(1);
         let mut d = Drained::default();
         a.drain(&mut d);
         assert_eq!(d.entries.len(), 1, "1 queued, then the mailbox conflates");
