@@ -124,6 +124,16 @@ struct Waiting {
     until: std::time::Instant,
 }
 
+/// How [`Hub::publish_as`] publishes an update.
+#[derive(Debug, Default, Clone, Copy)]
+struct Published {
+    /// A full state rebuilt from the feed's snapshot channel.
+    image: bool,
+    /// The symbol was stale and is vouched for again: its recovery is told
+    /// first.
+    recovered: bool,
+}
+
 /// What the publisher leaves for the end of a datagram (see
 /// [`HubWriter::flush`]).
 pub type Wakes = Fanout;
@@ -203,14 +213,26 @@ impl std::ops::Deref for HubWriter {
 
 impl HubWriter {
     /// Publishes an update of `id` to every subscriber (see [`Hub`]).
-    pub fn publish(&self, id: SymbolId, q: &Arc<Quote>, entry: &Encoded, wakes: &mut Wakes) {
-        self.hub.publish(id, q, entry, wakes);
+    /// With `recovered` (the symbol was stale and `q` is vouched for
+    /// again) subscribers hear the recovery first, under the same lock: a
+    /// client subscribing in between must not find `q` in its snapshot and
+    /// then get it again as the next update.
+    pub fn publish(&self, id: SymbolId, q: &Arc<Quote>, entry: &Encoded, recovered: bool, wakes: &mut Wakes) {
+        self.hub.publish_as(id, q, entry, Published { image: false, recovered }, wakes);
     }
 
     /// Publishes a rebuilt full state of `id` (from the feed's snapshot
-    /// channel; `entry` is encoded with the snapshot flag).
-    pub fn publish_image(&self, id: SymbolId, q: &Arc<Quote>, entry: &Encoded, wakes: &mut Wakes) {
-        self.hub.publish_image(id, q, entry, wakes);
+    /// channel; `entry` is encoded with the snapshot flag), its recovery
+    /// first with `recovered`, as [`HubWriter::publish`] does.
+    pub fn publish_image(
+        &self,
+        id: SymbolId,
+        q: &Arc<Quote>,
+        entry: &Encoded,
+        recovered: bool,
+        wakes: &mut Wakes,
+    ) {
+        self.hub.publish_as(id, q, entry, Published { image: true, recovered }, wakes);
     }
 
     /// Records a status change of `id` and tells the subscribers.
@@ -330,19 +352,21 @@ impl Hub {
 
     /// Ingest only: publishes an update of `id` to its subscribers, queueing
     /// the mailboxes to wake in `wakes`.
+    #[cfg(test)]
     fn publish(&self, id: SymbolId, q: &Arc<Quote>, entry: &Encoded, wakes: &mut Wakes) {
-        self.publish_as(id, q, entry, false, wakes);
+        self.publish_as(id, q, entry, Published::default(), wakes);
     }
 
-    /// Ingest only: publishes a rebuilt full state of `id` (from the feed's
-    /// snapshot channel; `entry` is encoded with the snapshot flag, and a
-    /// conflated subscriber keeps the flag).
-    fn publish_image(&self, id: SymbolId, q: &Arc<Quote>, entry: &Encoded, wakes: &mut Wakes) {
-        self.publish_as(id, q, entry, true, wakes);
-    }
-
-    fn publish_as(&self, id: SymbolId, q: &Arc<Quote>, entry: &Encoded, image: bool, wakes: &mut Wakes) {
+    /// Ingest only: publishes `q` (a rebuilt image, whose `entry` is encoded
+    /// with the snapshot flag and whose flag a conflated subscriber keeps;
+    /// or a plain update), after its recovery if `how.recovered`. One lock
+    /// for both, so a subscriber joins before or after the pair.
+    fn publish_as(&self, id: SymbolId, q: &Arc<Quote>, entry: &Encoded, how: Published, wakes: &mut Wakes) {
+        let image = how.image;
         let mut t = self.topics[id as usize].lock();
+        if how.recovered {
+            Self::tell_status(&mut t, id, State::Ok, Reason::Recovered, wakes);
+        }
         t.last = Some(q.clone());
         if self.replay_depth > 0 {
             let recycled = if t.recent.len() == self.replay_depth {
@@ -404,6 +428,11 @@ impl Hub {
     fn status(&self, id: SymbolId, q: &Arc<Quote>, state: State, reason: Reason, wakes: &mut Wakes) {
         let mut t = self.topics[id as usize].lock();
         t.last = Some(q.clone());
+        Self::tell_status(&mut t, id, state, reason, wakes);
+    }
+
+    /// Tells `t`'s subscribers of a status change.
+    fn tell_status(t: &mut Topic, id: SymbolId, state: State, reason: Reason, wakes: &mut Wakes) {
         t.stale_reason = (state == State::Stale).then_some(reason);
         for m in t.direct.iter().chain(t.waiting.iter().map(|w| &w.m)) {
             if m.push_status(id, state, reason) {
@@ -836,6 +865,43 @@ mod tests {
         lane_pass(&h);
         assert_eq!(seen(&b), vec![]);
         assert_eq!(seen(&a), vec![(5, false, false)]);
+    }
+
+    /// A recovery and the update that brings it are published together: a
+    /// subscriber hears both, in that order, or neither (its snapshot has
+    /// the update already), never the update twice.
+    #[test]
+    fn a_recovery_and_its_update_reach_a_subscriber_together_or_not_at_all() {
+        let h = Hub::new(1, 8).with_lanes(1, 64);
+        h.init(0, quote(0));
+        let mut fan = Wakes::default();
+        let a = Arc::new(Mailbox::new(64, 4).on_lane(0));
+        h.subscribe(0, &a, None);
+        let mut stale = (*quote(1)).clone();
+        stale.stale = true;
+        h.status(0, &Arc::new(stale), State::Stale, Reason::FeedGap, &mut fan);
+        let q = quote(2);
+        let e = Encoded { bytes: encode::shared_entry(&q, Flags::default()), ts_recv: 1 };
+        h.publish_as(0, &q, &e, Published { image: false, recovered: true }, &mut fan);
+        let b = Arc::new(Mailbox::new(64, 4).on_lane(0));
+        h.subscribe(0, &b, None);
+        h.flush(&mut fan);
+        lane_pass(&h);
+        let told = |m: &Mailbox| {
+            let mut d = Drained::default();
+            m.drain(&mut d);
+            d.entries
+                .iter()
+                .map(|e| match e {
+                    Entry::Status { state, .. } => format!("{state:?}"),
+                    Entry::Update(_) => "update".to_string(),
+                    other => format!("{other:?}"),
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(told(&a), ["update", "Stale", "Ok", "update"], "snapshot, stale, recovered, the update");
+        assert_eq!(told(&b), ["update"], "only its snapshot, which has the update");
+        assert_eq!(b.queued(), 0);
     }
 
     /// A lane holding 2 events, fed seq 1..=6 before its pass, with one

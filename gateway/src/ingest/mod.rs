@@ -1038,6 +1038,13 @@ impl Ingest {
             return;
         }
         let f = x.feed_seq;
+        if s.state_feed_seq <= f {
+            // Told before the values change: a client subscribing between
+            // the two sees the old values (still stale) in the new state,
+            // never the new values under the old seq.
+            self.set_trading(id, x.state, x.reason);
+        }
+        let s = &mut self.syms[id as usize];
         let q = &mut s.quote;
         if s.quote_feed_seq <= f {
             (q.bid_px, q.bid_sz, q.ask_px, q.ask_sz) =
@@ -1059,12 +1066,8 @@ impl Ingest {
                 std::cmp::Ordering::Equal => UpdateKind::None,
             };
         }
-        let take_state = s.state_feed_seq <= f;
         s.skip_through = s.skip_through.max(f);
         s.vouch = Vouch::default();
-        if take_state {
-            self.set_trading(id, x.state, x.reason);
-        }
         self.stats.snapshot.recovered.fetch_add(1, Ordering::Relaxed);
         self.commit_image(id, ts_recv);
     }
@@ -1082,11 +1085,10 @@ impl Ingest {
         let q = Arc::new(q.clone());
         if was_stale {
             self.stats.stale_symbols.fetch_sub(1, Ordering::Relaxed);
-            self.hub.status(id, &q, State::Ok, Reason::Recovered, &mut self.wakes);
         }
         let flags = Flags { snapshot: true, ..Flags::default() };
         let entry = Encoded { bytes: encode::shared_entry(&q, flags), ts_recv };
-        self.hub.publish_image(id, &q, &entry, &mut self.wakes);
+        self.hub.publish_image(id, &q, &entry, was_stale, &mut self.wakes);
         self.book.publish(id, q, true);
     }
 
@@ -1396,12 +1398,12 @@ impl Ingest {
         q.feed_seq = feed_seq;
         q.stale = s.vouch.needed();
         let q = Arc::new(q.clone());
-        if was_stale && !q.stale {
+        let recovered = was_stale && !q.stale;
+        if recovered {
             self.stats.stale_symbols.fetch_sub(1, Ordering::Relaxed);
-            self.hub.status(id, &q, State::Ok, Reason::Recovered, &mut self.wakes);
         }
         let entry = Encoded { bytes: encode::shared_entry(&q, Flags::default()), ts_recv };
-        self.hub.publish(id, &q, &entry, &mut self.wakes);
+        self.hub.publish(id, &q, &entry, recovered, &mut self.wakes);
         self.book.publish(id, q, true);
     }
 

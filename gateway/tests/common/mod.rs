@@ -272,6 +272,97 @@ impl Client {
     }
 }
 
+/// Each symbol's final seq, known once the simulator has finished.
+pub type Finals = tokio::sync::watch::Receiver<Option<HashMap<String, u64>>>;
+
+/// Awaits the simulator and publishes each symbol's final seq to the
+/// readers of [`read_until_final`].
+pub async fn finish(
+    sim: tokio::task::JoinHandle<anyhow::Result<feed_sim::Report>>,
+    finals: tokio::sync::watch::Sender<Option<HashMap<String, u64>>>,
+) -> feed_sim::Report {
+    let report = sim.await.unwrap().unwrap();
+    let f = report.last.iter().map(|(s, t)| (s.clone(), u64::from(t.symbol_seq))).collect();
+    finals.send_replace(Some(f));
+    report
+}
+
+/// Reads `c`'s updates until each of `symbols` was seen at its final seq
+/// and not stale. It reads from the start, while the simulator still
+/// runs: a client that stopped reading for longer than
+/// `--slow-client-timeout-ms` would (rightly) be closed as a slow
+/// consumer. After 8 s without an update it fails naming each symbol
+/// still awaited, what the client last saw and what `gw`'s book holds.
+pub async fn read_until_final(
+    c: &mut Client,
+    gw: &Gw,
+    symbols: &[String],
+    finals: &Finals,
+) -> Vec<v1::QuoteUpdate> {
+    let mut finals = finals.clone();
+    let mut out = Vec::new();
+    let mut last: HashMap<String, (u64, bool)> = HashMap::new();
+    loop {
+        let known = finals.borrow().clone();
+        let waiting: Vec<&String> = match &known {
+            None => symbols.iter().collect(),
+            Some(f) => symbols
+                .iter()
+                .filter(|s| last.get(*s) != Some(&(f.get(*s).copied().unwrap_or(0), false)))
+                .collect(),
+        };
+        if waiting.is_empty() {
+            return out;
+        }
+        tokio::select! {
+            b = tokio::time::timeout(Duration::from_secs(8), c.updates()) => {
+                let Ok(b) = b else { panic!("{}", stuck(gw, &waiting, &last, known.as_ref())) };
+                for u in &b {
+                    last.insert(u.symbol.clone(), (u.seq, u.stale));
+                }
+                out.extend(b);
+            }
+            r = finals.changed(), if known.is_none() => r.expect("finals sender kept until sent"),
+        }
+    }
+}
+
+fn stuck(
+    gw: &Gw,
+    waiting: &[&String],
+    last: &HashMap<String, (u64, bool)>,
+    finals: Option<&HashMap<String, u64>>,
+) -> String {
+    let book = &gw.running.core.book;
+    let lines: Vec<String> = waiting
+        .iter()
+        .map(|s| {
+            let q = book.id(&Symbol::new(s).unwrap()).and_then(|id| book.get(id)).map(|q| (q.seq, q.stale));
+            format!(
+                "{s}: client saw (seq, stale) {:?}, final seq {:?}, book has {q:?}",
+                last.get(*s),
+                finals.and_then(|f| f.get(*s))
+            )
+        })
+        .collect();
+    let f = &gw.running.core.feed;
+    let r = &f.retrans;
+    let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    format!(
+        "no update in 8 s; {} symbols awaited:\n{}\nfeed: {} messages, {} gaps; retransmission: {} requests, {} filled, \
+         {} gone, {} timed out, {} refused",
+        lines.len(),
+        lines.join("\n"),
+        ld(&f.messages),
+        ld(&f.gaps),
+        ld(&r.requests),
+        ld(&r.filled),
+        ld(&r.gone),
+        ld(&r.timed_out),
+        ld(&r.refused)
+    )
+}
+
 /// pip packages of the Python client tests (installed by scripts/test.sh).
 pub const PYTHON_PACKAGES: &str =
     "websockets protobuf grpcio grpcio-tools grpcio-health-checking grpcio-reflection pytest";

@@ -5,7 +5,6 @@
 
 #![allow(dead_code, missing_docs)]
 
-use crate::common::Client;
 use clap::Parser;
 use quotecast_proto::v1::QuoteUpdate;
 use std::collections::HashMap;
@@ -191,22 +190,8 @@ impl Seen {
     }
 }
 
-/// Reads updates until every symbol of `finals` was seen at its final
-/// seq and not stale, failing after 30 s.
-pub async fn read_until_final(c: &mut Client, finals: &HashMap<String, u64>) -> Vec<QuoteUpdate> {
-    let mut out = Vec::new();
-    let mut last: HashMap<String, (u64, bool)> = HashMap::new();
-    let t0 = Instant::now();
-    while !finals.iter().all(|(s, n)| last.get(s) == Some(&(*n, false))) {
-        assert!(t0.elapsed() < Duration::from_secs(30), "clients never reached the final seqs");
-        let b = c.updates().await;
-        for u in &b {
-            last.insert(u.symbol.clone(), (u.seq, u.stale));
-        }
-        out.extend(b);
-    }
-    out
-}
+/// Each symbol's final seq, known once the simulator has finished.
+pub type Finals = tokio::sync::watch::Receiver<Option<HashMap<String, u64>>>;
 
 /// A complete stream: per symbol a snapshot, then every update once and
 /// in order. Returns (symbol, seq) -> what was shown.
