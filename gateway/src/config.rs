@@ -25,6 +25,9 @@ pub struct Config {
     /// Side services.
     #[command(flatten)]
     pub serve: ServeConfig,
+    /// Authentication, entitlements, origins.
+    #[command(flatten)]
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// Where the feed comes from and how it is checked.
@@ -598,10 +601,30 @@ impl Config {
         self.feed.validate_snapshot()?;
         self.feed_nats.validate(&self.feed)?;
         self.grpc.validate().map_err(|e| ConfigError::Conflict(e.to_string()))?;
+        self.check_exposure()?;
         if self.ws.max_write_buffer_bytes < 2 * self.ws.max_batch_bytes {
             return Err(ConfigError::Conflict(format!(
                 "--ws-max-write-buffer-bytes ({}) must be at least twice --max-batch-bytes ({})",
                 self.ws.max_write_buffer_bytes, self.ws.max_batch_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Safe by default: client ports on a non-loopback address need
+    /// authentication, or `--insecure` saying that anyone who can reach
+    /// them may read every symbol.
+    fn check_exposure(&self) -> Result<(), ConfigError> {
+        if self.auth.enabled() || self.auth.insecure {
+            return Ok(());
+        }
+        let exposed = [("--ws-addr", self.ws.addr), ("--grpc-addr", self.serve.grpc_addr)]
+            .into_iter()
+            .find(|(_, a)| !a.ip().is_loopback());
+        if let Some((flag, addr)) = exposed {
+            return Err(ConfigError::Conflict(format!(
+                "{flag} {addr} is reachable from the network without authentication: set --api-keys-file or \
+                 --jwt-key-file, or --insecure to serve every symbol to anyone who can connect"
             )));
         }
         Ok(())

@@ -25,6 +25,8 @@ pub struct Core {
     pub ws: Arc<WsStats>,
     /// The whole configuration.
     pub config: Config,
+    /// Who may connect and what each may see.
+    pub auth: Arc<crate::auth::Authenticator>,
     /// This node's name (`--node-name`, else the host name).
     pub node: String,
     /// Cancelled on shutdown.

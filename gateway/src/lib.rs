@@ -26,6 +26,7 @@
 //!                                      \-> hub (topic -> mailboxes) -> ws session writer -> client
 //! ```
 
+pub mod auth;
 pub mod book;
 pub mod config;
 pub mod core;

@@ -244,6 +244,14 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
         .with_lanes(cfg.ws.thread_count(), cfg.ws.fanout_queue_capacity)
         .into_writer();
     let feed = Arc::new(FeedStats::default());
+    let auth = Arc::new(crate::auth::Authenticator::new(&cfg.auth)?);
+    if auth.enabled() {
+        tracing::info!(api_keys = ?cfg.auth.api_keys_file, jwt_keys = ?cfg.auth.jwt_key_file, "clients must authenticate");
+    } else if cfg.auth.insecure {
+        tracing::warn!(
+            "--insecure: no authentication; anyone who can reach the client ports reads every symbol"
+        );
+    }
     // One recorder per gateway: several gateways in one process (tests)
     // never mix their counts.
     let telemetry = Arc::new(crate::metrics::Telemetry::new());
@@ -317,6 +325,7 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
         feed: feed.clone(),
         ws: ws_stats.clone(),
         config: cfg.clone(),
+        auth: auth.clone(),
         node: cfg.serve.node_name(),
         shutdown: shutdown.clone(),
         drain: crate::drain::Drain::new(Duration::from_millis(cfg.serve.drain_spread_ms)),
@@ -339,6 +348,13 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
             }
         }
     });
+    if auth.enabled() {
+        side.spawn(reload_keys(
+            auth,
+            Duration::from_millis(cfg.auth.auth_reload_ms.max(10)),
+            shutdown.clone(),
+        ));
+    }
     side.close();
     let line_b = cfg.feed.line_b().map(|b| format!("{}:{}", b.group, b.port));
     tracing::info!(%ws_addr, %grpc_addr, %metrics_addr, group = %cfg.feed.group, port = cfg.feed.port, ?line_b, "gateway started");
@@ -364,4 +380,31 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
         tracing::info!("gateway stopped");
     });
     Ok(Running { ws_addr, grpc_addr, metrics_addr, core, done })
+}
+
+/// Re-reads the key files when they change, until shutdown: open sessions
+/// re-check their credential on each change (a removed key is closed).
+async fn reload_keys(auth: Arc<crate::auth::Authenticator>, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Said once per bad version of a file, not once per look.
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        match auth.reload() {
+            Ok(true) => {
+                failing = false;
+                tracing::info!("key files reloaded");
+            }
+            Ok(false) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "key file changed but cannot be used; keeping the previous keys");
+            }
+            Err(_) => {}
+        }
+    }
 }

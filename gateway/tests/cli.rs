@@ -30,6 +30,10 @@ fn help_lists_every_setting_with_env_and_default() {
         "--feed-nats-line-b",
         "--feed-nats-snapshot",
         "--feed-nats-retrans",
+        "--api-keys-file",
+        "QUOTECAST_JWT_KEY_FILE",
+        "--allowed-origins",
+        "--insecure",
     ] {
         assert!(help.contains(want), "--help lacks {want}");
     }
@@ -47,6 +51,10 @@ fn bad_values_print_one_line_and_exit_64() {
             &["--feed-nats", "nats://127.0.0.1:4222", "--retrans-addr", "127.0.0.1:9"][..],
             "--feed-nats-retrans",
         ),
+        // Safe by default: off loopback only with authentication or --insecure
+        // (refused before anything binds).
+        (&["--ws-addr", "10.0.0.1:8080"][..], "--ws-addr 10.0.0.1:8080 is reachable from the network"),
+        (&["--grpc-addr", "0.0.0.0:50051"][..], "--api-keys-file or --jwt-key-file, or --insecure"),
     ] {
         let out = gateway().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(64), "{args:?}");

@@ -82,6 +82,9 @@ impl Node {
             .args(["--drain-delay-ms", "1500", "--drain-spread-ms", "1000", "--shutdown-grace-ms", "2000"])
             // Every handshake comes from the balancer's one address.
             .args(["--max-pending-handshakes-per-ip", "1024"])
+            // The fleet's network is the test's own namespaces, reached by
+            // nothing else: no credentials needed.
+            .arg("--insecure")
             .args(["--ws-threads", "1", "--log", "warn"])
             .args(&self.extra)
             .stdout(Stdio::null())

@@ -459,7 +459,7 @@ impl Local {
             }
             // A trading state change moves no seq: nothing to check.
             Some(Body::Trading(_)) => self.count_frame(frame.len()),
-            Some(Body::Pong(_) | Body::Subscriptions(_)) | None => {}
+            Some(Body::Pong(_) | Body::Subscriptions(_) | Body::Authenticated(_)) | None => {}
         }
         self.track_drain(conn);
     }

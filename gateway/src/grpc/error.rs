@@ -38,6 +38,15 @@ pub enum CallError {
     /// StreamQuotes where no requested symbol is known.
     #[error("none of the requested symbols is in the feed's symbol directory: {0}")]
     NoKnownSymbols(String),
+    /// No credential, or a refused one (`authorization` metadata).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The address failed authentication too often.
+    #[error("too many failed authentications from this address; retry after {0} s")]
+    Blocked(u64),
+    /// StreamQuotes where the credential covers none of the symbols.
+    #[error("not entitled to any of the requested symbols: {0}")]
+    NotEntitled(String),
     /// Every StreamQuotes slot is taken.
     #[error("{max} quote streams are open, the most this gateway serves (--grpc-max-streams); retry later")]
     TooManyStreams {
@@ -57,6 +66,9 @@ impl CallError {
             | CallError::PageTokenWithSymbols
             | CallError::NoSymbols => Code::InvalidArgument,
             CallError::NoKnownSymbols(_) => Code::NotFound,
+            CallError::Unauthenticated(_) => Code::Unauthenticated,
+            CallError::Blocked(_) => Code::ResourceExhausted,
+            CallError::NotEntitled(_) => Code::PermissionDenied,
         }
     }
 }

@@ -6,6 +6,7 @@ use super::config::GrpcConfig;
 use super::error::CallError;
 use super::request::{self, PageToken};
 use super::stream::{self, Pump, PumpConfig, QuoteStream, Subscription};
+use crate::auth::Principal;
 use crate::book::SymbolId;
 use crate::core::Core;
 use crate::hub::encode::{to_proto, Flags};
@@ -58,10 +59,47 @@ impl QuoteSvc {
         }
     }
 
+    /// Who the caller is, from its `authorization` metadata (`Bearer
+    /// <token>`, or the bare token).
+    fn principal<T>(&self, req: &Request<T>) -> Result<Principal, CallError> {
+        let auth = &self.core.auth;
+        if !auth.enabled() {
+            return Ok(Principal::open());
+        }
+        let ip = req.remote_addr().map(|a| a.ip());
+        if let Some(wait) = ip.and_then(|ip| auth.failures.blocked(ip, std::time::Instant::now())) {
+            auth.stats.blocked.fetch_add(1, Ordering::Relaxed);
+            return Err(CallError::Blocked(wait.as_secs().max(1)));
+        }
+        let token = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(|v| {
+            let v = v.trim();
+            match v.split_once(' ') {
+                Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
+                _ => v,
+            }
+        });
+        auth.verify(token.unwrap_or_default()).map_err(|e| {
+            if let Some(ip) = ip {
+                auth.failed(ip, &e);
+            }
+            CallError::Unauthenticated(e.to_string())
+        })
+    }
+
     /// Named symbols: each known one's quote, the others rejected.
-    fn named(&self, texts: &[String], out: &mut GetSnapshotResponse) -> Result<(), CallError> {
+    fn named(
+        &self,
+        texts: &[String],
+        who: &Principal,
+        out: &mut GetSnapshotResponse,
+    ) -> Result<(), CallError> {
         let book = &self.core.book;
         for sym in request::symbols(texts, self.cfg.max_symbols_per_call)? {
+            if !who.entitlements.allows(sym.as_str()) {
+                self.core.auth.stats.not_entitled.fetch_add(1, Ordering::Relaxed);
+                out.rejected.push(not_entitled(sym.as_str()));
+                continue;
+            }
             match book.id(&sym).and_then(|id| book.get(id)) {
                 Some(q) => out.quotes.push(to_proto(&q, SNAPSHOT)),
                 None => out.rejected.push(unknown(sym.as_str())),
@@ -70,8 +108,16 @@ impl QuoteSvc {
         Ok(())
     }
 
-    /// One page of every symbol, in id order.
-    fn page(&self, page_size: u32, token: &str, out: &mut GetSnapshotResponse) -> Result<(), CallError> {
+    /// One page of every symbol, in id order; only those `who` is entitled
+    /// to are in it (a page may hold fewer than its size, even none, and
+    /// still name a next page).
+    fn page(
+        &self,
+        page_size: u32,
+        token: &str,
+        who: &Principal,
+        out: &mut GetSnapshotResponse,
+    ) -> Result<(), CallError> {
         let start = if token.is_empty() { 0 } else { PageToken::decode(token, self.instance)?.next };
         let size = match page_size {
             0 => self.cfg.default_page_size,
@@ -85,11 +131,24 @@ impl QuoteSvc {
         }
         let end = start.saturating_add(size).min(len);
         out.quotes.reserve((end - start) as usize);
-        out.quotes.extend((start..end).filter_map(|id| book.get(id)).map(|q| to_proto(&q, SNAPSHOT)));
+        out.quotes.extend(
+            (start..end)
+                .filter_map(|id| book.get(id))
+                .filter(|q| who.entitlements.allows(q.symbol.as_str()))
+                .map(|q| to_proto(&q, SNAPSHOT)),
+        );
         if end < len {
             out.next_page_token = PageToken { instance: self.instance, next: end }.encode();
         }
         Ok(())
+    }
+}
+
+fn not_entitled(symbol: &str) -> v1::Rejection {
+    v1::Rejection {
+        symbol: symbol.to_string(),
+        code: ErrorCode::NotEntitled as i32,
+        reason: "not entitled to this symbol".into(),
     }
 }
 
@@ -108,6 +167,7 @@ impl QuoteService for QuoteSvc {
         req: Request<GetSnapshotRequest>,
     ) -> Result<Response<GetSnapshotResponse>, Status> {
         self.serving()?;
+        let who = self.principal(&req)?;
         let r = req.into_inner();
         // Read before the quotes: every quote reflects at least the feed up
         // to here (each quote's own feed_seq is exact).
@@ -117,24 +177,25 @@ impl QuoteService for QuoteSvc {
             ..Default::default()
         };
         if r.symbols.is_empty() {
-            self.page(r.page_size, &r.page_token, &mut out)?;
+            self.page(r.page_size, &r.page_token, &who, &mut out)?;
         } else if !r.page_token.is_empty() {
             return Err(CallError::PageTokenWithSymbols.into());
         } else {
-            self.named(&r.symbols, &mut out)?;
+            self.named(&r.symbols, &who, &mut out)?;
         }
         Ok(Response::new(out))
     }
 
     async fn list_symbols(
         &self,
-        _req: Request<ListSymbolsRequest>,
+        req: Request<ListSymbolsRequest>,
     ) -> Result<Response<ListSymbolsResponse>, Status> {
         self.serving()?;
+        let who = self.principal(&req)?;
         let book = &self.core.book;
         let symbols = (0..book.len() as SymbolId)
             .filter_map(|id| {
-                let q = book.get(id)?;
+                let q = book.get(id).filter(|q| who.entitlements.allows(q.symbol.as_str()))?;
                 Some(SymbolInfo {
                     symbol: q.symbol.as_str().to_string(),
                     // The current session's code; 0 until its directory
@@ -158,6 +219,7 @@ impl QuoteService for QuoteSvc {
         req: Request<StreamQuotesRequest>,
     ) -> Result<Response<QuoteStream>, Status> {
         self.serving()?;
+        let who = self.principal(&req)?;
         // tonic's deadline layer only covers the call until the response
         // starts; the stream itself ends at the caller's deadline here.
         let timeout = request::grpc_timeout(req.metadata().get("grpc-timeout").and_then(|v| v.to_str().ok()));
@@ -169,7 +231,11 @@ impl QuoteService for QuoteSvc {
         if r.symbols.is_empty() {
             return Err(CallError::NoSymbols.into());
         }
-        let syms = request::symbols(&r.symbols, self.cfg.max_symbols_per_call)?;
+        let mut max = self.cfg.max_symbols_per_call;
+        if let Some(m) = who.max_symbols {
+            max = max.min(m as usize);
+        }
+        let syms = request::symbols(&r.symbols, max)?;
         let permit = self
             .streams
             .clone()
@@ -181,6 +247,11 @@ impl QuoteService for QuoteSvc {
         let mut sub = Subscription::new(core.hub.clone(), mailbox);
         let mut ack = v1::Ack::default();
         for sym in syms {
+            if !who.entitlements.allows(sym.as_str()) {
+                core.auth.stats.not_entitled.fetch_add(1, Ordering::Relaxed);
+                ack.rejected.push(not_entitled(sym.as_str()));
+                continue;
+            }
             match core.book.id(&sym) {
                 Some(id) if sub.add(id) => ack.accepted.push(sym.as_str().to_string()),
                 _ => ack.rejected.push(unknown(sym.as_str())),
@@ -188,6 +259,9 @@ impl QuoteService for QuoteSvc {
         }
         if ack.accepted.is_empty() {
             let names: Vec<&str> = ack.rejected.iter().map(|r| r.symbol.as_str()).collect();
+            if ack.rejected.iter().all(|r| r.code == ErrorCode::NotEntitled as i32) {
+                return Err(CallError::NotEntitled(names.join(", ")).into());
+            }
             return Err(CallError::NoKnownSymbols(names.join(", ")).into());
         }
         let (tx, end, stream) = stream::channel(self.cfg.stream_channel_capacity);

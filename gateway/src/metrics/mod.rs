@@ -167,6 +167,22 @@ pub mod names {
     pub const WS_OPENED: &str = "quotecast_ws_connections_opened_total";
     /// WebSocket connections closed, by `reason`.
     pub const WS_CLOSED: &str = "quotecast_ws_connections_closed_total";
+    /// Credentials refused, by `reason`.
+    pub const AUTH_FAILURES: &str = "quotecast_auth_failures_total";
+    /// Upgrades refused for their Origin.
+    pub const AUTH_ORIGIN_REFUSED: &str = "quotecast_auth_origin_refused_total";
+    /// Upgrades refused: the address failed authentication too often.
+    pub const AUTH_BLOCKED: &str = "quotecast_auth_blocked_total";
+    /// Connections refused by their key's connection limit.
+    pub const AUTH_CONNECTION_LIMITED: &str = "quotecast_auth_connection_limited_total";
+    /// Symbols refused as not entitled.
+    pub const AUTH_NOT_ENTITLED: &str = "quotecast_auth_not_entitled_total";
+    /// Credentials refreshed on open connections.
+    pub const AUTH_REFRESHED: &str = "quotecast_auth_refreshed_total";
+    /// Connections closed at their token's expiry.
+    pub const AUTH_EXPIRED_CLOSES: &str = "quotecast_auth_expired_closes_total";
+    /// Connections closed because their key was revoked.
+    pub const AUTH_REVOKED_CLOSES: &str = "quotecast_auth_revoked_closes_total";
     /// Symbol subscriptions over all connections.
     pub const WS_SUBSCRIPTIONS: &str = "quotecast_ws_subscriptions";
     /// Client requests received.
@@ -435,6 +451,48 @@ struct WsHandles {
     handshake_timeouts: Counter,
 }
 
+/// Handles mirroring [`crate::auth::AuthStats`].
+struct AuthHandles {
+    failures: [Counter; crate::auth::AuthError::LABELS.len()],
+    origin_refused: Counter,
+    blocked: Counter,
+    connection_limited: Counter,
+    not_entitled: Counter,
+    refreshed: Counter,
+    expired_closes: Counter,
+    revoked_closes: Counter,
+}
+
+impl AuthHandles {
+    fn new() -> Self {
+        use names::*;
+        AuthHandles {
+            failures: crate::auth::AuthError::LABELS.map(|r| counter!(AUTH_FAILURES, "reason" => r)),
+            origin_refused: counter!(AUTH_ORIGIN_REFUSED),
+            blocked: counter!(AUTH_BLOCKED),
+            connection_limited: counter!(AUTH_CONNECTION_LIMITED),
+            not_entitled: counter!(AUTH_NOT_ENTITLED),
+            refreshed: counter!(AUTH_REFRESHED),
+            expired_closes: counter!(AUTH_EXPIRED_CLOSES),
+            revoked_closes: counter!(AUTH_REVOKED_CLOSES),
+        }
+    }
+
+    fn sync(&self, s: &crate::auth::AuthStats) {
+        let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        for (c, v) in self.failures.iter().zip(&s.failures) {
+            c.absolute(l(v));
+        }
+        self.origin_refused.absolute(l(&s.origin_refused));
+        self.blocked.absolute(l(&s.blocked));
+        self.connection_limited.absolute(l(&s.connection_limited));
+        self.not_entitled.absolute(l(&s.not_entitled));
+        self.refreshed.absolute(l(&s.refreshed));
+        self.expired_closes.absolute(l(&s.expired_closes));
+        self.revoked_closes.absolute(l(&s.revoked_closes));
+    }
+}
+
 /// One gateway's metrics: its own Prometheus recorder, the handles a
 /// scrape fills from the stage counters, and the histograms the hot paths
 /// record into. Shared as `Arc<Telemetry>` through [`Core`].
@@ -442,6 +500,7 @@ pub struct Telemetry {
     handle: PrometheusHandle,
     feed: FeedHandles,
     ws: WsHandles,
+    auth: AuthHandles,
     send_latency: Arc<AtomicHistogram>,
     grpc: Arc<GrpcMetrics>,
     /// Wall clock at creation (ns), the feed age reference before any packet.
@@ -581,6 +640,26 @@ fn describe() {
     describe_gauge!(WS_MAX_CONNECTIONS, "WebSocket connection limit (--max-connections).");
     describe_counter!(WS_OPENED, Unit::Count, "WebSocket connections upgraded.");
     describe_counter!(WS_CLOSED, Unit::Count, "WebSocket connections closed, by reason.");
+    describe_counter!(AUTH_FAILURES, Unit::Count, "Credentials refused, by reason.");
+    describe_counter!(AUTH_ORIGIN_REFUSED, Unit::Count, "WebSocket upgrades refused for their Origin (403).");
+    describe_counter!(
+        AUTH_BLOCKED,
+        Unit::Count,
+        "Upgrades refused: the address failed authentication too often (429)."
+    );
+    describe_counter!(
+        AUTH_CONNECTION_LIMITED,
+        Unit::Count,
+        "Connections refused by their key's max_connections."
+    );
+    describe_counter!(AUTH_NOT_ENTITLED, Unit::Count, "Symbols refused as not entitled.");
+    describe_counter!(AUTH_REFRESHED, Unit::Count, "Credentials refreshed on open connections.");
+    describe_counter!(AUTH_EXPIRED_CLOSES, Unit::Count, "Connections closed at their token's expiry (4401).");
+    describe_counter!(
+        AUTH_REVOKED_CLOSES,
+        Unit::Count,
+        "Connections closed because their key was revoked (4401)."
+    );
     describe_gauge!(WS_SUBSCRIPTIONS, "Symbol subscriptions over all WebSocket connections.");
     describe_counter!(WS_REQUESTS, Unit::Count, "WebSocket client requests received.");
     describe_counter!(WS_BAD_REQUESTS, Unit::Count, "WebSocket client requests that could not be parsed.");
@@ -624,7 +703,7 @@ impl Telemetry {
     pub fn new() -> Self {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
-        let (feed, ws) = metrics::with_local_recorder(&recorder, || {
+        let (feed, ws, auth) = metrics::with_local_recorder(&recorder, || {
             use names::*;
             describe();
             gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "profile" => PROFILE).set(1.0);
@@ -680,12 +759,13 @@ impl Telemetry {
                 handshakes_refused: counter!(WS_HANDSHAKES_REFUSED),
                 handshake_timeouts: counter!(WS_HANDSHAKE_TIMEOUTS),
             };
-            (feed, ws)
+            (feed, ws, AuthHandles::new())
         });
         Telemetry {
             handle,
             feed,
             ws,
+            auth,
             send_latency: Arc::new(AtomicHistogram::new(&LATENCY_BUCKETS)),
             grpc: Arc::new(GrpcMetrics::new()),
             created_ns: now_ns(),
@@ -783,6 +863,7 @@ impl Telemetry {
         w.http_requests.absolute(l(&s.http_requests));
         w.handshakes_refused.absolute(l(&s.handshakes_refused));
         w.handshake_timeouts.absolute(l(&s.handshake_timeouts));
+        self.auth.sync(&core.auth.stats);
     }
 
     /// The Prometheus text exposition of `core`'s gateway, counters read
@@ -880,6 +961,9 @@ mod tests {
             feed: Arc::new(FeedStats::default()),
             ws: Arc::new(WsStats::new(metrics.send_latency())),
             config: Config::for_tests(std::net::Ipv4Addr::new(239, 1, 2, 3), 5000),
+            auth: Arc::new(
+                crate::auth::Authenticator::new(&crate::auth::AuthConfig::parse_default()).unwrap(),
+            ),
             node: "test".into(),
             shutdown: CancellationToken::new(),
             drain: crate::drain::Drain::new(std::time::Duration::ZERO),

@@ -2,7 +2,10 @@
 //! health checks in plain HTTP, and performs the WebSocket upgrade itself
 //! (so `/healthz` and WebSocket share a port without a web framework).
 
+use crate::auth::Principal;
 use std::io;
+use std::net::IpAddr;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -21,6 +24,10 @@ pub enum Outcome {
     Upgraded {
         /// Symbols from `?symbols=A,B`.
         symbols: Vec<String>,
+        /// Who the upgrade's credential proved the client to be; `None`
+        /// when it brought none (with authentication on, the session then
+        /// waits for an `auth` request).
+        principal: Option<Arc<Principal>>,
         /// Bytes read past the request head.
         leftover: Vec<u8>,
     },
@@ -38,6 +45,29 @@ pub trait Health {
     /// every answer, so a client behind a balancer knows which node serves
     /// it.
     fn node(&self) -> &str;
+    /// Whether an upgrade from `peer` with this `Origin` and credential
+    /// (bearer header, else `?token=`) may proceed, and who it is.
+    ///
+    /// # Errors
+    /// The HTTP answer that refuses it (403 origin, 401 credential, 429
+    /// too many failures).
+    fn admit(
+        &self,
+        peer: IpAddr,
+        origin: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<Option<Arc<Principal>>, Denied>;
+}
+
+/// An upgrade refused before it happens, as an HTTP answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// Status line, e.g. "401 Unauthorized".
+    pub status: &'static str,
+    /// Extra headers (`WWW-Authenticate`, `Retry-After`).
+    pub headers: Vec<(&'static str, String)>,
+    /// Plain-text body saying why.
+    pub body: String,
 }
 
 /// The response header naming the node.
@@ -48,7 +78,11 @@ pub const NODE_HEADER: &str = "X-Quotecast-Node";
 /// # Errors
 /// I/O errors of the socket. Malformed requests are answered with a 4xx
 /// status and [`Outcome::Answered`].
-pub async fn accept(stream: &mut TcpStream, health: &(dyn Health + Sync)) -> io::Result<Outcome> {
+pub async fn accept(
+    stream: &mut TcpStream,
+    health: &(dyn Health + Sync),
+    peer: IpAddr,
+) -> io::Result<Outcome> {
     let mut buf = Vec::with_capacity(1024);
     let head_len = loop {
         if let Some(end) = find_head_end(&buf) {
@@ -112,6 +146,19 @@ pub async fn accept(stream: &mut TcpStream, health: &(dyn Health + Sync)) -> io:
                 respond(stream, "400 Bad Request", refusal.headers, refusal.body, head).await?;
             }
             Ok(key) => {
+                let token = header("authorization")
+                    .and_then(bearer)
+                    .map(str::to_string)
+                    .or_else(|| query_token(query));
+                let principal = match health.admit(peer, header("origin"), token.as_deref()) {
+                    Ok(p) => p,
+                    Err(d) => {
+                        let extra: Vec<(&str, &str)> =
+                            d.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                        respond(stream, d.status, &extra, &d.body, head).await?;
+                        return Ok(Outcome::Answered);
+                    }
+                };
                 let accept = derive_accept_key(key.as_bytes());
                 let symbols = query_symbols(query);
                 let resp = format!(
@@ -119,7 +166,7 @@ pub async fn accept(stream: &mut TcpStream, health: &(dyn Health + Sync)) -> io:
                     health.node()
                 );
                 stream.write_all(resp.as_bytes()).await?;
-                return Ok(Outcome::Upgraded { symbols, leftover: buf[head_len..].to_vec() });
+                return Ok(Outcome::Upgraded { symbols, principal, leftover: buf[head_len..].to_vec() });
             }
         },
         ("/" | "/ws", false) => {
@@ -199,6 +246,18 @@ async fn respond(
     stream.shutdown().await
 }
 
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(v: &str) -> Option<&str> {
+    let (scheme, token) = v.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// `token=` of a query string, percent-decoded (browsers cannot set
+/// headers on a WebSocket).
+fn query_token(query: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned())
+}
+
 /// Symbols of `symbols=A,B` in a query string (`%2C` accepted for commas).
 fn query_symbols(query: &str) -> Vec<String> {
     query
@@ -242,6 +301,15 @@ mod tests {
             let k = |name: &str| if name == "sec-websocket-key" { Some(key) } else { ok(name) };
             assert!(check_upgrade(false, Some(1), &k).is_err(), "{key:?}");
         }
+    }
+
+    #[test]
+    fn credentials_from_header_and_query() {
+        assert_eq!(bearer("Bearer abc.def.ghi"), Some("abc.def.ghi"));
+        assert_eq!(bearer("bearer  k1 "), Some("k1"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(query_token("symbols=A&token=a%2Bb"), Some("a+b".into()));
+        assert_eq!(query_token("symbols=A"), None);
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub mod close_code {
     pub const SLOW_CONSUMER: u16 = 4008;
     /// Nothing (not even a pong) received for `--idle-timeout-ms`.
     pub const IDLE: u16 = 4012;
+    /// Not (or no longer) authenticated: no credential within
+    /// `--auth-timeout-ms`, a refused one, the token expired, or the key
+    /// was revoked. The reason says which.
+    pub const UNAUTHORIZED: u16 = 4401;
 
     /// Low-cardinality label of a close reason, for metrics and logs.
     pub fn label(code: u16) -> &'static str {
@@ -65,6 +69,7 @@ pub mod close_code {
             TRY_AGAIN_LATER => "connection_limit",
             SLOW_CONSUMER => "slow_consumer",
             IDLE => "idle_timeout",
+            UNAUTHORIZED => "unauthorized",
             PROTOCOL => "protocol_error",
             INVALID_UTF8 => "invalid_utf8",
             _ => "other",
@@ -72,7 +77,7 @@ pub mod close_code {
     }
 
     /// Every label [`label`] can return.
-    pub const LABELS: [&str; 12] = [
+    pub const LABELS: [&str; 13] = [
         "normal",
         "shutdown",
         "service_restart",
@@ -82,6 +87,7 @@ pub mod close_code {
         "connection_limit",
         "slow_consumer",
         "idle_timeout",
+        "unauthorized",
         "protocol_error",
         "invalid_utf8",
         "other",
@@ -184,6 +190,46 @@ impl handshake::Health for Core {
 
     fn node(&self) -> &str {
         &self.node
+    }
+
+    fn admit(
+        &self,
+        peer: std::net::IpAddr,
+        origin: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<Option<Arc<crate::auth::Principal>>, handshake::Denied> {
+        let auth = &self.auth;
+        if let Some(o) = origin {
+            if !auth.origin_allowed(o) {
+                auth.stats.origin_refused.fetch_add(1, Ordering::Relaxed);
+                return Err(handshake::Denied {
+                    status: "403 Forbidden",
+                    headers: Vec::new(),
+                    body: format!("origin {o:?} is not allowed (--allowed-origins)\n"),
+                });
+            }
+        }
+        if !auth.enabled() {
+            return Ok(Some(auth.open()));
+        }
+        if let Some(wait) = auth.failures.blocked(peer, std::time::Instant::now()) {
+            auth.stats.blocked.fetch_add(1, Ordering::Relaxed);
+            let secs = wait.as_secs().max(1);
+            return Err(handshake::Denied {
+                status: "429 Too Many Requests",
+                headers: vec![("Retry-After", secs.to_string())],
+                body: format!("too many failed authentications from this address; retry after {secs} s\n"),
+            });
+        }
+        let Some(token) = token else { return Ok(None) };
+        auth.verify(token).map(|p| Some(Arc::new(p))).map_err(|e| {
+            auth.failed(peer, &e);
+            handshake::Denied {
+                status: "401 Unauthorized",
+                headers: vec![("WWW-Authenticate", "Bearer error=\"invalid_token\"".into())],
+                body: format!("{e}\n"),
+            }
+        })
     }
 }
 
@@ -352,7 +398,7 @@ async fn connection(
     // The handshake and the refusal below are boxed: their futures are
     // large and short-lived, and an unboxed one would size the task every
     // open connection keeps (see the idle-memory figures in BENCHMARKS.md).
-    let handshake = Box::pin(handshake::accept(&mut stream, shared.as_ref()));
+    let handshake = Box::pin(handshake::accept(&mut stream, shared.as_ref(), peer.ip()));
     let outcome = match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(o)) => o,
         Ok(Err(e)) => {
@@ -365,8 +411,8 @@ async fn connection(
             return;
         }
     };
-    let (symbols, leftover) = match outcome {
-        handshake::Outcome::Upgraded { symbols, leftover } => (symbols, leftover),
+    let (symbols, principal, leftover) = match outcome {
+        handshake::Outcome::Upgraded { symbols, principal, leftover } => (symbols, principal, leftover),
         handshake::Outcome::Answered => {
             shared.ws.http_requests.fetch_add(1, Ordering::Relaxed);
             drain_and_drop(stream, Duration::from_secs(1)).await;
@@ -392,7 +438,7 @@ async fn connection(
     shared.ws.open.fetch_add(1, Ordering::Relaxed);
     shared.ws.opened.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(%peer, "connection opened");
-    session::Session::new(shared.clone(), peer, lane).run(ws, symbols).await;
+    session::Session::new(shared.clone(), peer, lane, principal).run(ws, symbols).await;
     shared.ws.open.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -428,6 +474,9 @@ mod tests {
             feed: Arc::new(crate::ingest::FeedStats::default()),
             ws: Arc::new(WsStats::default()),
             config: crate::Config::for_tests(std::net::Ipv4Addr::new(239, 1, 2, 3), 5000),
+            auth: Arc::new(
+                crate::auth::Authenticator::new(&crate::auth::AuthConfig::parse_default()).unwrap(),
+            ),
             node: "test".into(),
             shutdown: CancellationToken::new(),
             drain: crate::drain::Drain::new(Duration::ZERO),

@@ -45,6 +45,11 @@ pub enum Request {
         /// Echoed timestamp.
         ts: i64,
     },
+    /// A credential: the first one, or a fresh one before expiry.
+    Auth {
+        /// JWT or API key.
+        token: String,
+    },
 }
 
 /// A request with its id and encoding.
@@ -84,6 +89,8 @@ struct JsonRequest {
     from_epoch: Option<String>,
     #[serde(default)]
     ts: Option<i64>,
+    #[serde(default)]
+    token: Option<String>,
 }
 
 fn check_id(id: String, format: Format) -> Result<String, BadRequest> {
@@ -118,10 +125,11 @@ pub fn parse_text(text: &str) -> Result<Envelope, BadRequest> {
         },
         "list" => Request::List,
         "ping" => Request::Ping { ts: r.ts.unwrap_or_default() },
+        "auth" => Request::Auth { token: r.token.ok_or_else(|| bad(&id, "auth needs \"token\"".into()))? },
         other => {
             return Err(bad(
                 &id,
-                format!("unknown op {other:?}; expected subscribe, unsubscribe, list or ping"),
+                format!("unknown op {other:?}; expected subscribe, unsubscribe, list, ping or auth"),
             ))
         }
     };
@@ -149,6 +157,7 @@ pub fn parse_binary(bytes: &[u8]) -> Result<Envelope, BadRequest> {
         Some(Op::Unsubscribe(u)) => Request::Unsubscribe { symbols: u.symbols },
         Some(Op::List(_)) => Request::List,
         Some(Op::Ping(p)) => Request::Ping { ts: p.ts },
+        Some(Op::Auth(a)) => Request::Auth { token: a.token },
         None => return Err(BadRequest { id, message: "ClientMessage has no op".into(), format }),
     };
     Ok(Envelope { id, request, format })
@@ -165,6 +174,8 @@ pub enum Reply {
     Pong(v1::Pong),
     /// The subscription set.
     Subscriptions(v1::Subscriptions),
+    /// Who the connection is (a reply to `auth`, or an expiry warning).
+    Authenticated(v1::Authenticated),
 }
 
 /// The JSON spelling of an error code (`UNKNOWN_SYMBOL`, ...).
@@ -187,6 +198,7 @@ enum JsonReply<'a> {
     Error { id: &'a str, code: &'static str, message: &'a str, retry_after_ms: u64 },
     Pong { id: &'a str, ts: i64 },
     Subscriptions { id: &'a str, symbols: &'a [String] },
+    Authenticated { id: &'a str, subject: &'a str, expires_at_ms: u64, expiring: bool },
 }
 
 impl Reply {
@@ -199,6 +211,7 @@ impl Reply {
                     Reply::Error(e) => Body::Error(e),
                     Reply::Pong(p) => Body::Pong(p),
                     Reply::Subscriptions(s) => Body::Subscriptions(s),
+                    Reply::Authenticated(a) => Body::Authenticated(a),
                 };
                 Control::Binary(v1::ServerMessage { body: Some(body) }.encode_to_vec().into())
             }
@@ -225,6 +238,12 @@ impl Reply {
                     },
                     Reply::Pong(p) => JsonReply::Pong { id: &p.id, ts: p.ts },
                     Reply::Subscriptions(s) => JsonReply::Subscriptions { id: &s.id, symbols: &s.symbols },
+                    Reply::Authenticated(a) => JsonReply::Authenticated {
+                        id: &a.id,
+                        subject: &a.subject,
+                        expires_at_ms: a.expires_at_ms,
+                        expiring: a.expiring,
+                    },
                 };
                 // Serializing these plain structs cannot fail.
                 Control::Text(serde_json::to_string(&j).unwrap_or_default())
@@ -262,6 +281,10 @@ mod tests {
         );
         assert_eq!(parse_text(r#"{"op":"list"}"#).unwrap().request, Request::List);
         assert_eq!(parse_text(r#"{"op":"ping","ts":5}"#).unwrap().request, Request::Ping { ts: 5 });
+        assert_eq!(
+            parse_text(r#"{"op":"auth","token":"k"}"#).unwrap().request,
+            Request::Auth { token: "k".into() }
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@
 use super::close::{self, End};
 use super::close_code;
 use super::protocol::{self, BadRequest, Envelope, Format, Reply, Request};
+use crate::auth::limits::Held;
+use crate::auth::Principal;
 use crate::book::SymbolId;
 use crate::core::Core;
 use crate::hub::encode;
@@ -67,10 +69,27 @@ fn drain_key(peer: SocketAddr) -> u64 {
     (ip << 16) | u64::from(peer.port())
 }
 
+/// What [`Session::guard`] wakes up for.
+#[derive(Debug, Clone, Copy)]
+enum Wake {
+    NoCredential,
+    Warn,
+    Expired,
+}
+
 /// Per-session state the reader changes.
 struct State {
     subs: BTreeSet<SymbolId>,
     limit: RateLimit,
+    /// Who the client is; `None` until it authenticates (authentication
+    /// on and no credential in the upgrade).
+    principal: Option<Arc<Principal>>,
+    /// Its place among its subject's connections (`max_connections`);
+    /// boxed: a connection without a limit pays one pointer.
+    held: Option<Box<Held>>,
+    /// The encoding of the client's last request: how to send what it did
+    /// not ask for (the expiry warning).
+    format: Format,
 }
 
 /// A connected, upgraded client.
@@ -82,17 +101,43 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session for `peer`, running on the worker of fan-out lane `lane`.
-    pub fn new(shared: Arc<Core>, peer: SocketAddr, lane: usize) -> Self {
+    /// A session for `peer`, running on the worker of fan-out lane `lane`,
+    /// as `principal` (`None`: it must authenticate first).
+    pub fn new(shared: Arc<Core>, peer: SocketAddr, lane: usize, principal: Option<Arc<Principal>>) -> Self {
         let cfg = &shared.config.ws;
         Session {
             mailbox: Arc::new(Mailbox::new(cfg.queue_capacity, 64).on_lane(lane)),
             state: parking_lot::Mutex::new(State {
                 subs: BTreeSet::new(),
                 limit: RateLimit::new(cfg.max_requests_per_sec),
+                principal,
+                held: None,
+                format: Format::Binary,
             }),
             shared,
             peer,
+        }
+    }
+
+    /// Takes the connection's place among its subject's connections.
+    fn hold(&self, st: &mut State) -> Result<(), End> {
+        let Some(p) = &st.principal else { return Ok(()) };
+        if !self.shared.auth.enabled() || st.held.is_some() {
+            return Ok(());
+        }
+        match self.shared.auth.connections.take(&p.subject, p.max_connections) {
+            Some(h) => {
+                st.held = Some(Box::new(h));
+                Ok(())
+            }
+            None => {
+                self.shared.auth.stats.connection_limited.fetch_add(1, Ordering::Relaxed);
+                let max = p.max_connections.unwrap_or_default();
+                Err(End::Close(
+                    close_code::TRY_AGAIN_LATER,
+                    format!("{} holds its {max} connections; close one or retry later", p.subject),
+                ))
+            }
         }
     }
 
@@ -103,6 +148,16 @@ impl Session {
     #[tracing::instrument(name = "session", skip_all, fields(peer = %self.peer))]
     pub async fn run(self, ws: WebSocketStream<TcpStream>, initial: Vec<String>) {
         let (mut sink, mut stream) = ws.split();
+        let held = self.hold(&mut self.state.lock());
+        if let Err(end) = held {
+            let label = end.label();
+            let linger = self.shared.config.ws.close_linger().min(Duration::from_secs(1));
+            if let Ok(ws) = sink.reunite(stream) {
+                Box::pin(close::finish(ws, end, linger)).await;
+            }
+            self.shared.ws.record_close(label);
+            return;
+        }
         if !initial.is_empty() {
             self.handle(Envelope {
                 id: String::new(),
@@ -117,6 +172,15 @@ impl Session {
         let end = tokio::select! {
             end = self.read_loop(&mut stream) => end,
             end = self.write_loop(&mut sink) => end,
+            // Boxed, and only with authentication on: an idle connection
+            // without it carries no guard at all.
+            end = async {
+                if self.shared.auth.enabled() {
+                    Box::pin(self.guard()).await
+                } else {
+                    std::future::pending().await
+                }
+            } => end,
             () = self.shared.drain.turn(drain_key(self.peer)) => {
                 End::Close(close_code::SERVICE_RESTART, crate::drain::HINT.into())
             }
@@ -203,6 +267,12 @@ impl Session {
                     );
                     self.reply(&Reply::error(&env.id, ErrorCode::RateLimited, msg, ms), env.format)
                 }
+                (Ok(Envelope { id, request: Request::Auth { token }, format }), Ok(())) => {
+                    match self.authenticate(&id, &token, format) {
+                        Ok(overflow) => overflow,
+                        Err(end) => return end,
+                    }
+                }
                 (Ok(env), Ok(())) => self.handle(env),
             };
             if overflow {
@@ -219,6 +289,15 @@ impl Session {
     /// Serves one request; true if the reply could not be queued.
     fn handle(&self, env: Envelope) -> bool {
         let Envelope { id, request, format } = env;
+        {
+            let mut st = self.state.lock();
+            st.format = format;
+            if st.principal.is_none() {
+                drop(st);
+                let msg = "authenticate first: send {\"op\":\"auth\",\"token\":...} (or an Auth message)";
+                return self.reply(&Reply::error(&id, ErrorCode::NotAuthenticated, msg, 0), format);
+            }
+        }
         match request {
             Request::Subscribe { symbols, from_seq, from_epoch } => {
                 self.subscribe(&id, symbols, &from_seq, &from_epoch, format)
@@ -229,6 +308,151 @@ impl Session {
                 self.reply(&Reply::Subscriptions(v1::Subscriptions { id, symbols: names }), format)
             }
             Request::Ping { ts } => self.reply(&Reply::Pong(v1::Pong { id, ts }), format),
+            // Taken by the read loop before this (it may end the session).
+            Request::Auth { .. } => false,
+        }
+    }
+
+    /// Serves `auth`: the first credential, or a fresh one for the same
+    /// subject (the new entitlements apply at once: symbols it no longer
+    /// covers are unsubscribed, and the client is told which). A refused
+    /// credential ends the session with 4401. `Ok(true)`: the reply could
+    /// not be queued.
+    fn authenticate(&self, id: &str, token: &str, format: Format) -> Result<bool, End> {
+        let auth = &self.shared.auth;
+        let refused = |e: crate::auth::AuthError| {
+            auth.failed(self.peer.ip(), &e);
+            End::Close(close_code::UNAUTHORIZED, e.to_string())
+        };
+        let p = Arc::new(auth.verify(token).map_err(refused)?);
+        let mut removed = Vec::new();
+        let mut st = self.state.lock();
+        st.format = format;
+        match &st.principal {
+            Some(old) if old.subject != p.subject => {
+                return Err(refused(crate::auth::AuthError::OtherSubject(old.subject.clone())));
+            }
+            Some(_) => {
+                let subs: Vec<SymbolId> = st.subs.iter().copied().collect();
+                for sid in subs {
+                    let Some(name) = self.shared.book.name(sid) else { continue };
+                    if !p.entitlements.allows(name.as_str()) {
+                        st.subs.remove(&sid);
+                        self.shared.hub.unsubscribe(sid, &self.mailbox);
+                        self.shared.ws.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                        removed.push(name.as_str().to_string());
+                    }
+                }
+                st.principal = Some(p.clone());
+                auth.stats.refreshed.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                st.principal = Some(p.clone());
+                self.hold(&mut st)?;
+            }
+        }
+        drop(st);
+        let reply = Reply::Authenticated(v1::Authenticated {
+            id: id.to_string(),
+            subject: p.subject.clone(),
+            expires_at_ms: p.expires_at.map_or(0, |s| s.saturating_mul(1000)),
+            expiring: false,
+        });
+        if self.reply(&reply, format) {
+            return Ok(true);
+        }
+        if !removed.is_empty() {
+            let msg = format!("the refreshed credential does not cover {}: unsubscribed", removed.join(", "));
+            return Ok(self.reply(&Reply::error(id, ErrorCode::NotEntitled, msg, 0), format));
+        }
+        Ok(false)
+    }
+
+    /// Ends the session when its access does: no credential within
+    /// `--auth-timeout-ms`, the token's expiry (warned
+    /// `--auth-expiry-warning-ms` before), or its key removed from the key
+    /// file. Run only with authentication on.
+    async fn guard(&self) -> End {
+        let auth = &self.shared.auth;
+        let cfg = auth.config();
+        let mut changes = auth.changes();
+        let deadline = tokio::time::Instant::now() + cfg.auth_timeout();
+        let mut warned: Option<u64> = None;
+        loop {
+            let p = self.state.lock().principal.clone();
+            // When to look again, and what it means then.
+            let (at, what) = match &p {
+                None => (Some(deadline), Wake::NoCredential),
+                Some(p) => match p.remaining(std::time::SystemTime::now()) {
+                    None => (None, Wake::Expired),
+                    Some(left) => {
+                        let now = tokio::time::Instant::now();
+                        if left.is_zero() {
+                            (Some(now), Wake::Expired)
+                        } else if warned != p.expires_at && left > cfg.expiry_warning() {
+                            (Some(now + left - cfg.expiry_warning()), Wake::Warn)
+                        } else if warned != p.expires_at {
+                            (Some(now), Wake::Warn)
+                        } else {
+                            (Some(now + left), Wake::Expired)
+                        }
+                    }
+                },
+            };
+            let sleep = async {
+                match at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = sleep => {
+                    // Authenticated or refreshed meanwhile: look again.
+                    let now = self.state.lock().principal.clone();
+                    let same = match (&now, &p) {
+                        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                        (None, None) => true,
+                        _ => false,
+                    };
+                    if !same {
+                        continue;
+                    }
+                    match what {
+                    Wake::NoCredential => {
+                        auth.failed(self.peer.ip(), &crate::auth::AuthError::Missing);
+                        let ms = cfg.auth_timeout_ms;
+                        return End::Close(close_code::UNAUTHORIZED, format!("no credential within {ms} ms"));
+                    }
+                    Wake::Expired => {
+                        auth.stats.expired_closes.fetch_add(1, Ordering::Relaxed);
+                        return End::Close(close_code::UNAUTHORIZED, "token expired".into());
+                    }
+                    Wake::Warn => {
+                        let Some(p) = p else { continue };
+                        warned = p.expires_at;
+                        let format = self.state.lock().format;
+                        let warning = Reply::Authenticated(v1::Authenticated {
+                            id: String::new(),
+                            subject: p.subject.clone(),
+                            expires_at_ms: p.expires_at.map_or(0, |s| s.saturating_mul(1000)),
+                            expiring: true,
+                        });
+                        let _ = self.reply(&warning, format);
+                    }
+                    }
+                },
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return std::future::pending().await;
+                    }
+                    if let Some(p) = &p {
+                        if let Err(e) = auth.still_valid(p) {
+                            auth.stats.revoked_closes.fetch_add(1, Ordering::Relaxed);
+                            return End::Close(close_code::UNAUTHORIZED, e.to_string());
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -265,8 +489,24 @@ impl Session {
         from_epoch: &str,
         format: Format,
     ) -> bool {
-        let max = self.shared.config.ws.max_symbols_per_connection;
+        let mut max = self.shared.config.ws.max_symbols_per_connection;
         let mut rejected = Vec::new();
+        // Entitlements first, on the text as sent: a symbol the client may
+        // not see is refused the same way whether the feed has it or not.
+        let symbols = {
+            let st = self.state.lock();
+            let Some(p) = &st.principal else { return false };
+            if let Some(m) = p.max_symbols {
+                max = max.min(m as usize);
+            }
+            let (allowed, refused): (Vec<String>, Vec<String>) =
+                symbols.into_iter().partition(|s| p.entitlements.allows(&s.to_ascii_uppercase()));
+            for s in refused {
+                self.shared.auth.stats.not_entitled.fetch_add(1, Ordering::Relaxed);
+                rejected.push(rejection(&s, ErrorCode::NotEntitled, "not entitled to this symbol".into()));
+            }
+            allowed
+        };
         if symbols.len() > max {
             let msg = format!("{} symbols in one request; at most {max}", symbols.len());
             return self.reply(&Reply::error(id, ErrorCode::SymbolLimit, msg, 0), format);

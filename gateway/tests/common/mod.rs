@@ -365,7 +365,7 @@ fn stuck(
 
 /// pip packages of the Python client tests (installed by scripts/test.sh).
 pub const PYTHON_PACKAGES: &str =
-    "websockets protobuf grpcio grpcio-tools grpcio-health-checking grpcio-reflection pytest";
+    "websockets protobuf grpcio grpcio-tools grpcio-health-checking grpcio-reflection pytest pyjwt cryptography";
 
 /// Fails (never skips) with the install command when python3 or one of
 /// `modules` is missing.
