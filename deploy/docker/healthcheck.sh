@@ -6,7 +6,9 @@
 #
 # The address is QUOTECAST_HEALTH_ADDR, else QUOTECAST_WS_ADDR (the
 # gateway's own setting), else the gateway's default; a wildcard host
-# (0.0.0.0, [::]) is probed on loopback.
+# (0.0.0.0, [::]) is probed on loopback. With TLS on the client ports
+# (QUOTECAST_TLS_CERT_FILE), point QUOTECAST_HEALTH_ADDR at the metrics
+# port (QUOTECAST_METRICS_ADDR), which answers /readyz in plain HTTP.
 set -u
 addr="${QUOTECAST_HEALTH_ADDR:-${QUOTECAST_WS_ADDR:-127.0.0.1:8080}}"
 port="${addr##*:}"

@@ -28,6 +28,9 @@ pub struct Config {
     /// Authentication, entitlements, origins.
     #[command(flatten)]
     pub auth: crate::auth::AuthConfig,
+    /// TLS for the client ports.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsConfig,
 }
 
 /// Where the feed comes from and how it is checked.
@@ -611,20 +614,26 @@ impl Config {
         Ok(())
     }
 
-    /// Safe by default: client ports on a non-loopback address need
-    /// authentication, or `--insecure` saying that anyone who can reach
-    /// them may read every symbol.
+    /// Safe by default: client ports on a non-loopback address need TLS
+    /// and authentication, or `--insecure` saying that anyone who can
+    /// reach them may read every symbol (and see it in plain text).
     fn check_exposure(&self) -> Result<(), ConfigError> {
-        if self.auth.enabled() || self.auth.insecure {
+        if (self.auth.enabled() && self.tls.enabled()) || self.auth.insecure {
             return Ok(());
         }
         let exposed = [("--ws-addr", self.ws.addr), ("--grpc-addr", self.serve.grpc_addr)]
             .into_iter()
             .find(|(_, a)| !a.ip().is_loopback());
         if let Some((flag, addr)) = exposed {
+            let missing = match (self.auth.enabled(), self.tls.enabled()) {
+                (false, false) => "authentication and TLS",
+                (false, true) => "authentication",
+                _ => "TLS",
+            };
             return Err(ConfigError::Conflict(format!(
-                "{flag} {addr} is reachable from the network without authentication: set --api-keys-file or \
-                 --jwt-key-file, or --insecure to serve every symbol to anyone who can connect"
+                "{flag} {addr} is reachable from the network without {missing}: set --api-keys-file or \
+                 --jwt-key-file, and --tls-cert-file with --tls-key-file; or --insecure to serve every \
+                 symbol to anyone who can connect"
             )));
         }
         Ok(())

@@ -27,6 +27,8 @@ pub struct Core {
     pub config: Config,
     /// Who may connect and what each may see.
     pub auth: Arc<crate::auth::Authenticator>,
+    /// TLS for the client ports (`None`: plain).
+    pub tls: Option<crate::tls::Tls>,
     /// This node's name (`--node-name`, else the host name).
     pub node: String,
     /// Cancelled on shutdown.

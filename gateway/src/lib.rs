@@ -29,6 +29,7 @@
 pub mod auth;
 pub mod book;
 pub mod config;
+pub mod conn;
 pub mod core;
 pub mod drain;
 pub mod feed_nats;
@@ -38,8 +39,10 @@ pub mod hub;
 pub mod ingest;
 pub mod metrics;
 pub mod ratelog;
+pub mod reload;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 pub mod ws;
 
 pub use crate::core::Core;

@@ -245,6 +245,7 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
         .into_writer();
     let feed = Arc::new(FeedStats::default());
     let auth = Arc::new(crate::auth::Authenticator::new(&cfg.auth)?);
+    let tls = crate::tls::Tls::new(&cfg.tls)?;
     if auth.enabled() {
         tracing::info!(api_keys = ?cfg.auth.api_keys_file, jwt_keys = ?cfg.auth.jwt_key_file, "clients must authenticate");
     } else if cfg.auth.insecure {
@@ -326,6 +327,7 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
         ws: ws_stats.clone(),
         config: cfg.clone(),
         auth: auth.clone(),
+        tls: tls.clone(),
         node: cfg.serve.node_name(),
         shutdown: shutdown.clone(),
         drain: crate::drain::Drain::new(Duration::from_millis(cfg.serve.drain_spread_ms)),
@@ -348,12 +350,14 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
             }
         }
     });
+    if let Some(t) = &tls {
+        let every = Duration::from_millis(cfg.tls.tls_reload_ms);
+        let certs = t.certs.clone();
+        side.spawn(crate::reload::watch("TLS certificate", every, shutdown.clone(), move || certs.reload()));
+    }
     if auth.enabled() {
-        side.spawn(reload_keys(
-            auth,
-            Duration::from_millis(cfg.auth.auth_reload_ms.max(10)),
-            shutdown.clone(),
-        ));
+        let every = Duration::from_millis(cfg.auth.auth_reload_ms);
+        side.spawn(crate::reload::watch("key files", every, shutdown.clone(), move || auth.reload()));
     }
     side.close();
     let line_b = cfg.feed.line_b().map(|b| format!("{}:{}", b.group, b.port));
@@ -380,31 +384,4 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
         tracing::info!("gateway stopped");
     });
     Ok(Running { ws_addr, grpc_addr, metrics_addr, core, done })
-}
-
-/// Re-reads the key files when they change, until shutdown: open sessions
-/// re-check their credential on each change (a removed key is closed).
-async fn reload_keys(auth: Arc<crate::auth::Authenticator>, every: Duration, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Said once per bad version of a file, not once per look.
-    let mut failing = false;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = shutdown.cancelled() => return,
-        }
-        match auth.reload() {
-            Ok(true) => {
-                failing = false;
-                tracing::info!("key files reloaded");
-            }
-            Ok(false) => {}
-            Err(e) if !failing => {
-                failing = true;
-                tracing::warn!(error = %e, "key file changed but cannot be used; keeping the previous keys");
-            }
-            Err(_) => {}
-        }
-    }
 }

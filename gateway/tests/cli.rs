@@ -54,7 +54,8 @@ fn bad_values_print_one_line_and_exit_64() {
         // Safe by default: off loopback only with authentication or --insecure
         // (refused before anything binds).
         (&["--ws-addr", "10.0.0.1:8080"][..], "--ws-addr 10.0.0.1:8080 is reachable from the network"),
-        (&["--grpc-addr", "0.0.0.0:50051"][..], "--api-keys-file or --jwt-key-file, or --insecure"),
+        (&["--grpc-addr", "0.0.0.0:50051"][..], "without authentication and TLS"),
+        (&["--grpc-addr", "0.0.0.0:50051", "--api-keys-file", "/nonexistent"][..], "without TLS"),
     ] {
         let out = gateway().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(64), "{args:?}");

@@ -39,6 +39,7 @@ pub mod stream;
 
 pub use config::GrpcConfig;
 
+use crate::conn::Conn;
 use crate::core::Core;
 use quotecast_proto::v1::quote_service_server::QuoteServiceServer;
 use service::QuoteSvc;
@@ -78,6 +79,53 @@ pub enum ServeError {
 /// Serves gRPC on `listener` with the default limits until shutdown.
 ///
 /// # Errors
+/// Accepted connections, as tonic takes them.
+type Incoming = std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<Conn>> + Send>>;
+
+/// The connections of `listener`: plain, or with `--tls-cert-file` TLS
+/// (ALPN h2, client certificates with `--tls-client-ca-file`). Each TLS
+/// handshake runs in its own task, within `--handshake-timeout-ms`, so a
+/// slow or silent one never holds up the others.
+fn incoming(listener: tokio::net::TcpListener, core: &Arc<Core>, tasks: &TaskTracker) -> Incoming {
+    use futures_util::StreamExt;
+    let plain = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let Some(tls) = core.tls.clone() else {
+        return Box::pin(plain.map(|r| r.map(Conn::Plain)));
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let timeout = Duration::from_millis(core.config.ws.handshake_timeout_ms);
+    let (core, accepting) = (core.clone(), tasks.clone());
+    tasks.spawn(async move {
+        let mut plain = std::pin::pin!(plain);
+        loop {
+            let tcp = tokio::select! {
+                () = core.shutdown.cancelled() => return,
+                next = plain.next() => match next {
+                    Some(Ok(tcp)) => tcp,
+                    Some(Err(_)) => continue,
+                    None => return,
+                },
+            };
+            let (acceptor, tx, core) = (tls.grpc.clone(), tx.clone(), core.clone());
+            accepting.spawn(async move {
+                match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => {
+                        let _ = tx.send(Ok(Conn::Tls(Box::new(s)))).await;
+                    }
+                    Ok(Err(e)) => {
+                        core.ws.tls_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::debug!(error = %e, "gRPC TLS handshake failed");
+                    }
+                    Err(_) => {
+                        core.ws.tls_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
 /// When the server fails (see [`serve_with`]).
 pub async fn serve(listener: tokio::net::TcpListener, core: Arc<Core>) -> anyhow::Result<()> {
     let cfg = core.config.grpc.clone();
@@ -127,7 +175,7 @@ pub async fn serve_with(
         .build_v1alpha()?;
 
     let addr = listener.local_addr().ok();
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = incoming(listener, &core, &tasks);
     let server = Server::builder()
         .timeout(cfg.request_timeout())
         .max_concurrent_streams(cfg.max_concurrent_streams)

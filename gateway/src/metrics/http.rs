@@ -100,6 +100,17 @@ fn respond(req: &Request<Incoming>, core: &Core) -> Response<Full<Bytes>> {
         (&Method::GET | &Method::HEAD, "/") => {
             plain(StatusCode::OK, "quotecast gateway metrics: GET /metrics\n")
         }
+        // The health answers of the WebSocket port, in plain HTTP here too:
+        // a probe that cannot speak TLS (a container's bash health check)
+        // still has a port to ask when the client ports are TLS-only.
+        (&Method::GET | &Method::HEAD, "/healthz") => plain(StatusCode::OK, "ok\n"),
+        (&Method::GET | &Method::HEAD, "/readyz") => {
+            let (ok, why) = core.readiness();
+            let mut r = Response::new(Full::new(Bytes::from(format!("{why}\n"))));
+            *r.status_mut() = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+            r
+        }
         (_, "/metrics" | "/") => plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
         _ => plain(StatusCode::NOT_FOUND, "not found; metrics are at /metrics\n"),
     }

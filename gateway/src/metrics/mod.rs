@@ -167,6 +167,8 @@ pub mod names {
     pub const WS_OPENED: &str = "quotecast_ws_connections_opened_total";
     /// WebSocket connections closed, by `reason`.
     pub const WS_CLOSED: &str = "quotecast_ws_connections_closed_total";
+    /// TLS handshakes that failed.
+    pub const TLS_FAILURES: &str = "quotecast_tls_handshake_failures_total";
     /// Credentials refused, by `reason`.
     pub const AUTH_FAILURES: &str = "quotecast_auth_failures_total";
     /// Upgrades refused for their Origin.
@@ -449,6 +451,7 @@ struct WsHandles {
     http_requests: Counter,
     handshakes_refused: Counter,
     handshake_timeouts: Counter,
+    tls_failures: Counter,
 }
 
 /// Handles mirroring [`crate::auth::AuthStats`].
@@ -641,6 +644,7 @@ fn describe() {
     describe_counter!(WS_OPENED, Unit::Count, "WebSocket connections upgraded.");
     describe_counter!(WS_CLOSED, Unit::Count, "WebSocket connections closed, by reason.");
     describe_counter!(AUTH_FAILURES, Unit::Count, "Credentials refused, by reason.");
+    describe_counter!(TLS_FAILURES, Unit::Count, "TLS handshakes that failed (WebSocket and gRPC ports).");
     describe_counter!(AUTH_ORIGIN_REFUSED, Unit::Count, "WebSocket upgrades refused for their Origin (403).");
     describe_counter!(
         AUTH_BLOCKED,
@@ -758,6 +762,7 @@ impl Telemetry {
                 http_requests: counter!(WS_HTTP_REQUESTS),
                 handshakes_refused: counter!(WS_HANDSHAKES_REFUSED),
                 handshake_timeouts: counter!(WS_HANDSHAKE_TIMEOUTS),
+                tls_failures: counter!(TLS_FAILURES),
             };
             (feed, ws, AuthHandles::new())
         });
@@ -863,6 +868,7 @@ impl Telemetry {
         w.http_requests.absolute(l(&s.http_requests));
         w.handshakes_refused.absolute(l(&s.handshakes_refused));
         w.handshake_timeouts.absolute(l(&s.handshake_timeouts));
+        w.tls_failures.absolute(l(&s.tls_failures));
         self.auth.sync(&core.auth.stats);
     }
 
@@ -961,6 +967,7 @@ mod tests {
             feed: Arc::new(FeedStats::default()),
             ws: Arc::new(WsStats::new(metrics.send_latency())),
             config: Config::for_tests(std::net::Ipv4Addr::new(239, 1, 2, 3), 5000),
+            tls: None,
             auth: Arc::new(
                 crate::auth::Authenticator::new(&crate::auth::AuthConfig::parse_default()).unwrap(),
             ),

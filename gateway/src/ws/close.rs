@@ -24,10 +24,10 @@
 //! never reads cannot hold a closing socket longer than that.
 
 use super::close_code;
+use crate::conn::Conn;
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -78,7 +78,7 @@ pub fn close_message(code: u16, reason: &str) -> Message {
 
 /// Ends the connection as described in the module docs and returns the
 /// label it ended with. Never takes longer than `linger`.
-pub async fn finish(mut ws: WebSocketStream<TcpStream>, end: End, linger: Duration) -> &'static str {
+pub async fn finish(mut ws: WebSocketStream<Conn>, end: End, linger: Duration) -> &'static str {
     let label = end.label();
     let deadline = Instant::now() + linger;
     match end {
@@ -118,7 +118,7 @@ fn framing_broken(code: u16) -> bool {
 
 /// Reads (and discards) what the client still sends until its Close reply,
 /// the end of its stream, or `deadline`.
-async fn await_close_reply(ws: &mut WebSocketStream<TcpStream>, deadline: Instant) {
+async fn await_close_reply(ws: &mut WebSocketStream<Conn>, deadline: Instant) {
     let _ = tokio::time::timeout_at(deadline, async {
         while let Some(Ok(m)) = ws.next().await {
             if m.is_close() {
@@ -132,7 +132,7 @@ async fn await_close_reply(ws: &mut WebSocketStream<TcpStream>, deadline: Instan
 /// Ends the write side (FIN), then reads and discards what the peer still
 /// sends until it closes its side or `deadline` passes, so that dropping
 /// the socket afterwards does not reset the connection.
-pub async fn shut_and_drain(tcp: &mut TcpStream, deadline: Instant) {
+pub async fn shut_and_drain(tcp: &mut Conn, deadline: Instant) {
     let _ = tcp.shutdown().await;
     let mut scratch = [0u8; 2048];
     let _ = tokio::time::timeout_at(deadline, async {

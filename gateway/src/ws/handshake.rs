@@ -3,11 +3,11 @@
 //! (so `/healthz` and WebSocket share a port without a web framework).
 
 use crate::auth::Principal;
+use crate::conn::Conn;
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 /// Largest request head accepted (bytes).
@@ -78,11 +78,7 @@ pub const NODE_HEADER: &str = "X-Quotecast-Node";
 /// # Errors
 /// I/O errors of the socket. Malformed requests are answered with a 4xx
 /// status and [`Outcome::Answered`].
-pub async fn accept(
-    stream: &mut TcpStream,
-    health: &(dyn Health + Sync),
-    peer: IpAddr,
-) -> io::Result<Outcome> {
+pub async fn accept(stream: &mut Conn, health: &(dyn Health + Sync), peer: IpAddr) -> io::Result<Outcome> {
     let mut buf = Vec::with_capacity(1024);
     let head_len = loop {
         if let Some(end) = find_head_end(&buf) {
@@ -227,7 +223,7 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
 /// Writes a whole plain-text response (headers only for HEAD) and ends
 /// the write side.
 async fn respond(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     status: &str,
     extra: &[(&str, &str)],
     body: &str,

@@ -12,6 +12,7 @@ pub mod protocol;
 pub mod session;
 
 use crate::config::WsConfig;
+use crate::conn::Conn;
 use crate::core::Core;
 use crate::hub::Hub;
 use crate::ratelog::RateLog;
@@ -133,6 +134,9 @@ pub struct WsStats {
     pub handshakes_refused: AtomicU64,
     /// Handshakes that did not finish within `--handshake-timeout-ms`.
     pub handshake_timeouts: AtomicU64,
+    /// TLS handshakes that failed (not TLS, no common version or cipher,
+    /// certificate refused by the client).
+    pub tls_failures: AtomicU64,
 }
 
 impl Default for WsStats {
@@ -162,6 +166,7 @@ impl WsStats {
             http_requests: AtomicU64::new(0),
             handshakes_refused: AtomicU64::new(0),
             handshake_timeouts: AtomicU64::new(0),
+            tls_failures: AtomicU64::new(0),
         }
     }
 
@@ -335,7 +340,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Core>, workers: &Workers, 
                 let _ = stream.try_write(refused.response().as_bytes());
                 if let Ok(permit) = refusing.clone().try_acquire_owned() {
                     tracker.spawn(async move {
-                        drain_and_drop(stream, Duration::from_secs(1)).await;
+                        drain_and_drop(Conn::Plain(stream), Duration::from_secs(1)).await;
                         drop(permit);
                     });
                 }
@@ -372,7 +377,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Core>, workers: &Workers, 
 }
 
 /// Closes a socket that was answered in plain HTTP without resetting it.
-async fn drain_and_drop(mut stream: TcpStream, linger: Duration) {
+async fn drain_and_drop(mut stream: Conn, linger: Duration) {
     close::shut_and_drain(&mut stream, tokio::time::Instant::now() + linger).await;
 }
 
@@ -387,7 +392,7 @@ pub fn ws_config(cfg: &WsConfig) -> WebSocketConfig {
 }
 
 async fn connection(
-    mut stream: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     shared: Arc<Core>,
     handshaking: admission::Slot,
@@ -395,11 +400,28 @@ async fn connection(
     lane: usize,
 ) {
     let timeout = Duration::from_millis(shared.config.ws.handshake_timeout_ms);
+    let deadline = tokio::time::Instant::now() + timeout;
+    // TLS first, within the same handshake timeout.
+    let mut stream = match &shared.tls {
+        None => Conn::Plain(tcp),
+        Some(tls) => match tokio::time::timeout_at(deadline, Box::pin(tls.ws.accept(tcp))).await {
+            Ok(Ok(s)) => Conn::Tls(Box::new(s)),
+            Ok(Err(e)) => {
+                shared.ws.tls_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                shared.ws.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        },
+    };
     // The handshake and the refusal below are boxed: their futures are
     // large and short-lived, and an unboxed one would size the task every
     // open connection keeps (see the idle-memory figures in BENCHMARKS.md).
     let handshake = Box::pin(handshake::accept(&mut stream, shared.as_ref(), peer.ip()));
-    let outcome = match tokio::time::timeout(timeout, handshake).await {
+    let outcome = match tokio::time::timeout_at(deadline, handshake).await {
         Ok(Ok(o)) => o,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "handshake failed");
@@ -474,6 +496,7 @@ mod tests {
             feed: Arc::new(crate::ingest::FeedStats::default()),
             ws: Arc::new(WsStats::default()),
             config: crate::Config::for_tests(std::net::Ipv4Addr::new(239, 1, 2, 3), 5000),
+            tls: None,
             auth: Arc::new(
                 crate::auth::Authenticator::new(&crate::auth::AuthConfig::parse_default()).unwrap(),
             ),

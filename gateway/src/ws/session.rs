@@ -8,6 +8,7 @@ use super::protocol::{self, BadRequest, Envelope, Format, Reply, Request};
 use crate::auth::limits::Held;
 use crate::auth::Principal;
 use crate::book::SymbolId;
+use crate::conn::Conn;
 use crate::core::Core;
 use crate::hub::encode;
 use crate::hub::frames;
@@ -25,7 +26,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
@@ -146,7 +146,7 @@ impl Session {
     /// [`close`](super::close)). `initial` are symbols from the URL
     /// (`?symbols=`).
     #[tracing::instrument(name = "session", skip_all, fields(peer = %self.peer))]
-    pub async fn run(self, ws: WebSocketStream<TcpStream>, initial: Vec<String>) {
+    pub async fn run(self, ws: WebSocketStream<Conn>, initial: Vec<String>) {
         let (mut sink, mut stream) = ws.split();
         let held = self.hold(&mut self.state.lock());
         if let Err(end) = held {

@@ -7,16 +7,25 @@ in jwt_keys.pem), a second Ed25519 pair the gateway does not trust (for
 wrong-signature tokens), and api_keys.json holding the SHA-256 of three
 fresh random API keys, whose plain values go to api_keys_plain.json for
 the tests.
+
+And a throwaway CA with what TLS needs: two server certificates for
+127.0.0.1 and localhost (server.pem/server.key, then next.pem/next.key for
+the rotation test) and a client certificate for mutual TLS
+(client.pem/client.key), all signed by ca.pem.
 """
 
+import datetime
 import hashlib
+import ipaddress
 import json
 import os
 import secrets
 import sys
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
 def pem_private(key):
@@ -31,7 +40,43 @@ def pem_public(key):
     )
 
 
+def certificate(subject, key, issuer, issuer_key, ca=False, server=False):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        b = b.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    if server:
+        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        b = b.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return b.sign(issuer_key, hashes.SHA256())
+
+
+def make_tls(out):
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = certificate("quotecast test CA", ca_key, "quotecast test CA", ca_key, ca=True)
+    pem = lambda c: c.public_bytes(serialization.Encoding.PEM)
+    with open(os.path.join(out, "ca.pem"), "wb") as f:
+        f.write(pem(ca))
+    for name, subject, server in [("server", "gateway", True), ("next", "gateway renewed", True), ("client", "desk", False)]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        with open(os.path.join(out, f"{name}.key"), "wb") as f:
+            f.write(pem_private(key))
+        with open(os.path.join(out, f"{name}.pem"), "wb") as f:
+            f.write(pem(certificate(subject, key, "quotecast test CA", ca_key, server=server)))
+
+
 def main(out, symbols):
+    make_tls(out)
     ed = ed25519.Ed25519PrivateKey.generate()
     rs = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     stranger = ed25519.Ed25519PrivateKey.generate()
