@@ -311,6 +311,15 @@ pub struct WsConfig {
     /// 503 with Retry-After.
     #[arg(long, env = "QUOTECAST_MAX_PENDING_HANDSHAKES_PER_IP", default_value_t = 64)]
     pub max_pending_handshakes_per_ip: usize,
+    /// Most connections (handshaking or open) from one source address
+    /// (an IPv4 address, an IPv6 /64); more get HTTP 429 with Retry-After
+    /// (0 = no limit: many clients may share one address behind NAT).
+    #[arg(long, env = "QUOTECAST_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+    /// New connections per second from one source address; more get HTTP
+    /// 429 with Retry-After (0 = no limit).
+    #[arg(long, env = "QUOTECAST_MAX_HANDSHAKES_PER_SEC_PER_IP", default_value_t = 0)]
+    pub max_handshakes_per_sec_per_ip: u32,
     /// Most symbols one connection may subscribe to.
     #[arg(long, env = "QUOTECAST_MAX_SYMBOLS_PER_CONNECTION", default_value_t = 1024)]
     pub max_symbols_per_connection: usize,

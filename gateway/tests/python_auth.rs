@@ -35,6 +35,7 @@ async fn keys_tokens_entitlements_and_limits_as_python_clients_see_them() {
         c.auth.jwt_leeway_secs = 0;
         c.auth.max_auth_failures_per_min = 20;
         c.auth.allowed_origins = vec!["https://app.example.com".into()];
+        c.ws.max_connections_per_ip = 8;
     })
     .await;
     let token = CancellationToken::new();
@@ -52,7 +53,7 @@ async fn keys_tokens_entitlements_and_limits_as_python_clients_see_them() {
     token.cancel();
     sim_task.await.unwrap().unwrap();
     assert!(ok, "python clients failed:\n{text}");
-    assert!(text.contains("12 passed"), "{text}");
+    assert!(text.contains("15 passed"), "{text}");
 
     // What the clients saw is what the operators count.
     let stats = &gw.running.core.auth.stats;

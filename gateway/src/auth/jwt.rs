@@ -6,7 +6,8 @@
 //!
 //! Claims: `sub` and `exp` (required), `nbf`, `iss`/`aud` when the gateway
 //! requires them, `symbols` (entitlement patterns, required),
-//! `max_connections` and `max_symbols` (optional limits).
+//! `max_connections`, `max_symbols` and `max_requests_per_sec` (optional
+//! limits).
 
 use super::{AuthConfig, AuthError, Credential, Entitlements, LoadError, Principal};
 use jsonwebtoken::errors::ErrorKind;
@@ -42,6 +43,8 @@ struct Claims {
     max_connections: Option<u32>,
     #[serde(default)]
     max_symbols: Option<u32>,
+    #[serde(default)]
+    max_requests_per_sec: Option<u32>,
 }
 
 impl Verifier {
@@ -136,6 +139,7 @@ fn principal(c: Claims) -> Result<Principal, AuthError> {
         entitlements,
         max_connections: c.max_connections,
         max_symbols: c.max_symbols,
+        max_requests_per_sec: c.max_requests_per_sec,
     })
 }
 

@@ -2,7 +2,7 @@
 //!
 //! ```json
 //! {"keys": [{"name": "desk-1", "sha256": "<64 hex>", "symbols": ["*"],
-//!            "max_connections": 10, "max_symbols": 500}]}
+//!            "max_connections": 10, "max_symbols": 500, "max_requests_per_sec": 50}]}
 //! ```
 //! A key's hash: `printf %s "$KEY" | sha256sum`.
 
@@ -28,6 +28,8 @@ struct Key {
     max_connections: Option<u32>,
     #[serde(default)]
     max_symbols: Option<u32>,
+    #[serde(default)]
+    max_requests_per_sec: Option<u32>,
 }
 
 /// The keys of one read of the file, by hash.
@@ -57,6 +59,7 @@ impl ApiKeys {
                 entitlements,
                 max_connections: k.max_connections,
                 max_symbols: k.max_symbols,
+                max_requests_per_sec: k.max_requests_per_sec,
             };
             if by_hash.insert(hash, p).is_some() {
                 return Err(invalid(format!("key {:?}: the same sha256 twice", k.name)));

@@ -98,6 +98,66 @@ impl Drop for Held {
     }
 }
 
+/// Token bucket for requests per second (burst: twice the rate), per
+/// connection and per key.
+#[derive(Debug)]
+pub struct RateLimit {
+    tokens: f64,
+    per_sec: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    /// `per_sec` requests per second.
+    pub fn new(per_sec: u32) -> Self {
+        let per_sec = f64::from(per_sec);
+        RateLimit { tokens: per_sec * 2.0, per_sec, burst: per_sec * 2.0, last: Instant::now() }
+    }
+
+    /// Takes a token, or says how long until one is available.
+    /// Whether it has refilled completely (idle long enough to forget).
+    pub fn is_full(&self) -> bool {
+        self.tokens + self.last.elapsed().as_secs_f64() * self.per_sec >= self.burst
+    }
+
+    /// Takes a token, or says how long until one is available.
+    pub fn take(&mut self) -> Result<(), Duration> {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_sec).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.per_sec))
+        }
+    }
+}
+
+/// Requests per second per subject (`max_requests_per_sec` of its key or
+/// token), over all its connections.
+#[derive(Debug, Default)]
+pub struct KeyRates {
+    by_subject: Mutex<HashMap<String, RateLimit>>,
+}
+
+impl KeyRates {
+    /// Takes a request of `subject`, limited to `per_sec`.
+    ///
+    /// # Errors
+    /// How long until the subject may send again.
+    pub fn take(&self, subject: &str, per_sec: u32) -> Result<(), Duration> {
+        let mut m = self.by_subject.lock();
+        if m.len() >= MAX_TRACKED && !m.contains_key(subject) {
+            // Full buckets hold no information: forget them.
+            m.retain(|_, b| !b.is_full());
+        }
+        m.entry(subject.to_string()).or_insert_with(|| RateLimit::new(per_sec)).take()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +173,16 @@ mod tests {
         assert!(f.blocked(a, t + Duration::from_secs(1)).is_some_and(|d| d <= Duration::from_secs(59)));
         assert_eq!(f.blocked(b, t), None, "per address");
         assert_eq!(f.blocked(a, t + WINDOW), None, "a new minute");
+    }
+
+    #[test]
+    fn a_keys_rate_is_shared_by_its_connections() {
+        let r = KeyRates::default();
+        for _ in 0..4 {
+            assert!(r.take("desk", 2).is_ok(), "burst of twice the rate");
+        }
+        assert!(r.take("desk", 2).is_err());
+        assert!(r.take("other", 2).is_ok());
     }
 
     #[test]

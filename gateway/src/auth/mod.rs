@@ -109,6 +109,9 @@ pub struct Principal {
     pub max_connections: Option<u32>,
     /// Symbols it may subscribe per connection (None: the server's limit).
     pub max_symbols: Option<u32>,
+    /// Requests per second over all its connections (burst: twice that;
+    /// None: only the per-connection `--max-requests-per-sec`).
+    pub max_requests_per_sec: Option<u32>,
 }
 
 impl Principal {
@@ -121,6 +124,7 @@ impl Principal {
             entitlements: Entitlements::everything(),
             max_connections: None,
             max_symbols: None,
+            max_requests_per_sec: None,
         }
     }
 
@@ -276,6 +280,8 @@ pub struct Authenticator {
     pub failures: limits::Failures,
     /// Open connections per subject.
     pub connections: Arc<limits::Connections>,
+    /// Requests per second per subject.
+    pub rates: limits::KeyRates,
     /// What was decided.
     pub stats: AuthStats,
     /// The principal of every client while authentication is off.
@@ -298,6 +304,7 @@ impl Authenticator {
         Ok(Authenticator {
             failures: limits::Failures::new(cfg.max_auth_failures_per_min),
             connections: Arc::default(),
+            rates: limits::KeyRates::default(),
             stats: AuthStats::default(),
             open: Arc::new(Principal::open()),
             cfg: cfg.clone(),

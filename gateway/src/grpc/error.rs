@@ -41,6 +41,16 @@ pub enum CallError {
     /// No credential, or a refused one (`authorization` metadata).
     #[error("{0}")]
     Unauthenticated(String),
+    /// The key's `max_requests_per_sec` used up.
+    #[error("more than {rate} requests per second for {subject}; retry after {retry_ms} ms")]
+    KeyRateLimited {
+        /// The key's name or token subject.
+        subject: String,
+        /// Its limit.
+        rate: u32,
+        /// When to retry (ms).
+        retry_ms: u64,
+    },
     /// The address failed authentication too often.
     #[error("too many failed authentications from this address; retry after {0} s")]
     Blocked(u64),
@@ -67,7 +77,7 @@ impl CallError {
             | CallError::NoSymbols => Code::InvalidArgument,
             CallError::NoKnownSymbols(_) => Code::NotFound,
             CallError::Unauthenticated(_) => Code::Unauthenticated,
-            CallError::Blocked(_) => Code::ResourceExhausted,
+            CallError::Blocked(_) | CallError::KeyRateLimited { .. } => Code::ResourceExhausted,
             CallError::NotEntitled(_) => Code::PermissionDenied,
         }
     }
@@ -90,6 +100,8 @@ pub enum StreamEnd {
     Drained,
     /// The caller's deadline passed.
     Deadline,
+    /// The caller's token expired.
+    Expired,
     /// The caller read too slowly for too long.
     SlowConsumer {
         /// The limit that was exceeded (ms).
@@ -111,6 +123,9 @@ impl StreamEnd {
             StreamEnd::Deadline => {
                 Some(Status::deadline_exceeded("the call's deadline (grpc-timeout) passed"))
             }
+            StreamEnd::Expired => {
+                Some(Status::unauthenticated("token expired; call again with a fresh token"))
+            }
             StreamEnd::SlowConsumer { limit_ms } => Some(Status::resource_exhausted(format!(
                 "slow consumer: behind the feed for more than {limit_ms} ms (--grpc-slow-client-timeout-ms); \
                  read faster or stream fewer symbols"
@@ -126,6 +141,7 @@ impl StreamEnd {
             StreamEnd::Shutdown => "shutdown",
             StreamEnd::Drained => "drained",
             StreamEnd::Deadline => "deadline",
+            StreamEnd::Expired => "expired",
             StreamEnd::SlowConsumer { .. } => "slow_consumer",
             StreamEnd::Internal(_) => "internal",
         }

@@ -78,12 +78,20 @@ impl QuoteSvc {
                 _ => v,
             }
         });
-        auth.verify(token.unwrap_or_default()).map_err(|e| {
+        let p = auth.verify(token.unwrap_or_default()).map_err(|e| {
             if let Some(ip) = ip {
                 auth.failed(ip, &e);
             }
             CallError::Unauthenticated(e.to_string())
-        })
+        })?;
+        if let Some(rate) = p.max_requests_per_sec {
+            auth.rates.take(&p.subject, rate).map_err(|wait| CallError::KeyRateLimited {
+                subject: p.subject.clone(),
+                rate,
+                retry_ms: wait.as_millis().max(1) as u64,
+            })?;
+        }
+        Ok(p)
     }
 
     /// Named symbols: each known one's quote, the others rejected.
@@ -278,6 +286,9 @@ impl QuoteService for QuoteSvc {
                 max_batch_bytes: self.cfg.max_batch_bytes,
                 slow_client_timeout: self.cfg.slow_client_timeout(),
                 deadline,
+                expires: who
+                    .remaining(std::time::SystemTime::now())
+                    .map(|left| tokio::time::Instant::now() + left),
             },
             permit,
         };

@@ -121,6 +121,8 @@ pub struct PumpConfig {
     pub slow_client_timeout: Duration,
     /// The caller's deadline.
     pub deadline: Option<Instant>,
+    /// When the caller's token expires.
+    pub expires: Option<Instant>,
 }
 
 /// Everything a pump owns; dropping it unsubscribes and frees the slot.
@@ -171,19 +173,26 @@ impl Pump {
         let mut drained = Drained::default();
         let mut out = Vec::new();
         let slow = self.cfg.slow_client_timeout;
+        // Whichever comes first ends the stream: the caller's deadline, or
+        // its token's expiry.
+        let (at, end) = match (self.cfg.deadline, self.cfg.expires) {
+            (Some(d), Some(e)) if e < d => (Some(e), StreamEnd::Expired),
+            (None, Some(e)) => (Some(e), StreamEnd::Expired),
+            (d, _) => (d, StreamEnd::Deadline),
+        };
         loop {
             if self.shutdown.is_cancelled() {
                 return StreamEnd::Shutdown;
             }
-            if self.cfg.deadline.is_some_and(|d| d <= Instant::now()) {
-                return StreamEnd::Deadline;
+            if at.is_some_and(|d| d <= Instant::now()) {
+                return end;
             }
             if !mailbox.drain(&mut drained) {
                 tokio::select! {
                     _ = mailbox.notified() => {}
                     _ = tx.closed() => return StreamEnd::ClientGone,
                     _ = self.shutdown.cancelled() => return StreamEnd::Shutdown,
-                    _ = until(self.cfg.deadline) => return StreamEnd::Deadline,
+                    _ = until(at) => return end,
                 }
                 continue;
             }
@@ -202,7 +211,7 @@ impl Pump {
                         Err(_) => return StreamEnd::SlowConsumer { limit_ms: slow.as_millis() as u64 },
                     },
                     _ = self.shutdown.cancelled() => return StreamEnd::Shutdown,
-                    _ = until(self.cfg.deadline) => return StreamEnd::Deadline,
+                    _ = until(at) => return end,
                 }
             }
         }

@@ -1,5 +1,7 @@
 //! Who may start a handshake: connections that have not upgraded yet are
-//! bounded on their own, in all and per source address.
+//! bounded on their own, in all and per source address; and, per source
+//! address, connections in all and new connections per second
+//! ([`Sources`]).
 //!
 //! A connection slot (`--max-connections`) is only taken at upgrade, so a
 //! flood of TCP sockets that never send a request cannot keep real
@@ -122,9 +124,131 @@ impl Drop for Slot {
     }
 }
 
+/// Per source address: connections held (handshaking or open) and new
+/// connections in the current second.
+#[derive(Debug)]
+pub struct Sources {
+    by_ip: Mutex<HashMap<IpAddr, Source>>,
+    max_connections: usize,
+    max_per_sec: u32,
+}
+
+#[derive(Debug)]
+struct Source {
+    open: usize,
+    second: std::time::Instant,
+    new: u32,
+}
+
+/// Why a source may not connect now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TooMany {
+    /// `--max-connections-per-ip` held.
+    #[error("too many connections from this address")]
+    Connections,
+    /// `--max-handshakes-per-sec-per-ip` used up this second.
+    #[error("too many new connections per second from this address")]
+    Rate,
+}
+
+impl TooMany {
+    /// The HTTP 429 that says so.
+    pub fn response(self) -> String {
+        let body = format!("{self}; retry after 1 s\n");
+        format!(
+            "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+}
+
+/// A connection of a source; dropping it frees its place.
+#[derive(Debug)]
+pub struct Held {
+    sources: Arc<Sources>,
+    ip: IpAddr,
+}
+
+impl Sources {
+    /// At most `max_connections` per address (0: any) and `max_per_sec` new
+    /// ones per second (0: any).
+    pub fn new(max_connections: usize, max_per_sec: u32) -> Self {
+        Sources { by_ip: Mutex::default(), max_connections, max_per_sec }
+    }
+
+    /// Whether any limit is set (else nothing is tracked).
+    pub fn limited(&self) -> bool {
+        self.max_connections > 0 || self.max_per_sec > 0
+    }
+
+    /// Takes a place for a new connection from `ip` at `now`.
+    ///
+    /// # Errors
+    /// [`TooMany`] naming the limit reached.
+    pub fn enter(self: &Arc<Self>, ip: IpAddr, now: std::time::Instant) -> Result<Held, TooMany> {
+        let ip = source_key(ip);
+        let mut m = self.by_ip.lock();
+        let s = m.entry(ip).or_insert(Source { open: 0, second: now, new: 0 });
+        if now.duration_since(s.second) >= std::time::Duration::from_secs(1) {
+            (s.second, s.new) = (now, 0);
+        }
+        let refused = if self.max_connections > 0 && s.open >= self.max_connections {
+            Some(TooMany::Connections)
+        } else if self.max_per_sec > 0 && s.new >= self.max_per_sec {
+            Some(TooMany::Rate)
+        } else {
+            None
+        };
+        if let Some(r) = refused {
+            if s.open == 0 {
+                // Remembered for its rate window only while it matters.
+                if s.new == 0 {
+                    m.remove(&ip);
+                }
+            }
+            return Err(r);
+        }
+        s.open += 1;
+        s.new += 1;
+        Ok(Held { sources: self.clone(), ip })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut m = self.sources.by_ip.lock();
+        if let Some(s) = m.get_mut(&self.ip) {
+            s.open -= 1;
+            // An address with nothing open is forgotten once its second is
+            // over (bounded memory: entries exist only for open
+            // connections and this second's arrivals).
+            if s.open == 0 && s.second.elapsed() >= std::time::Duration::from_secs(1) {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sources_are_bounded_in_connections_and_per_second() {
+        let t = std::time::Instant::now();
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let s = Arc::new(Sources::new(2, 3));
+        let one = s.enter(a, t).unwrap();
+        let _two = s.enter(a, t).unwrap();
+        assert_eq!(s.enter(a, t).unwrap_err(), TooMany::Connections);
+        drop(one);
+        let _three = s.enter(a, t).unwrap();
+        assert_eq!(s.by_ip.lock()[&a].open, 2);
+        drop(_three);
+        assert_eq!(s.enter(a, t).unwrap_err(), TooMany::Rate, "3 new in this second");
+        let _next = s.enter(a, t + std::time::Duration::from_secs(1)).unwrap();
+        assert!(s.enter("127.0.0.3".parse().unwrap(), t).is_ok(), "per address");
+    }
 
     #[test]
     fn bounded_in_all_and_per_address() {

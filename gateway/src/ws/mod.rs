@@ -312,6 +312,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Core>, workers: &Workers, 
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let pending =
         Arc::new(admission::Pending::new(cfg.max_pending_handshakes, cfg.max_pending_handshakes_per_ip));
+    let sources =
+        Arc::new(admission::Sources::new(cfg.max_connections_per_ip, cfg.max_handshakes_per_sec_per_ip));
     // Refused sockets linger briefly so the 503 is not destroyed by a reset;
     // beyond this many at once they are just dropped.
     let refusing = Arc::new(Semaphore::new(256));
@@ -333,19 +335,37 @@ pub async fn serve(listener: TcpListener, shared: Arc<Core>, workers: &Workers, 
                 }
             },
         };
+        // Refused at once, in plain HTTP (on a TLS port the client sees a
+        // failed handshake: answering in TLS would cost the work the
+        // refusal is there to save).
+        let refuse = |stream: TcpStream, response: String| {
+            shared.ws.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+            let _ = stream.try_write(response.as_bytes());
+            if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                tracker.spawn(async move {
+                    drain_and_drop(Conn::Plain(stream), Duration::from_secs(1)).await;
+                    drop(permit);
+                });
+            }
+        };
         let slot = match pending.enter(peer.ip()) {
             Ok(slot) => slot,
             Err(refused) => {
-                shared.ws.handshakes_refused.fetch_add(1, Ordering::Relaxed);
-                let _ = stream.try_write(refused.response().as_bytes());
-                if let Ok(permit) = refusing.clone().try_acquire_owned() {
-                    tracker.spawn(async move {
-                        drain_and_drop(Conn::Plain(stream), Duration::from_secs(1)).await;
-                        drop(permit);
-                    });
-                }
+                refuse(stream, refused.response());
                 continue;
             }
+        };
+        let source = if sources.limited() {
+            match sources.enter(peer.ip(), std::time::Instant::now()) {
+                Ok(held) => Some(held),
+                Err(too_many) => {
+                    drop(slot);
+                    refuse(stream, too_many.response());
+                    continue;
+                }
+            }
+        } else {
+            None
         };
         let _ = stream.set_nodelay(true);
         let sock = socket2::SockRef::from(&stream);
@@ -367,6 +387,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Core>, workers: &Workers, 
         let shared = shared.clone();
         let slots = slots.clone();
         workers.handles[w].spawn(tracker.track_future(async move {
+            // Held for the whole connection.
+            let _source = source;
             match TcpStream::from_std(std) {
                 Ok(s) => connection(s, peer, shared, slot, slots, w).await,
                 Err(e) => tracing::debug!(error = %e, "could not register socket"),

@@ -5,7 +5,7 @@
 use super::close::{self, End};
 use super::close_code;
 use super::protocol::{self, BadRequest, Envelope, Format, Reply, Request};
-use crate::auth::limits::Held;
+use crate::auth::limits::{Held, RateLimit};
 use crate::auth::Principal;
 use crate::book::SymbolId;
 use crate::conn::Conn;
@@ -25,39 +25,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
-
-/// Token bucket for requests per second.
-#[derive(Debug)]
-struct RateLimit {
-    tokens: f64,
-    per_sec: f64,
-    burst: f64,
-    last: Instant,
-}
-
-impl RateLimit {
-    fn new(per_sec: u32) -> Self {
-        let per_sec = f64::from(per_sec);
-        RateLimit { tokens: per_sec * 2.0, per_sec, burst: per_sec * 2.0, last: Instant::now() }
-    }
-
-    /// Takes a token, or says how long until one is available.
-    fn take(&mut self) -> Result<(), Duration> {
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_sec).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.per_sec))
-        }
-    }
-}
 
 /// A connection's key for its drain turn: its address and port, so the
 /// turns of many clients spread evenly.
@@ -252,19 +222,32 @@ impl Session {
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             };
             self.shared.ws.requests.fetch_add(1, Ordering::Relaxed);
-            let allowed = self.state.lock().limit.take();
+            // Per connection, then per key (over all its connections).
+            let allowed = {
+                let mut st = self.state.lock();
+                let per_key =
+                    st.principal.as_ref().and_then(|p| Some((p.max_requests_per_sec?, p.subject.clone())));
+                match (st.limit.take(), per_key) {
+                    (Err(wait), _) => {
+                        Err((wait, format!("more than {} requests per second", cfg.max_requests_per_sec)))
+                    }
+                    (Ok(()), Some((rate, subject))) => {
+                        self.shared.auth.rates.take(&subject, rate).map_err(|wait| {
+                            (wait, format!("more than {rate} requests per second for {subject}"))
+                        })
+                    }
+                    (Ok(()), None) => Ok(()),
+                }
+            };
             let overflow = match (parsed, allowed) {
                 (Err(BadRequest { id, message, format }), _) => {
                     self.shared.ws.bad_requests.fetch_add(1, Ordering::Relaxed);
                     self.reply(&Reply::error(&id, ErrorCode::BadRequest, message, 0), format)
                 }
-                (Ok(env), Err(wait)) => {
+                (Ok(env), Err((wait, what))) => {
                     self.shared.ws.rate_limited.fetch_add(1, Ordering::Relaxed);
                     let ms = wait.as_millis().max(1) as u64;
-                    let msg = format!(
-                        "more than {} requests per second; retry after {ms} ms",
-                        self.shared.config.ws.max_requests_per_sec
-                    );
+                    let msg = format!("{what}; retry after {ms} ms");
                     self.reply(&Reply::error(&env.id, ErrorCode::RateLimited, msg, ms), env.format)
                 }
                 (Ok(Envelope { id, request: Request::Auth { token }, format }), Ok(())) => {

@@ -85,13 +85,15 @@ def main(out, symbols):
             f.write(pem_private(key))
     with open(os.path.join(out, "jwt_keys.pem"), "wb") as f:
         f.write(pem_public(ed) + pem_public(rs))
-    plain = {name: secrets.token_urlsafe(24) for name in ["desk", "all", "single"]}
-    entitled = {"desk": symbols[:2], "all": ["*"], "single": ["*"]}
+    plain = {name: secrets.token_urlsafe(24) for name in ["desk", "all", "single", "rated"]}
+    entitled = {"desk": symbols[:2], "all": ["*"], "single": ["*"], "rated": ["*"]}
     keys = []
     for name, key in plain.items():
         k = {"name": name, "sha256": hashlib.sha256(key.encode()).hexdigest(), "symbols": entitled[name]}
         if name == "single":
             k["max_connections"] = 1
+        if name == "rated":
+            k["max_requests_per_sec"] = 2
         keys.append(k)
     with open(os.path.join(out, "api_keys.json"), "w") as f:
         json.dump({"keys": keys}, f)

@@ -4,10 +4,11 @@
 Run by gateway/tests/python_auth.rs against a live gateway started with
 the credentials auth_setup.py made in QUOTECAST_AUTH_DIR: API keys (desk:
 the first two of QUOTECAST_SYMBOLS; all: every symbol; single: one
-connection at most), and the Ed25519 and RSA public keys for JWTs. The
+connection at most; rated: 2 requests per second), and the Ed25519 and
+RSA public keys for JWTs. The
 gateway runs with --auth-timeout-ms 1500, --auth-expiry-warning-ms 2000,
---jwt-leeway-secs 0, --max-auth-failures-per-min 20 and
---allowed-origins https://app.example.com.
+--jwt-leeway-secs 0, --max-auth-failures-per-min 20, --max-connections-per-ip 8
+and --allowed-origins https://app.example.com.
 
 Tests that fail on purpose connect from their own loopback address, so
 the failure budget of one never blocks another.
@@ -293,6 +294,39 @@ def test_a_keys_connection_limit_then_its_revocation():
     asyncio.run(run())
 
 
+def test_a_keys_request_rate_counts_all_its_connections():
+    async def run():
+        async with connect(**bearer(keys()["rated"])) as a, connect(**bearer(keys()["rated"])) as b:
+            # 2 per second with a burst of 4, shared: 3 pings on each.
+            for ws in (a, b, a, b, a, b):
+                await ws.send(json.dumps({"op": "ping", "ts": 1}))
+            errors = []
+            for ws in (a, b):
+                for _ in range(3):
+                    m = json.loads(await asyncio.wait_for(ws.recv(), timeout=10))
+                    if m["type"] == "error":
+                        errors.append(m)
+            assert len(errors) == 2, errors
+            assert all(e["code"] == "RATE_LIMITED" and "for rated" in e["message"] for e in errors)
+            assert all(e["retry_after_ms"] > 0 for e in errors)
+
+    asyncio.run(run())
+
+
+def test_connections_per_address_are_bounded_with_429():
+    async def run():
+        held = [await connect(src="127.0.0.7", **bearer(keys()["all"])).__aenter__() for _ in range(8)]
+        try:
+            status, body, headers = await refused("127.0.0.7", **bearer(keys()["all"]))
+            assert status == 429 and headers["Retry-After"] == "1", body
+            assert "too many connections from this address" in body
+        finally:
+            for ws in held:
+                await ws.close()
+
+    asyncio.run(run())
+
+
 @pytest.fixture(scope="module")
 def stub(pb):
     return pb.snapshot_grpc.QuoteServiceStub(grpc.insecure_channel(ADDR))
@@ -332,3 +366,14 @@ def test_grpc_entitlements_on_every_method(pb, stub):
     assert list(first.ack.accepted) == [DESK[0]]
     assert [r.symbol for r in first.ack.rejected] == [OTHER]
     call.cancel()
+
+
+def test_a_grpc_stream_ends_at_its_tokens_expiry(pb, stub):
+    md = [("authorization", f"Bearer {token(symbols=DESK, exp_in=2)}")]
+    call = stub.StreamQuotes(pb.snapshot.StreamQuotesRequest(symbols=DESK[:1]), timeout=20, metadata=md)
+    t0 = time.time()
+    with pytest.raises(grpc.RpcError) as e:
+        for _ in call:
+            pass
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED and "token expired" in e.value.details()
+    assert time.time() - t0 < 10
