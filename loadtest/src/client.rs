@@ -25,9 +25,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -60,8 +63,8 @@ pub struct Counters {
 pub struct Shared {
     /// WebSocket target.
     pub ws_target: SocketAddr,
-    /// `ws://target/`.
-    pub url: String,
+    /// How clients connect (URL with token, TLS).
+    pub dial: Dialer,
     /// gRPC target.
     pub grpc_target: SocketAddr,
     /// Time to connect one client.
@@ -99,11 +102,12 @@ impl Shared {
         workers: usize,
         ws_target: SocketAddr,
         grpc_target: SocketAddr,
+        dial: Dialer,
         cfg: &crate::Config,
     ) -> Shared {
         Shared {
             ws_target,
-            url: format!("ws://{ws_target}/"),
+            dial,
             grpc_target,
             connect_timeout: cfg.load.connect_timeout,
             read_buffer: cfg.load.read_buffer_bytes,
@@ -679,7 +683,57 @@ fn ws_reason(e: &tungstenite::Error) -> String {
     }
 }
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<Either<TcpStream, TlsStream<TcpStream>>>;
+
+/// How every client reaches the gateway: the upgrade URL (with the token)
+/// and, for `wss://`, the TLS connector.
+#[derive(Clone)]
+pub struct Dialer {
+    /// The upgrade URL, `ws://target/` or `ws://target/?token=...`.
+    pub url: String,
+    tls: Option<TlsConnector>,
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialer").field("tls", &self.tls.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl Dialer {
+    /// For `target`, with `--tls-ca-file` and `--token` of `cfg`.
+    ///
+    /// # Errors
+    /// A CA file that cannot be read.
+    pub fn new(target: SocketAddr, cfg: &crate::config::TargetArgs) -> Result<Dialer, String> {
+        let mut url = format!("ws://{target}/");
+        if let Some(t) = &cfg.token {
+            url.push_str("?token=");
+            url.extend(form_urlencoded::byte_serialize(t.as_bytes()));
+        }
+        let tls = match &cfg.tls_ca_file {
+            None => None,
+            Some(path) => {
+                use rustls::pki_types::pem::PemObject;
+                let mut roots = rustls::RootCertStore::empty();
+                let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                    .map_err(|e| format!("--tls-ca-file {}: {e}", path.display()))?;
+                for c in certs {
+                    let c = c.map_err(|e| format!("--tls-ca-file {}: {e}", path.display()))?;
+                    roots.add(c).map_err(|e| format!("--tls-ca-file {}: {e}", path.display()))?;
+                }
+                let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+                let config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| e.to_string())?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                Some(TlsConnector::from(std::sync::Arc::new(config)))
+            }
+        };
+        Ok(Dialer { url, tls })
+    }
+}
 
 /// The source address of client `i`: spread over `spread` loopback
 /// addresses 127.0.0.1.. for a loopback target (so ephemeral ports never
@@ -698,14 +752,22 @@ pub fn source_for(target: SocketAddr, i: usize, spread: u8) -> Ipv4Addr {
 /// A short reason (see [`io_reason`]).
 pub async fn ws_connect(
     target: SocketAddr,
-    url: &str,
+    dial: &Dialer,
     source: Ipv4Addr,
     read_buffer: usize,
 ) -> Result<(Ws, String), String> {
     let sock = TcpSocket::new_v4().map_err(|e| io_reason(&e))?;
     sock.bind(SocketAddr::new(IpAddr::V4(source), 0)).map_err(|e| io_reason(&e))?;
-    let stream = sock.connect(target).await.map_err(|e| io_reason(&e))?;
-    let _ = stream.set_nodelay(true);
+    let tcp = sock.connect(target).await.map_err(|e| io_reason(&e))?;
+    let _ = tcp.set_nodelay(true);
+    let stream = match &dial.tls {
+        None => Either::Left(tcp),
+        Some(tls) => {
+            let name = rustls::pki_types::ServerName::IpAddress(target.ip().into());
+            Either::Right(tls.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?)
+        }
+    };
+    let url = dial.url.as_str();
     let cfg = WebSocketConfig::default()
         .read_buffer_size(read_buffer)
         .write_buffer_size(0)
@@ -793,7 +855,7 @@ async fn ws_client(l: Rc<Local>, spec: ConnSpec) {
             }
         }
         let t0 = Instant::now();
-        let connect = ws_connect(sh.ws_target, &sh.url, spec.source, sh.read_buffer);
+        let connect = ws_connect(sh.ws_target, &sh.dial, spec.source, sh.read_buffer);
         let failed = match tokio::time::timeout(sh.connect_timeout, connect).await {
             Ok(Ok(x)) => Ok(x),
             Ok(Err(reason)) => Err(reason),

@@ -114,6 +114,14 @@ pub struct TargetArgs {
     /// PID of the gateway process, to report its CPU and RSS next to ours.
     #[arg(long, env = "LOADTEST_GATEWAY_PID")]
     pub gateway_pid: Option<u32>,
+    /// Connect with TLS (`wss://`), trusting the CA certificates of this
+    /// PEM file (the gateway's certificate must name the target's IP).
+    #[arg(long, env = "LOADTEST_TLS_CA_FILE")]
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Credential (API key or JWT) each WebSocket client sends, as
+    /// `?token=` in its upgrade request.
+    #[arg(long, env = "LOADTEST_TOKEN")]
+    pub token: Option<String>,
 }
 
 /// Load shape.

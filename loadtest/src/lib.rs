@@ -57,6 +57,9 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// `--tls-ca-file` cannot be used.
+    #[error("{0}")]
+    Tls(String),
     /// Not a single client could connect.
     #[error("no client could connect to {addr} (see the failure reasons with RUST_LOG=debug)")]
     NoClient {

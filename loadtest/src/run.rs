@@ -47,6 +47,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunReport, 
     let ws_target = cfg.ws_target()?;
     let grpc_target = cfg.grpc_target()?;
     let picker = Picker::new(&cfg);
+    let dial = client::Dialer::new(ws_target, &cfg.target).map_err(Error::Tls)?;
 
     // Reachability first, so a wrong address is one clear line.
     if cfg.mode == Mode::Ws || cfg.feed.feed == FeedSource::Sim {
@@ -71,7 +72,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunReport, 
     // (With an external feed and gRPC clients there may be no WebSocket
     // listener to ask; the gRPC clients' rejections tell instead.)
     let known = if cfg.mode == Mode::Ws || cfg.feed.feed == FeedSource::Sim {
-        wait_for_symbols(ws_target, &picker.probe(), &mut feed, &shutdown).await
+        wait_for_symbols(ws_target, &dial, &picker.probe(), &mut feed, &shutdown).await
     } else {
         Ok(())
     };
@@ -84,7 +85,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<RunReport, 
     }
 
     let threads = if cfg.load.threads == 0 { sys::cores() } else { cfg.load.threads };
-    let shared = Arc::new(Shared::new(threads, ws_target, grpc_target, &cfg));
+    let shared = Arc::new(Shared::new(threads, ws_target, grpc_target, dial, &cfg));
     let mut workers = Vec::with_capacity(threads);
     for i in 0..threads {
         workers.push(
@@ -301,13 +302,13 @@ async fn drain(cfg: &Config, shared: &Shared, shutdown: &CancellationToken) -> (
 /// symbol: the in-process feed's directory has then arrived.
 async fn wait_for_symbols(
     target: SocketAddr,
+    dial: &client::Dialer,
     probe: &[String],
     feed: &mut Option<tokio::task::JoinHandle<anyhow::Result<feed_sim::Report>>>,
     shutdown: &CancellationToken,
 ) -> Result<(), Error> {
-    let url = format!("ws://{target}/");
     let unreachable = |reason| Error::Unreachable { what: "WebSocket", addr: target, reason };
-    let (mut ws, _node) = client::ws_connect(target, &url, client::source_for(target, 0, 1), 64 * 1024)
+    let (mut ws, _node) = client::ws_connect(target, dial, client::source_for(target, 0, 1), 64 * 1024)
         .await
         .map_err(unreachable)?;
     let deadline = Instant::now() + SYMBOL_WAIT;

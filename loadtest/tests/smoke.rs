@@ -130,3 +130,44 @@ async fn unreachable_gateway_and_foreign_targets_are_one_line_errors() {
     assert_eq!(e.exit_code(), 64);
     assert!(e.to_string().contains("127.0.0.0/8"), "{e}");
 }
+
+/// `--tls-ca-file` and `--token`: clients over `wss://` with an API key,
+/// against a gateway that requires both (credentials made by the access
+/// tests' setup script: a throwaway CA and keys).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_over_tls_with_a_key_see_every_update() {
+    let dir = std::env::temp_dir().join(format!("loadtest-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let setup = concat!(env!("CARGO_MANIFEST_DIR"), "/../gateway/tests/python/auth_setup.py");
+    let made = std::process::Command::new("python3").arg(setup).arg(&dir).arg("AAPL,MSFT").status();
+    assert!(made.expect("python3 (scripts/test.sh installs its packages)").success());
+    let keys: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("api_keys_plain.json")).unwrap()).unwrap();
+
+    let (group, port) = unique_feed(3);
+    let mut gcfg = gateway::Config::for_tests(group, port);
+    gcfg.tls.tls_cert_file = Some(dir.join("server.pem"));
+    gcfg.tls.tls_key_file = Some(dir.join("server.key"));
+    gcfg.auth.api_keys_file = Some(dir.join("api_keys.json"));
+    let bound = gateway::Bound::bind(&gcfg).unwrap();
+    let stop = CancellationToken::new();
+    let gw = gateway::start(gcfg, bound, stop.clone()).await.unwrap();
+
+    let mut cfg = loadtest::Config::for_tests(gw.ws_addr, gw.grpc_addr, group, port);
+    cfg.target.tls_ca_file = Some(dir.join("ca.pem"));
+    cfg.target.token = Some(keys["all"].as_str().unwrap().to_string());
+    cfg.load.connections = 20;
+    cfg.load.symbols_per_conn = 5;
+    cfg.load.duration = Duration::from_secs(2);
+    cfg.feed.feed_rate = 2000;
+    cfg.feed.feed_symbols = 50;
+    let report = loadtest::run(cfg, CancellationToken::new()).await.unwrap();
+    let text = report.to_string();
+    assert_eq!((report.connections.connected, report.connections.failed), (20, 0), "{text}");
+    assert_eq!(report.correctness.violations, 0, "{text}");
+    assert!(report.correctness.totals.received > 1_000, "{text}");
+    assert_eq!(gw.core.auth.stats.failures_of("unknown_key"), 0);
+    stop.cancel();
+    gw.wait().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
