@@ -320,6 +320,13 @@ pub struct WsConfig {
     /// 429 with Retry-After (0 = no limit).
     #[arg(long, env = "QUOTECAST_MAX_HANDSHAKES_PER_SEC_PER_IP", default_value_t = 0)]
     pub max_handshakes_per_sec_per_ip: u32,
+    /// Balancers in front (addresses or CIDRs, comma-separated) whose
+    /// connections start with a PROXY protocol header (v1 or v2, HAProxy's
+    /// `send-proxy`/`send-proxy-v2`): the client address it names is the
+    /// one per-address limits and logs use. A connection from one of them
+    /// without the header gets 400. Default: none (headers are not read).
+    #[arg(long, env = "QUOTECAST_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
     /// Most symbols one connection may subscribe to.
     #[arg(long, env = "QUOTECAST_MAX_SYMBOLS_PER_CONNECTION", default_value_t = 1024)]
     pub max_symbols_per_connection: usize,
@@ -614,6 +621,7 @@ impl Config {
         self.feed_nats.validate(&self.feed)?;
         self.grpc.validate().map_err(|e| ConfigError::Conflict(e.to_string()))?;
         self.check_exposure()?;
+        crate::proxy::Trusted::parse(&self.ws.trusted_proxies).map_err(ConfigError::Conflict)?;
         if self.ws.max_write_buffer_bytes < 2 * self.ws.max_batch_bytes {
             return Err(ConfigError::Conflict(format!(
                 "--ws-max-write-buffer-bytes ({}) must be at least twice --max-batch-bytes ({})",

@@ -38,6 +38,7 @@ pub mod histogram;
 pub mod hub;
 pub mod ingest;
 pub mod metrics;
+pub mod proxy;
 pub mod ratelog;
 pub mod reload;
 pub mod server;

@@ -36,6 +36,7 @@ async fn keys_tokens_entitlements_and_limits_as_python_clients_see_them() {
         c.auth.max_auth_failures_per_min = 20;
         c.auth.allowed_origins = vec!["https://app.example.com".into()];
         c.ws.max_connections_per_ip = 8;
+        c.ws.trusted_proxies = vec!["127.0.0.8".into()];
     })
     .await;
     let token = CancellationToken::new();
@@ -53,7 +54,7 @@ async fn keys_tokens_entitlements_and_limits_as_python_clients_see_them() {
     token.cancel();
     sim_task.await.unwrap().unwrap();
     assert!(ok, "python clients failed:\n{text}");
-    assert!(text.contains("15 passed"), "{text}");
+    assert!(text.contains("16 passed"), "{text}");
 
     // What the clients saw is what the operators count.
     let stats = &gw.running.core.auth.stats;
@@ -68,6 +69,8 @@ async fn keys_tokens_entitlements_and_limits_as_python_clients_see_them() {
     ] {
         assert!(stats.failures_of(reason) > 0, "{reason} counted");
     }
+    let proxy_errors = gw.running.core.ws.proxy_errors.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(proxy_errors, 1, "the balancer's one headerless connection");
     let text = gw.running.core.metrics.render(&gw.running.core);
     assert!(text.contains("quotecast_auth_failures_total{reason=\"expired\"}"), "exported");
     gw.stop().await;

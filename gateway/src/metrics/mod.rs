@@ -169,6 +169,8 @@ pub mod names {
     pub const WS_CLOSED: &str = "quotecast_ws_connections_closed_total";
     /// TLS handshakes that failed.
     pub const TLS_FAILURES: &str = "quotecast_tls_handshake_failures_total";
+    /// Connections from a trusted proxy without a usable PROXY header.
+    pub const PROXY_ERRORS: &str = "quotecast_ws_proxy_header_errors_total";
     /// Credentials refused, by `reason`.
     pub const AUTH_FAILURES: &str = "quotecast_auth_failures_total";
     /// Upgrades refused for their Origin.
@@ -452,6 +454,7 @@ struct WsHandles {
     handshakes_refused: Counter,
     handshake_timeouts: Counter,
     tls_failures: Counter,
+    proxy_errors: Counter,
 }
 
 /// Handles mirroring [`crate::auth::AuthStats`].
@@ -645,6 +648,11 @@ fn describe() {
     describe_counter!(WS_CLOSED, Unit::Count, "WebSocket connections closed, by reason.");
     describe_counter!(AUTH_FAILURES, Unit::Count, "Credentials refused, by reason.");
     describe_counter!(TLS_FAILURES, Unit::Count, "TLS handshakes that failed (WebSocket and gRPC ports).");
+    describe_counter!(
+        PROXY_ERRORS,
+        Unit::Count,
+        "Connections from a --trusted-proxies address without a usable PROXY header (400)."
+    );
     describe_counter!(AUTH_ORIGIN_REFUSED, Unit::Count, "WebSocket upgrades refused for their Origin (403).");
     describe_counter!(
         AUTH_BLOCKED,
@@ -763,6 +771,7 @@ impl Telemetry {
                 handshakes_refused: counter!(WS_HANDSHAKES_REFUSED),
                 handshake_timeouts: counter!(WS_HANDSHAKE_TIMEOUTS),
                 tls_failures: counter!(TLS_FAILURES),
+                proxy_errors: counter!(PROXY_ERRORS),
             };
             (feed, ws, AuthHandles::new())
         });
@@ -869,6 +878,7 @@ impl Telemetry {
         w.handshakes_refused.absolute(l(&s.handshakes_refused));
         w.handshake_timeouts.absolute(l(&s.handshake_timeouts));
         w.tls_failures.absolute(l(&s.tls_failures));
+        w.proxy_errors.absolute(l(&s.proxy_errors));
         self.auth.sync(&core.auth.stats);
     }
 

@@ -229,6 +229,25 @@ impl Drop for Held {
     }
 }
 
+/// What per-address admission holds for a connection: its handshake place
+/// and, with per-address limits, its source place.
+pub type Admitted = (Slot, Option<Held>);
+
+/// Admits a connection from `ip`: a handshake place, then (with limits) a
+/// source place.
+///
+/// # Errors
+/// The HTTP answer (503 or 429) that refuses it.
+pub fn admit(pending: &Arc<Pending>, sources: &Arc<Sources>, ip: IpAddr) -> Result<Admitted, String> {
+    let slot = pending.enter(ip).map_err(Refused::response)?;
+    let held = if sources.limited() {
+        Some(sources.enter(ip, std::time::Instant::now()).map_err(TooMany::response)?)
+    } else {
+        None
+    };
+    Ok((slot, held))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -137,6 +137,8 @@ pub struct WsStats {
     /// TLS handshakes that failed (not TLS, no common version or cipher,
     /// certificate refused by the client).
     pub tls_failures: AtomicU64,
+    /// Connections from a trusted proxy without a usable PROXY header.
+    pub proxy_errors: AtomicU64,
 }
 
 impl Default for WsStats {
@@ -167,6 +169,7 @@ impl WsStats {
             handshakes_refused: AtomicU64::new(0),
             handshake_timeouts: AtomicU64::new(0),
             tls_failures: AtomicU64::new(0),
+            proxy_errors: AtomicU64::new(0),
         }
     }
 
@@ -314,6 +317,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Core>, workers: &Workers, 
         Arc::new(admission::Pending::new(cfg.max_pending_handshakes, cfg.max_pending_handshakes_per_ip));
     let sources =
         Arc::new(admission::Sources::new(cfg.max_connections_per_ip, cfg.max_handshakes_per_sec_per_ip));
+    // Validated with the config.
+    let trusted = crate::proxy::Trusted::parse(&cfg.trusted_proxies).unwrap_or_default();
     // Refused sockets linger briefly so the 503 is not destroyed by a reset;
     // beyond this many at once they are just dropped.
     let refusing = Arc::new(Semaphore::new(256));
@@ -348,24 +353,18 @@ pub async fn serve(listener: TcpListener, shared: Arc<Core>, workers: &Workers, 
                 });
             }
         };
-        let slot = match pending.enter(peer.ip()) {
-            Ok(slot) => slot,
-            Err(refused) => {
-                refuse(stream, refused.response());
-                continue;
-            }
-        };
-        let source = if sources.limited() {
-            match sources.enter(peer.ip(), std::time::Instant::now()) {
-                Ok(held) => Some(held),
-                Err(too_many) => {
-                    drop(slot);
-                    refuse(stream, too_many.response());
+        // Behind a trusted balancer the client's address comes with the
+        // PROXY header, read on the worker: its admission waits till then.
+        let admitted = if trusted.contains(peer.ip()) {
+            None
+        } else {
+            match admission::admit(&pending, &sources, peer.ip()) {
+                Ok(a) => Some(a),
+                Err(response) => {
+                    refuse(stream, response);
                     continue;
                 }
             }
-        } else {
-            None
         };
         let _ = stream.set_nodelay(true);
         let sock = socket2::SockRef::from(&stream);
@@ -386,16 +385,58 @@ pub async fn serve(listener: TcpListener, shared: Arc<Core>, workers: &Workers, 
         next = next.wrapping_add(1);
         let shared = shared.clone();
         let slots = slots.clone();
+        let (pending, sources) = (pending.clone(), sources.clone());
         workers.handles[w].spawn(tracker.track_future(async move {
-            // Held for the whole connection.
-            let _source = source;
-            match TcpStream::from_std(std) {
-                Ok(s) => connection(s, peer, shared, slot, slots, w).await,
-                Err(e) => tracing::debug!(error = %e, "could not register socket"),
-            }
+            let mut s = match TcpStream::from_std(std) {
+                Ok(s) => s,
+                Err(e) => return tracing::debug!(error = %e, "could not register socket"),
+            };
+            let (peer, (slot, _source)) = match admitted {
+                Some(a) => (peer, a),
+                None => match Box::pin(behind_proxy(&mut s, peer, &shared, &pending, &sources)).await {
+                    Some(x) => x,
+                    None => return drain_and_drop(Conn::Plain(s), Duration::from_secs(1)).await,
+                },
+            };
+            // `_source` is held for the whole connection.
+            connection(s, peer, shared, slot, slots, w).await;
         }));
     }
     tracing::info!("stopped accepting WebSocket connections");
+}
+
+/// A connection from a trusted balancer: reads its PROXY header and admits
+/// the client it names. `None` when refused (the answer is written; the
+/// caller drains the socket).
+async fn behind_proxy(
+    s: &mut TcpStream,
+    proxy: SocketAddr,
+    shared: &Core,
+    pending: &Arc<admission::Pending>,
+    sources: &Arc<admission::Sources>,
+) -> Option<(SocketAddr, admission::Admitted)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(shared.config.ws.handshake_timeout_ms);
+    let client = match crate::proxy::read_header(s, proxy, deadline).await {
+        Ok(c) => c,
+        Err(e) => {
+            shared.ws.proxy_errors.fetch_add(1, Ordering::Relaxed);
+            let body = format!("{e}\n");
+            let resp = format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.try_write(resp.as_bytes());
+            return None;
+        }
+    };
+    match admission::admit(pending, sources, client.ip()) {
+        Ok(a) => Some((client, a)),
+        Err(response) => {
+            shared.ws.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+            let _ = s.try_write(response.as_bytes());
+            None
+        }
+    }
 }
 
 /// Closes a socket that was answered in plain HTTP without resetting it.

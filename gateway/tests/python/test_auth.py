@@ -7,8 +7,8 @@ the first two of QUOTECAST_SYMBOLS; all: every symbol; single: one
 connection at most; rated: 2 requests per second), and the Ed25519 and
 RSA public keys for JWTs. The
 gateway runs with --auth-timeout-ms 1500, --auth-expiry-warning-ms 2000,
---jwt-leeway-secs 0, --max-auth-failures-per-min 20, --max-connections-per-ip 8
-and --allowed-origins https://app.example.com.
+--jwt-leeway-secs 0, --max-auth-failures-per-min 20, --max-connections-per-ip 8,
+--trusted-proxies 127.0.0.8 and --allowed-origins https://app.example.com.
 
 Tests that fail on purpose connect from their own loopback address, so
 the failure budget of one never blocks another.
@@ -323,6 +323,36 @@ def test_connections_per_address_are_bounded_with_429():
         finally:
             for ws in held:
                 await ws.close()
+
+    asyncio.run(run())
+
+
+def via_proxy(client, **kw):
+    """websockets.connect through "the balancer" 127.0.0.8 (a trusted
+    proxy of this gateway), which names `client` in a PROXY v1 header."""
+    u = urlsplit(URL)
+    sock = socket.socket()
+    sock.bind(("127.0.0.8", 0))
+    sock.connect((u.hostname, u.port))
+    sock.sendall(f"PROXY TCP4 {client} 127.0.0.1 40000 {u.port}\r\n".encode())
+    return websockets.connect(URL, sock=sock, open_timeout=10, **kw)
+
+
+def test_behind_a_trusted_proxy_limits_count_the_real_client():
+    async def run():
+        held = [await via_proxy("198.51.100.7", **bearer(keys()["all"])).__aenter__() for _ in range(8)]
+        try:
+            with pytest.raises(InvalidStatus) as e:
+                async with via_proxy("198.51.100.7", **bearer(keys()["all"])):
+                    pass
+            assert e.value.response.status_code == 429, "the 9th of one client behind the balancer"
+            async with via_proxy("198.51.100.8", **bearer(keys()["all"])) as other:
+                assert (await subscribe(other, [OTHER]))["accepted"] == [OTHER], "another client has its own"
+        finally:
+            for ws in held:
+                await ws.close()
+        status, body, _ = await refused("127.0.0.8", **bearer(keys()["all"]))
+        assert status == 400 and "PROXY protocol header" in body, "the balancer must send the header"
 
     asyncio.run(run())
 
