@@ -77,6 +77,9 @@ impl Verifier {
         if !ACCEPTED.contains(&header.alg) {
             return Err(AuthError::WrongAlgorithm(format!("{:?}", header.alg)));
         }
+        if !self.keys.iter().any(|k| k.alg == header.alg) {
+            return Err(AuthError::WrongAlgorithm(format!("{:?}", header.alg)));
+        }
         let mut candidates = self
             .keys
             .iter()
@@ -87,7 +90,8 @@ impl Verifier {
             })
             .peekable();
         if candidates.peek().is_none() {
-            return Err(AuthError::WrongAlgorithm(format!("{:?}", header.alg)));
+            // A `kid` no configured key has: nothing can verify it.
+            return Err(AuthError::BadSignature);
         }
         let mut v = Validation::new(header.alg);
         v.leeway = self.leeway;
@@ -187,4 +191,42 @@ fn from_jwks(text: &str) -> Result<Vec<VerifyingKey>, String> {
         out.push(VerifyingKey { kid: jwk.common.key_id.clone(), alg, key });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    /// A throwaway Ed25519 key of this test only, and its public half as a
+    /// JWK `x`.
+    const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIPPjqI+DnM5RuHELb/1XpaisswXlUFsz0NkSVTpzqI7s
+-----END PRIVATE KEY-----
+";
+    const X: &str = "H9EONuVL2NUvpTGtzUhf8FxA1hN7ZGLd6hRASNKbKNo";
+
+    fn token(kid: &str, exp_in: i64) -> String {
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = Some(kid.into());
+        let exp = super::super::now_secs() as i64 + exp_in;
+        let claims = serde_json::json!({"sub": "desk", "exp": exp, "symbols": ["AAPL"], "max_symbols": 7});
+        jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ed_pem(PRIVATE.as_bytes()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_jwks_file_verifies_by_kid() {
+        let path = std::env::temp_dir().join(format!("quotecast-jwks-{}.json", std::process::id()));
+        let jwks =
+            format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"{X}","kid":"k1","use":"sig"}}]}}"#);
+        std::fs::write(&path, jwks).unwrap();
+        let cfg = crate::auth::AuthConfig::parse_default();
+        let v = Verifier::load(&path, &cfg).unwrap();
+        let p = v.verify(&token("k1", 60)).unwrap();
+        assert_eq!((p.subject.as_str(), p.max_symbols), ("desk", Some(7)));
+        assert!(p.entitlements.allows("AAPL") && !p.entitlements.allows("MSFT"));
+        assert_eq!(v.verify(&token("k2", 60)).unwrap_err(), AuthError::BadSignature, "no key with that kid");
+        assert_eq!(v.verify(&token("k1", -60)).unwrap_err(), AuthError::Expired);
+        let _ = std::fs::remove_file(&path);
+    }
 }

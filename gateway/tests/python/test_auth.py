@@ -21,6 +21,7 @@ import hmac
 import json
 import os
 import socket
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -95,6 +96,45 @@ def updates(frame, pb):
     msg = pb.stream.ServerMessage()
     msg.ParseFromString(frame)
     return list(msg.updates.updates) if msg.WhichOneof("body") == "updates" else []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def bystander(pb):
+    """A client with a valid key streams through every test of this module
+    (refused tokens, brute force, revocation of another key, limits) from
+    its own address, and must see every update in order and stay open."""
+    state = {"updates": 0, "problems": [], "stop": False}
+
+    def run():
+        async def go():
+            async with connect(src="127.0.0.9", **bearer(keys()["all"])) as ws:
+                await ws.send(json.dumps({"op": "subscribe", "symbols": SYMBOLS[:4]}))
+                last = {}
+                while not state["stop"]:
+                    try:
+                        m = await asyncio.wait_for(ws.recv(), timeout=1)
+                    except asyncio.TimeoutError:
+                        continue
+                    if not isinstance(m, bytes):
+                        continue
+                    for u in updates(m, pb):
+                        if u.symbol in last and u.seq != last[u.symbol] + 1 + u.skipped:
+                            state["problems"].append(f"{u.symbol}: {last[u.symbol]} then {u.seq}")
+                        last[u.symbol] = u.seq
+                        state["updates"] += 1
+
+        try:
+            asyncio.run(go())
+        except Exception as e:  # noqa: BLE001 - any end is a failure here
+            state["problems"].append(f"bystander ended: {e!r}")
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    yield state
+    state["stop"] = True
+    t.join(timeout=10)
+    assert not state["problems"], state["problems"]
+    assert state["updates"] > 1000, state
 
 
 def test_an_api_key_sees_only_its_symbols_and_probing_learns_nothing(pb):
