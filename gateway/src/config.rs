@@ -320,11 +320,12 @@ pub struct WsConfig {
     /// 429 with Retry-After (0 = no limit).
     #[arg(long, env = "QUOTECAST_MAX_HANDSHAKES_PER_SEC_PER_IP", default_value_t = 0)]
     pub max_handshakes_per_sec_per_ip: u32,
-    /// Balancers in front (addresses or CIDRs, comma-separated) whose
-    /// connections start with a PROXY protocol header (v1 or v2, HAProxy's
-    /// `send-proxy`/`send-proxy-v2`): the client address it names is the
-    /// one per-address limits and logs use. A connection from one of them
-    /// without the header gets 400. Default: none (headers are not read).
+    /// Balancers in front of the WebSocket and gRPC ports (addresses or
+    /// CIDRs, comma-separated) whose connections start with a PROXY
+    /// protocol header (v1 or v2, HAProxy's `send-proxy`/`send-proxy-v2`):
+    /// the client address it names is the one per-address limits and logs
+    /// use. A WebSocket connection from one of them without the header gets
+    /// 400 (a gRPC one is closed). Default: none (headers are not read).
     #[arg(long, env = "QUOTECAST_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
     /// Most symbols one connection may subscribe to.

@@ -16,6 +16,9 @@ pub enum Conn {
     Plain(TcpStream),
     /// TLS (`--tls-cert-file`); boxed, as its state is large.
     Tls(Box<TlsStream<TcpStream>>),
+    /// Through a trusted balancer: the client's address from its PROXY
+    /// header (`--trusted-proxies`), for what reads the peer's address.
+    Proxied(Box<Conn>, std::net::SocketAddr),
 }
 
 impl AsyncRead for Conn {
@@ -23,6 +26,7 @@ impl AsyncRead for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Proxied(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -32,6 +36,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Proxied(s, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -43,6 +48,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Conn::Proxied(s, _) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -50,6 +56,7 @@ impl AsyncWrite for Conn {
         match self {
             Conn::Plain(s) => s.is_write_vectored(),
             Conn::Tls(s) => s.is_write_vectored(),
+            Conn::Proxied(s, _) => s.is_write_vectored(),
         }
     }
 
@@ -57,6 +64,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Proxied(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -64,6 +72,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Proxied(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -74,6 +83,16 @@ impl Conn {
         match self {
             Conn::Plain(s) => s,
             Conn::Tls(s) => s.get_ref().0,
+            Conn::Proxied(s, _) => s.tcp(),
+        }
+    }
+
+    /// The client's address: from the PROXY header behind a trusted
+    /// balancer, else the socket's peer.
+    pub fn peer(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Conn::Proxied(_, client) => Some(*client),
+            other => other.tcp().peer_addr().ok(),
         }
     }
 }
@@ -85,7 +104,7 @@ impl tonic::transport::server::Connected for Conn {
     fn connect_info(&self) -> Self::ConnectInfo {
         tonic::transport::server::TcpConnectInfo {
             local_addr: self.tcp().local_addr().ok(),
-            remote_addr: self.tcp().peer_addr().ok(),
+            remote_addr: self.peer(),
         }
     }
 }

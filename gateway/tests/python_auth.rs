@@ -54,7 +54,7 @@ async fn keys_tokens_entitlements_and_limits_as_python_clients_see_them() {
     token.cancel();
     sim_task.await.unwrap().unwrap();
     assert!(ok, "python clients failed:\n{text}");
-    assert!(text.contains("16 passed"), "{text}");
+    assert!(text.contains("17 passed"), "{text}");
 
     // What the clients saw is what the operators count.
     let stats = &gw.running.core.auth.stats;

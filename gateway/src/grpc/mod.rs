@@ -83,15 +83,18 @@ pub enum ServeError {
 type Incoming = std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<Conn>> + Send>>;
 
 /// The connections of `listener`: plain, or with `--tls-cert-file` TLS
-/// (ALPN h2, client certificates with `--tls-client-ca-file`). Each TLS
-/// handshake runs in its own task, within `--handshake-timeout-ms`, so a
-/// slow or silent one never holds up the others.
+/// (ALPN h2, client certificates with `--tls-client-ca-file`); from a
+/// `--trusted-proxies` balancer, after its PROXY header, with the client's
+/// address it names. Each such connection is prepared in its own task,
+/// within `--handshake-timeout-ms`, so a slow or silent one never holds up
+/// the others.
 fn incoming(listener: tokio::net::TcpListener, core: &Arc<Core>, tasks: &TaskTracker) -> Incoming {
     use futures_util::StreamExt;
     let plain = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let Some(tls) = core.tls.clone() else {
+    let trusted = crate::proxy::Trusted::parse(&core.config.ws.trusted_proxies).unwrap_or_default();
+    if core.tls.is_none() && trusted.is_empty() {
         return Box::pin(plain.map(|r| r.map(Conn::Plain)));
-    };
+    }
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let timeout = Duration::from_millis(core.config.ws.handshake_timeout_ms);
     let (core, accepting) = (core.clone(), tasks.clone());
@@ -106,24 +109,59 @@ fn incoming(listener: tokio::net::TcpListener, core: &Arc<Core>, tasks: &TaskTra
                     None => return,
                 },
             };
-            let (acceptor, tx, core) = (tls.grpc.clone(), tx.clone(), core.clone());
+            let (tx, core, trusted) = (tx.clone(), core.clone(), trusted.clone());
             accepting.spawn(async move {
-                match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => {
-                        let _ = tx.send(Ok(Conn::Tls(Box::new(s)))).await;
-                    }
-                    Ok(Err(e)) => {
-                        core.ws.tls_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tracing::debug!(error = %e, "gRPC TLS handshake failed");
-                    }
-                    Err(_) => {
-                        core.ws.tls_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
+                let deadline = tokio::time::Instant::now() + timeout;
+                if let Some(conn) = prepare(tcp, &core, &trusted, deadline).await {
+                    let _ = tx.send(Ok(conn)).await;
                 }
             });
         }
     });
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// A gRPC connection made ready: its PROXY header read (from a trusted
+/// balancer), then TLS. `None` when it fails (counted).
+async fn prepare(
+    mut tcp: tokio::net::TcpStream,
+    core: &Core,
+    trusted: &crate::proxy::Trusted,
+    deadline: tokio::time::Instant,
+) -> Option<Conn> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let peer = tcp.peer_addr().ok()?;
+    let client = if trusted.contains(peer.ip()) {
+        match crate::proxy::read_header(&mut tcp, peer, deadline).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                core.ws.proxy_errors.fetch_add(1, Relaxed);
+                tracing::debug!(%peer, error = %e, "gRPC connection from a trusted proxy without a PROXY header");
+                return None;
+            }
+        }
+    } else {
+        None
+    };
+    let conn = match &core.tls {
+        None => Conn::Plain(tcp),
+        Some(tls) => match tokio::time::timeout_at(deadline, tls.grpc.accept(tcp)).await {
+            Ok(Ok(s)) => Conn::Tls(Box::new(s)),
+            Ok(Err(e)) => {
+                core.ws.tls_failures.fetch_add(1, Relaxed);
+                tracing::debug!(%peer, error = %e, "gRPC TLS handshake failed");
+                return None;
+            }
+            Err(_) => {
+                core.ws.tls_failures.fetch_add(1, Relaxed);
+                return None;
+            }
+        },
+    };
+    Some(match client {
+        Some(c) => Conn::Proxied(Box::new(conn), c),
+        None => conn,
+    })
 }
 
 /// When the server fails (see [`serve_with`]).

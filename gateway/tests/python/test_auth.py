@@ -447,3 +447,54 @@ def test_a_grpc_stream_ends_at_its_tokens_expiry(pb, stub):
             pass
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED and "token expired" in e.value.details()
     assert time.time() - t0 < 10
+
+
+def relay(client):
+    """A stand-in balancer: accepts on a loopback port, connects to the
+    gateway's gRPC port from 127.0.0.8 (a trusted proxy), sends a PROXY v1
+    header naming `client`, then relays both ways. Returns its address."""
+    host, port = ADDR.rsplit(":", 1)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+
+    def pipe(a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def serve():
+        while True:
+            c, _ = srv.accept()
+            up = socket.socket()
+            up.bind(("127.0.0.8", 0))
+            up.connect((host, int(port)))
+            up.sendall(f"PROXY TCP4 {client} 127.0.0.1 40000 {port}\r\n".encode())
+            threading.Thread(target=pipe, args=(c, up), daemon=True).start()
+            threading.Thread(target=pipe, args=(up, c), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"127.0.0.1:{srv.getsockname()[1]}"
+
+
+def test_grpc_behind_a_trusted_proxy_limits_count_the_real_client(pb):
+    guesser = pb.snapshot_grpc.QuoteServiceStub(grpc.insecure_channel(relay("198.51.100.20")))
+    other = pb.snapshot_grpc.QuoteServiceStub(grpc.insecure_channel(relay("198.51.100.21")))
+    req = pb.snapshot.ListSymbolsRequest()
+    for _ in range(20):
+        with pytest.raises(grpc.RpcError) as e:
+            guesser.ListSymbols(req, timeout=10, metadata=[("authorization", "Bearer guess")])
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as e:
+        guesser.ListSymbols(req, timeout=10, metadata=[("authorization", f"Bearer {keys()['all']}")])
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, "that client is blocked"
+    ok = other.ListSymbols(req, timeout=10, metadata=[("authorization", f"Bearer {keys()['all']}")])
+    assert len(ok.symbols) == len(SYMBOLS), "another client behind the same balancer is not"
