@@ -31,6 +31,11 @@ ${BENCH_GATEWAY_CPUS:+taskset -c "$BENCH_GATEWAY_CPUS"} target/release/gateway -
   --log warn ${BENCH_GATEWAY_ARGS:-} >"$log" 2>&1 &
 gw=$!
 stop() {
+  if [[ -r "/proc/$gw/stat" ]]; then
+    # The gateway's whole CPU time (user + system), for scripts that
+    # divide it by what the run did (bench-tls.sh: per handshake).
+    awk -v hz="$(getconf CLK_TCK)" '{ printf "bench-run: gateway cpu_seconds %.3f\n", ($14 + $15) / hz }' "/proc/$gw/stat" >&2
+  fi
   if kill -0 "$gw" 2>/dev/null; then
     kill -INT "$gw" 2>/dev/null || true
     wait "$gw" 2>/dev/null || true
@@ -52,4 +57,9 @@ ${BENCH_LOADTEST_CPUS:+taskset -c "$BENCH_LOADTEST_CPUS"} target/release/loadtes
   --feed-group "$group" --feed-port "$feed_port" --gateway-pid "$gw" "$@"
 status=$?
 set -e
+# loadtest's whole CPU time: the only child waited for so far (`times`
+# into a file: in a pipe it would run in a subshell that has no children).
+times >"$log.times"
+awk 'NR == 2 { u = $1; s = $2; gsub(/[ms]/, " ", u); gsub(/[ms]/, " ", s); split(u, a, " "); split(s, b, " ");
+  printf "bench-run: loadtest cpu_seconds %.3f\n", a[1] * 60 + a[2] + b[1] * 60 + b[2] }' "$log.times" >&2
 exit "$status"

@@ -42,17 +42,17 @@ run() { # name gateway-args loadtest-args...
 }
 # shellcheck disable=SC2086
 {
-  run plain "$auth" $load -d "$duration" --token "$key"
-  run tls "$auth $tls" $load -d "$duration" --token "$key" --tls-ca-file "$c/ca.pem"
+  run plain "$auth" $load -d "$duration" --token="$key"
+  run tls "$auth $tls" $load -d "$duration" --token="$key" --tls-ca-file "$c/ca.pem"
   # All at once, with room for every one of them in the handshake bounds
   # (by default 1024 pending, 64 per address: a burst beyond gets 503).
   room="--max-pending-handshakes $handshakes --max-pending-handshakes-per-ip $handshakes"
-  run hs-plain-key "$auth $room" -c "$handshakes" -s 1 --connect-rate 0 --connect-timeout 30s --feed-rate 100 -d 2s --token "$key"
-  run hs-tls-key "$auth $tls $room" -c "$handshakes" -s 1 --connect-rate 0 --connect-timeout 30s --feed-rate 100 -d 2s --token "$key" --tls-ca-file "$c/ca.pem"
-  run hs-tls-jwt "$auth $tls $room" -c "$handshakes" -s 1 --connect-rate 0 --connect-timeout 30s --feed-rate 100 -d 2s --token "$jwt" --tls-ca-file "$c/ca.pem"
-  run idle-plain "$auth" -c "$idle" -s 1 --feed-rate 10 -d 5s --token "$key"
-  run idle-tls "$auth $tls" -c "$idle" -s 1 --feed-rate 10 -d 5s --token "$key" --tls-ca-file "$c/ca.pem"
-  run idle-base "$auth" -c 1 -s 1 --feed-rate 10 -d 5s --token "$key"
+  run hs-plain-key "$auth $room" -c "$handshakes" -s 1 --connect-rate 0 --connect-timeout 30s --feed-rate 100 -d 2s --token="$key"
+  run hs-tls-key "$auth $tls $room" -c "$handshakes" -s 1 --connect-rate 0 --connect-timeout 30s --feed-rate 100 -d 2s --token="$key" --tls-ca-file "$c/ca.pem"
+  run hs-tls-jwt "$auth $tls $room" -c "$handshakes" -s 1 --connect-rate 0 --connect-timeout 30s --feed-rate 100 -d 2s --token="$jwt" --tls-ca-file "$c/ca.pem"
+  run idle-plain "$auth" -c "$idle" -s 1 --feed-rate 10 -d 5s --token="$key"
+  run idle-tls "$auth $tls" -c "$idle" -s 1 --feed-rate 10 -d 5s --token="$key" --tls-ca-file "$c/ca.pem"
+  run idle-base "$auth" -c 1 -s 1 --feed-rate 10 -d 5s --token="$key"
 }
 python3 - "$out" "$idle" <<'PY'
 import json, os, sys
@@ -74,13 +74,25 @@ if p and t:
     if pu and tu:
         print(f"\nTLS/plain: updates/s {tu/pu:.2f}x, gateway CPU per update {(tc/tu)/(pc/pu):.2f}x "
               f"({pc/pu*1e6:.2f} -> {tc/tu*1e6:.2f} µs)")
-print("\n| handshakes | connected | ramp s | per second | connect p50 ms | connect p99 ms | gateway cores (window) |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+def cpu(name, who):
+    # bench-run.sh's "bench-run: <who> cpu_seconds X" line of this run.
+    p = os.path.join(out, name + ".txt")
+    for line in open(p) if os.path.exists(p) else []:
+        if line.startswith(f"bench-run: {who} cpu_seconds "):
+            return float(line.split()[-1])
+    return None
+base = cpu("idle-base", "gateway")
+print("\n| handshakes | connected | ramp s | per second | connect p50 ms | connect p99 ms | gateway CPU ms each | loadtest CPU ms each |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for n in ["hs-plain-key", "hs-tls-key", "hs-tls-jwt"]:
     j = r(n)
     if j:
         c = j["connections"]
-        print(f"| {n[3:]} | {c['connected']} | {j['ramp_secs']:.2f} | {c['connected']/max(j['ramp_secs'],1e-9):,.0f} | {c['connect_time']['p50_us']/1000:.2f} | {c['connect_time']['p99_us']/1000:.2f} | {j['cpu']['gateway_cores'] or 0:.2f} |")
+        g, l = cpu(n, "gateway"), cpu(n, "loadtest")
+        # Whole-run CPU over the handshakes: the run is short and idle apart
+        # from them (the 1-connection run's gateway CPU is taken off).
+        each = lambda x, off=0.0: f"{(x - off) / max(c['connected'], 1) * 1000:.3f}" if x is not None else "?"
+        print(f"| {n[3:]} | {c['connected']} | {j['ramp_secs']:.2f} | {c['connected']/max(j['ramp_secs'],1e-9):,.0f} | {c['connect_time']['p50_us']/1000:.2f} | {c['connect_time']['p99_us']/1000:.2f} | {each(g, base or 0.0)} | {each(l)} |")
 b = r("idle-base")
 print("\n| idle | connected | gateway RSS MiB | per connection B (above 1 connection) |")
 print("|---|---:|---:|---:|")
