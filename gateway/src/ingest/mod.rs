@@ -1181,8 +1181,10 @@ impl Ingest {
             Decision::EndOfSession { first } => {
                 if first {
                     tracing::info!(session = %p.session, "feed session ended");
-                    self.stats.sessions_ended.fetch_add(1, Ordering::Relaxed);
                     self.mark_all_stale(Reason::SessionEnd);
+                    // Counted once every symbol is marked: whoever sees the
+                    // count sees a book that vouches for nothing.
+                    self.stats.sessions_ended.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
