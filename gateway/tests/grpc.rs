@@ -262,8 +262,16 @@ async fn ws_resume(ws: &mut common::Client, from: &BTreeMap<String, u64>) -> v1:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_snapshot_then_websocket_from_seq_hands_off_at_speed() {
     // Deep enough that the few milliseconds between the snapshot and the
-    // subscribe never outrun the ring (its overflow is tested below).
-    let gw = Gw::start_with(|c| c.feed.replay_depth = 16_384).await;
+    // subscribe never outrun the ring (its overflow is tested below), and
+    // a mailbox that holds the whole replay: on a loaded machine those
+    // milliseconds are hundreds of updates per hot symbol, and a replay
+    // beyond --queue-capacity is conflated (skipped > 0), rightly, but
+    // this test is about the exact handoff.
+    let gw = Gw::start_with(|c| {
+        c.feed.replay_depth = 16_384;
+        c.ws.queue_capacity = 1 << 16;
+    })
+    .await;
     let mut c = client(gw.running.grpc_addr).await;
     let stop = CancellationToken::new();
     let feed = tokio::spawn(feed_sim::run(sim(&gw, 11, 20, 50_000, 400_000), stop.clone()));
