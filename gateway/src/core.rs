@@ -29,6 +29,8 @@ pub struct Core {
     pub auth: Arc<crate::auth::Authenticator>,
     /// TLS for the client ports (`None`: plain).
     pub tls: Option<crate::tls::Tls>,
+    /// Balancers whose PROXY headers are believed (`--trusted-proxies`).
+    pub trusted: crate::proxy::Trusted,
     /// This node's name (`--node-name`, else the host name).
     pub node: String,
     /// Cancelled on shutdown.

@@ -2,8 +2,15 @@
 //! one loop that looks every interval, logs a change once, and a file
 //! that no longer loads once per bad version, not once per look.
 
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
+
+/// A file's modification time, the change a reload looks for (`None`
+/// while it cannot be read).
+pub fn mtime(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
 
 /// Calls `reload` every `every` until `stop`: `Ok(true)` means the files
 /// changed and were taken, `Ok(false)` nothing changed, `Err` they changed

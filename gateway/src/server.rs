@@ -246,6 +246,7 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
     let feed = Arc::new(FeedStats::default());
     let auth = Arc::new(crate::auth::Authenticator::new(&cfg.auth)?);
     let tls = crate::tls::Tls::new(&cfg.tls)?;
+    let trusted = crate::proxy::Trusted::parse(&cfg.ws.trusted_proxies).map_err(anyhow::Error::msg)?;
     if auth.enabled() {
         tracing::info!(api_keys = ?cfg.auth.api_keys_file, jwt_keys = ?cfg.auth.jwt_key_file, "clients must authenticate");
     } else if cfg.auth.insecure {
@@ -328,6 +329,7 @@ pub async fn start(cfg: Config, bound: Bound, shutdown: CancellationToken) -> an
         config: cfg.clone(),
         auth: auth.clone(),
         tls: tls.clone(),
+        trusted,
         node: cfg.serve.node_name(),
         shutdown: shutdown.clone(),
         drain: crate::drain::Drain::new(Duration::from_millis(cfg.serve.drain_spread_ms)),

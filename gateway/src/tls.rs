@@ -5,6 +5,7 @@
 //! was last loaded), so open connections keep theirs and new ones get the
 //! new one. rustls with the `ring` provider, TLS 1.2 and 1.3 only.
 
+use crate::reload::mtime;
 use arc_swap::ArcSwap;
 use clap::Args;
 use rustls::crypto::CryptoProvider;
@@ -187,8 +188,4 @@ fn read_certs(flag: &'static str, path: &Path) -> Result<Vec<CertificateDer<'sta
         return Err(bad("no CERTIFICATE in it".into()));
     }
     Ok(certs)
-}
-
-fn mtime(p: &Path) -> Option<SystemTime> {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }

@@ -19,6 +19,7 @@ pub mod limits;
 
 pub use config::AuthConfig;
 
+use crate::reload::mtime;
 use arc_swap::ArcSwap;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -450,8 +451,12 @@ fn read_key_file<'a>(
     Ok((text, move |why| LoadError::Invalid { flag, path: path.into(), why }))
 }
 
-fn mtime(p: &std::path::Path) -> Option<SystemTime> {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+/// The token of an `Authorization: Bearer <token>` value (any case of
+/// the scheme); `None` for another scheme. WebSocket upgrades and gRPC
+/// metadata read it the same way.
+pub fn bearer(v: &str) -> Option<&str> {
+    let (scheme, token) = v.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Seconds since the epoch, now.

@@ -91,8 +91,7 @@ type Incoming = std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Resul
 fn incoming(listener: tokio::net::TcpListener, core: &Arc<Core>, tasks: &TaskTracker) -> Incoming {
     use futures_util::StreamExt;
     let plain = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let trusted = crate::proxy::Trusted::parse(&core.config.ws.trusted_proxies).unwrap_or_default();
-    if core.tls.is_none() && trusted.is_empty() {
+    if core.tls.is_none() && core.trusted.is_empty() {
         return Box::pin(plain.map(|r| r.map(Conn::Plain)));
     }
     let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -109,10 +108,10 @@ fn incoming(listener: tokio::net::TcpListener, core: &Arc<Core>, tasks: &TaskTra
                     None => return,
                 },
             };
-            let (tx, core, trusted) = (tx.clone(), core.clone(), trusted.clone());
+            let (tx, core) = (tx.clone(), core.clone());
             accepting.spawn(async move {
                 let deadline = tokio::time::Instant::now() + timeout;
-                if let Some(conn) = prepare(tcp, &core, &trusted, deadline).await {
+                if let Some(conn) = prepare(tcp, &core, deadline).await {
                     let _ = tx.send(Ok(conn)).await;
                 }
             });
@@ -126,12 +125,11 @@ fn incoming(listener: tokio::net::TcpListener, core: &Arc<Core>, tasks: &TaskTra
 async fn prepare(
     mut tcp: tokio::net::TcpStream,
     core: &Core,
-    trusted: &crate::proxy::Trusted,
     deadline: tokio::time::Instant,
 ) -> Option<Conn> {
     use std::sync::atomic::Ordering::Relaxed;
     let peer = tcp.peer_addr().ok()?;
-    let client = if trusted.contains(peer.ip()) {
+    let client = if core.trusted.contains(peer.ip()) {
         match crate::proxy::read_header(&mut tcp, peer, deadline).await {
             Ok(c) => Some(c),
             Err(e) => {

@@ -71,13 +71,11 @@ impl QuoteSvc {
             auth.stats.blocked.fetch_add(1, Ordering::Relaxed);
             return Err(CallError::Blocked(wait.as_secs().max(1)));
         }
-        let token = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(|v| {
-            let v = v.trim();
-            match v.split_once(' ') {
-                Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
-                _ => v,
-            }
-        });
+        let token = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| crate::auth::bearer(v).unwrap_or(v.trim()));
         let p = auth.verify(token.unwrap_or_default()).map_err(|e| {
             if let Some(ip) = ip {
                 auth.failed(ip, &e);

@@ -978,6 +978,7 @@ mod tests {
             ws: Arc::new(WsStats::new(metrics.send_latency())),
             config: Config::for_tests(std::net::Ipv4Addr::new(239, 1, 2, 3), 5000),
             tls: None,
+            trusted: Default::default(),
             auth: Arc::new(
                 crate::auth::Authenticator::new(&crate::auth::AuthConfig::parse_default()).unwrap(),
             ),

@@ -44,10 +44,7 @@ impl Refused {
     /// handshakes end within the handshake timeout).
     pub fn response(self) -> String {
         let body = format!("{self}; retry shortly\n");
-        format!(
-            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
+        super::handshake::plain_answer("503 Service Unavailable", &[("Retry-After", "1")], &body, false)
     }
 }
 
@@ -155,10 +152,7 @@ impl TooMany {
     /// The HTTP 429 that says so.
     pub fn response(self) -> String {
         let body = format!("{self}; retry after 1 s\n");
-        format!(
-            "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
+        super::handshake::plain_answer("429 Too Many Requests", &[("Retry-After", "1")], &body, false)
     }
 }
 

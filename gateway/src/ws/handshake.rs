@@ -143,7 +143,7 @@ pub async fn accept(stream: &mut Conn, health: &(dyn Health + Sync), peer: IpAdd
             }
             Ok(key) => {
                 let token = header("authorization")
-                    .and_then(bearer)
+                    .and_then(crate::auth::bearer)
                     .map(str::to_string)
                     .or_else(|| query_token(query));
                 let principal = match health.admit(peer, header("origin"), token.as_deref()) {
@@ -229,6 +229,13 @@ async fn respond(
     body: &str,
     head: bool,
 ) -> io::Result<()> {
+    stream.write_all(plain_answer(status, extra, body, head).as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// A whole plain-text HTTP answer that closes the connection (headers only
+/// for HEAD): every answer the WebSocket port gives in plain HTTP.
+pub fn plain_answer(status: &str, extra: &[(&str, &str)], body: &str, head: bool) -> String {
     let mut resp =
         format!("HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in extra {
@@ -238,14 +245,7 @@ async fn respond(
     if !head {
         resp.push_str(body);
     }
-    stream.write_all(resp.as_bytes()).await?;
-    stream.shutdown().await
-}
-
-/// The token of an `Authorization: Bearer <token>` header.
-fn bearer(v: &str) -> Option<&str> {
-    let (scheme, token) = v.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    resp
 }
 
 /// `token=` of a query string, percent-decoded (browsers cannot set
@@ -301,6 +301,7 @@ mod tests {
 
     #[test]
     fn credentials_from_header_and_query() {
+        use crate::auth::bearer;
         assert_eq!(bearer("Bearer abc.def.ghi"), Some("abc.def.ghi"));
         assert_eq!(bearer("bearer  k1 "), Some("k1"));
         assert_eq!(bearer("Basic abc"), None);

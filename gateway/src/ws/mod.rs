@@ -317,8 +317,6 @@ pub async fn serve(listener: TcpListener, shared: Arc<Core>, workers: &Workers, 
         Arc::new(admission::Pending::new(cfg.max_pending_handshakes, cfg.max_pending_handshakes_per_ip));
     let sources =
         Arc::new(admission::Sources::new(cfg.max_connections_per_ip, cfg.max_handshakes_per_sec_per_ip));
-    // Validated with the config.
-    let trusted = crate::proxy::Trusted::parse(&cfg.trusted_proxies).unwrap_or_default();
     // Refused sockets linger briefly so the 503 is not destroyed by a reset;
     // beyond this many at once they are just dropped.
     let refusing = Arc::new(Semaphore::new(256));
@@ -355,7 +353,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Core>, workers: &Workers, 
         };
         // Behind a trusted balancer the client's address comes with the
         // PROXY header, read on the worker: its admission waits till then.
-        let admitted = if trusted.contains(peer.ip()) {
+        let admitted = if shared.trusted.contains(peer.ip()) {
             None
         } else {
             match admission::admit(&pending, &sources, peer.ip()) {
@@ -420,12 +418,8 @@ async fn behind_proxy(
         Ok(c) => c,
         Err(e) => {
             shared.ws.proxy_errors.fetch_add(1, Ordering::Relaxed);
-            let body = format!("{e}\n");
-            let resp = format!(
-                "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = s.try_write(resp.as_bytes());
+            let answer = handshake::plain_answer("400 Bad Request", &[], &format!("{e}\n"), false);
+            let _ = s.try_write(answer.as_bytes());
             return None;
         }
     };
@@ -560,6 +554,7 @@ mod tests {
             ws: Arc::new(WsStats::default()),
             config: crate::Config::for_tests(std::net::Ipv4Addr::new(239, 1, 2, 3), 5000),
             tls: None,
+            trusted: Default::default(),
             auth: Arc::new(
                 crate::auth::Authenticator::new(&crate::auth::AuthConfig::parse_default()).unwrap(),
             ),

@@ -39,6 +39,17 @@ fn drain_key(peer: SocketAddr) -> u64 {
     (ip << 16) | u64::from(peer.port())
 }
 
+/// Who `p` is, as the reply to `auth` (request `id`) or, `expiring`, as
+/// the warning before its token expires.
+fn authenticated(id: &str, p: &Principal, expiring: bool) -> Reply {
+    Reply::Authenticated(v1::Authenticated {
+        id: id.to_string(),
+        subject: p.subject.clone(),
+        expires_at_ms: p.expires_at.map_or(0, |s| s.saturating_mul(1000)),
+        expiring,
+    })
+}
+
 /// What [`Session::guard`] wakes up for.
 #[derive(Debug, Clone, Copy)]
 enum Wake {
@@ -225,14 +236,14 @@ impl Session {
             // Per connection, then per key (over all its connections).
             let allowed = {
                 let mut st = self.state.lock();
-                let per_key =
-                    st.principal.as_ref().and_then(|p| Some((p.max_requests_per_sec?, p.subject.clone())));
-                match (st.limit.take(), per_key) {
+                let per_connection = st.limit.take();
+                let per_key = st.principal.as_ref().and_then(|p| Some((p.max_requests_per_sec?, &p.subject)));
+                match (per_connection, per_key) {
                     (Err(wait), _) => {
                         Err((wait, format!("more than {} requests per second", cfg.max_requests_per_sec)))
                     }
                     (Ok(()), Some((rate, subject))) => {
-                        self.shared.auth.rates.take(&subject, rate).map_err(|wait| {
+                        self.shared.auth.rates.take(subject, rate).map_err(|wait| {
                             (wait, format!("more than {rate} requests per second for {subject}"))
                         })
                     }
@@ -335,13 +346,7 @@ impl Session {
             }
         }
         drop(st);
-        let reply = Reply::Authenticated(v1::Authenticated {
-            id: id.to_string(),
-            subject: p.subject.clone(),
-            expires_at_ms: p.expires_at.map_or(0, |s| s.saturating_mul(1000)),
-            expiring: false,
-        });
-        if self.reply(&reply, format) {
+        if self.reply(&authenticated(id, &p, false), format) {
             return Ok(true);
         }
         if !removed.is_empty() {
@@ -388,52 +393,46 @@ impl Session {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
+            let checked = tokio::select! {
                 () = sleep => {
                     // Authenticated or refreshed meanwhile: look again.
                     let now = self.state.lock().principal.clone();
-                    let same = match (&now, &p) {
-                        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                        (None, None) => true,
-                        _ => false,
-                    };
-                    if !same {
+                    if now.as_ref().map(Arc::as_ptr) != p.as_ref().map(Arc::as_ptr) {
                         continue;
                     }
-                    match what {
-                    Wake::NoCredential => {
-                        auth.failed(self.peer.ip(), &crate::auth::AuthError::Missing);
-                        let ms = cfg.auth_timeout_ms;
-                        return End::Close(close_code::UNAUTHORIZED, format!("no credential within {ms} ms"));
-                    }
-                    Wake::Expired => {
-                        auth.stats.expired_closes.fetch_add(1, Ordering::Relaxed);
-                        return End::Close(close_code::UNAUTHORIZED, "token expired".into());
-                    }
-                    Wake::Warn => {
-                        let Some(p) = p else { continue };
-                        warned = p.expires_at;
-                        let format = self.state.lock().format;
-                        let warning = Reply::Authenticated(v1::Authenticated {
-                            id: String::new(),
-                            subject: p.subject.clone(),
-                            expires_at_ms: p.expires_at.map_or(0, |s| s.saturating_mul(1000)),
-                            expiring: true,
-                        });
-                        let _ = self.reply(&warning, format);
-                    }
+                    match (what, &p) {
+                        (Wake::NoCredential, _) => Err(crate::auth::AuthError::Missing),
+                        (Wake::Expired, _) => Err(crate::auth::AuthError::Expired),
+                        (Wake::Warn, Some(p)) => {
+                            warned = p.expires_at;
+                            let format = self.state.lock().format;
+                            let _ = self.reply(&authenticated("", p, true), format);
+                            Ok(())
+                        }
+                        (Wake::Warn, None) => Ok(()),
                     }
                 },
                 changed = changes.changed() => {
                     if changed.is_err() {
                         return std::future::pending().await;
                     }
-                    if let Some(p) = &p {
-                        if let Err(e) = auth.still_valid(p) {
-                            auth.stats.revoked_closes.fetch_add(1, Ordering::Relaxed);
-                            return End::Close(close_code::UNAUTHORIZED, e.to_string());
-                        }
-                    }
+                    p.as_ref().map_or(Ok(()), |p| auth.still_valid(p))
+                }
+            };
+            match checked {
+                Ok(()) => {}
+                Err(crate::auth::AuthError::Missing) => {
+                    auth.failed(self.peer.ip(), &crate::auth::AuthError::Missing);
+                    let ms = cfg.auth_timeout_ms;
+                    return End::Close(close_code::UNAUTHORIZED, format!("no credential within {ms} ms"));
+                }
+                Err(e) => {
+                    let closes = match e {
+                        crate::auth::AuthError::Expired => &auth.stats.expired_closes,
+                        _ => &auth.stats.revoked_closes,
+                    };
+                    closes.fetch_add(1, Ordering::Relaxed);
+                    return End::Close(close_code::UNAUTHORIZED, e.to_string());
                 }
             }
         }
