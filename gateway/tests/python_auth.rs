@@ -13,18 +13,9 @@ use tokio_util::sync::CancellationToken;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_tokens_entitlements_and_limits_as_python_clients_see_them() {
     require_python(&["websockets", "google.protobuf", "grpc_tools", "pytest", "jwt", "cryptography"]);
-    let dir = std::env::temp_dir().join(format!("quotecast-auth-{}-{}", std::process::id(), unique_feed().1));
-    std::fs::create_dir_all(&dir).unwrap();
     let sim = SimConfig { seed: 7, symbols: 12, rate: 2_000, ..SimConfig::default() };
     let symbols = feed_sim::Market::new(sim.seed, sim.symbols, sim.zipf, sim.trade_ratio).tickers();
-    let setup = format!("{}/tests/python/auth_setup.py", env!("CARGO_MANIFEST_DIR"));
-    let made = std::process::Command::new("python3")
-        .arg(&setup)
-        .arg(&dir)
-        .arg(symbols.join(","))
-        .status()
-        .expect("running auth_setup.py");
-    assert!(made.success(), "auth_setup.py failed");
+    let dir = credentials("auth", &symbols);
 
     let gw = Gw::start_with(|c| {
         c.auth.api_keys_file = Some(dir.join("api_keys.json"));

@@ -12,13 +12,9 @@ use tokio_util::sync::CancellationToken;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_and_grpc_over_tls_with_a_renewal_as_python_clients_see_them() {
     require_python(&["websockets", "google.protobuf", "grpc_tools", "pytest", "cryptography"]);
-    let dir = std::env::temp_dir().join(format!("quotecast-tls-{}-{}", std::process::id(), unique_feed().1));
-    std::fs::create_dir_all(&dir).unwrap();
     let sim = SimConfig { seed: 9, symbols: 8, rate: 2_000, ..SimConfig::default() };
     let symbols = feed_sim::Market::new(sim.seed, sim.symbols, sim.zipf, sim.trade_ratio).tickers();
-    let setup = format!("{}/tests/python/auth_setup.py", env!("CARGO_MANIFEST_DIR"));
-    let made = std::process::Command::new("python3").arg(&setup).arg(&dir).arg(symbols.join(",")).status();
-    assert!(made.expect("running auth_setup.py").success(), "auth_setup.py failed");
+    let dir = credentials("tls", &symbols);
 
     let gw = Gw::start_with(|c| {
         c.tls.tls_cert_file = Some(dir.join("server.pem"));

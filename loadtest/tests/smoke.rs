@@ -14,7 +14,16 @@ fn unique_feed(n: u8) -> (Ipv4Addr, u16) {
 }
 
 async fn start_gateway(group: Ipv4Addr, port: u16) -> (gateway::Running, CancellationToken) {
-    let cfg = gateway::Config::for_tests(group, port);
+    start_gateway_with(group, port, |_| {}).await
+}
+
+async fn start_gateway_with(
+    group: Ipv4Addr,
+    port: u16,
+    f: impl FnOnce(&mut gateway::Config),
+) -> (gateway::Running, CancellationToken) {
+    let mut cfg = gateway::Config::for_tests(group, port);
+    f(&mut cfg);
     cfg.validate().unwrap();
     let bound = gateway::Bound::bind(&cfg).unwrap();
     let shutdown = CancellationToken::new();
@@ -145,13 +154,12 @@ async fn clients_over_tls_with_a_key_see_every_update() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("api_keys_plain.json")).unwrap()).unwrap();
 
     let (group, port) = unique_feed(3);
-    let mut gcfg = gateway::Config::for_tests(group, port);
-    gcfg.tls.tls_cert_file = Some(dir.join("server.pem"));
-    gcfg.tls.tls_key_file = Some(dir.join("server.key"));
-    gcfg.auth.api_keys_file = Some(dir.join("api_keys.json"));
-    let bound = gateway::Bound::bind(&gcfg).unwrap();
-    let stop = CancellationToken::new();
-    let gw = gateway::start(gcfg, bound, stop.clone()).await.unwrap();
+    let (gw, stop) = start_gateway_with(group, port, |c| {
+        c.tls.tls_cert_file = Some(dir.join("server.pem"));
+        c.tls.tls_key_file = Some(dir.join("server.key"));
+        c.auth.api_keys_file = Some(dir.join("api_keys.json"));
+    })
+    .await;
 
     let mut cfg = loadtest::Config::for_tests(gw.ws_addr, gw.grpc_addr, group, port);
     cfg.target.tls_ca_file = Some(dir.join("ca.pem"));

@@ -363,6 +363,20 @@ fn stuck(
     )
 }
 
+/// A fresh directory of throwaway credentials made by
+/// `tests/python/auth_setup.py` (API keys entitling `symbols`' first two to
+/// "desk", JWT keys, a CA with server and client certificates); `what`
+/// names it.
+pub fn credentials(what: &str, symbols: &[String]) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("quotecast-{what}-{}-{}", std::process::id(), unique_feed().1));
+    std::fs::create_dir_all(&dir).unwrap();
+    let setup = format!("{}/tests/python/auth_setup.py", env!("CARGO_MANIFEST_DIR"));
+    let made = std::process::Command::new("python3").arg(&setup).arg(&dir).arg(symbols.join(",")).status();
+    assert!(made.expect("running auth_setup.py").success(), "auth_setup.py failed");
+    dir
+}
+
 /// pip packages of the Python client tests (installed by scripts/test.sh).
 pub const PYTHON_PACKAGES: &str =
     "websockets protobuf grpcio grpcio-tools grpcio-health-checking grpcio-reflection pytest pyjwt cryptography";
